@@ -1,0 +1,275 @@
+"""The cluster as arrays: free milli-GPUs per GPU slot, CPU, memory, topology domain ids.
+
+One cycle builds this once from the snapshot and then changes it in place as it places
+and evicts; a journal lets a trial placement be undone. Every node change is logged so
+per-shape caches (capacity, fragmentation scores) recompute only the nodes that moved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.core.config import PolicyConfig
+from scheduler.core.model import MILLI_PER_GPU, Node, Pod
+
+FULL = MILLI_PER_GPU
+UNUSABLE = -1
+_BIG = np.iinfo(np.int64).max // 4
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What one pod takes from a node; pods with equal shapes are interchangeable."""
+
+    gpus: int
+    milli: int
+    cpu: int
+    mem: int
+
+    @staticmethod
+    def of(pod: Pod) -> Shape:
+        return Shape(pod.gpus, pod.gpu_milli, pod.cpu_milli, pod.memory_mib)
+
+    @property
+    def gpu_amount(self) -> float:
+        return self.gpus + self.milli / FULL
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """GPU slots and resources one placed pod holds on a node (for release and undo)."""
+
+    node: int
+    slots: tuple[int, ...]
+    milli_per_slot: int
+    cpu: int
+    mem: int
+    anonymous_whole: int = 0  # whole GPUs of a running pod whose slot indices are unknown
+
+
+class ClusterState:
+    """Mutable per-cycle view of free capacity. Index order is the snapshot's node order."""
+
+    def __init__(self, nodes: Sequence[Node], config: PolicyConfig) -> None:
+        n = len(nodes)
+        self.names = [node.name for node in nodes]
+        self.index = {name: i for i, name in enumerate(self.names)}
+        width = max([node.gpus for node in nodes] + [1])
+        counts = np.array([node.gpus for node in nodes], dtype=np.int64).reshape(n)
+        self.free = np.where(np.arange(width)[None, :] < counts[:, None], FULL, UNUSABLE).astype(
+            np.int32
+        )
+        for i, node in enumerate(nodes):
+            if node.unhealthy_gpus:
+                self.free[i, sorted(node.unhealthy_gpus)] = UNUSABLE
+        self.usable = (self.free >= 0).sum(axis=1).astype(np.int64)
+        self.cpu_free = np.array([node.cpu_milli for node in nodes], dtype=np.int64).reshape(n)
+        self.mem_free = np.array([node.memory_mib for node in nodes], dtype=np.int64).reshape(n)
+        self.schedulable = np.array([node.schedulable for node in nodes], dtype=bool).reshape(n)
+        self.models = sorted({node.gpu_model for node in nodes})
+        model_index = {m: i for i, m in enumerate(self.models)}
+        self.model_id = np.array([model_index[node.gpu_model] for node in nodes], dtype=np.int32)
+        self.anon_mask = np.zeros(self.free.shape, dtype=bool)
+        self.levels = config.topology_levels
+        self.domains: list[np.ndarray] = []
+        self.domain_names: list[list[str]] = []
+        for label in self.levels:
+            values = [
+                node.labels.get(label) or (node.name if label == "kubernetes.io/hostname" else None)
+                for node in nodes
+            ]
+            # A node without the label is a domain of its own at that level.
+            keys = [
+                v if v is not None else f"(unlabelled:{node.name})"
+                for v, node in zip(values, nodes, strict=True)
+            ]
+            uniq, inverse = np.unique(np.array(keys, dtype=object), return_inverse=True)
+            self.domains.append(inverse.astype(np.int64).reshape(n))
+            self.domain_names.append([str(u) for u in uniq])
+        self.overcommitted = np.zeros(n, dtype=bool)
+        self.change_log: list[int] = []
+        self.journal: list[tuple[int, Held]] = []
+        self._refresh(np.arange(n))
+
+    # ------------------------------------------------------------ derived columns
+
+    def _refresh(self, idx: np.ndarray) -> None:
+        rows = self.free[idx]
+        if not hasattr(self, "whole_free"):
+            n = len(self.names)
+            self.whole_free = np.zeros(n, dtype=np.int64)
+            self.total_free = np.zeros(n, dtype=np.int64)
+        self.whole_free[idx] = (rows == FULL).sum(axis=1)
+        self.total_free[idx] = np.where(rows > 0, rows, 0).sum(axis=1)
+
+    @property
+    def node_count(self) -> int:
+        return len(self.names)
+
+    def healthy_gpus(self) -> int:
+        return int(self.usable[self.schedulable].sum())
+
+    # ------------------------------------------------------------ loading running pods
+
+    def load_running(
+        self,
+        node: np.ndarray,
+        gpus: np.ndarray,
+        milli: np.ndarray,
+        cpu: np.ndarray,
+        mem: np.ndarray,
+        indices: dict[int, tuple[int, ...]],
+    ) -> dict[int, Held]:
+        """Account for bound pods, given as columns (one row per pod).
+
+        Whole-GPU pods without known slot indices are counted per node in one vector
+        step (the device plugin, not the scheduler, picks their GPUs). Pods with known
+        indices and shared-GPU pods take specific slots; what they hold is returned by
+        row. Anything that does not fit (a GPU turned unhealthy under a pod) marks the
+        node overcommitted, and nothing more is placed there.
+        """
+        n = self.node_count
+        held: dict[int, Held] = {}
+        if node.size == 0:
+            return held
+        self.cpu_free -= np.bincount(node, weights=cpu, minlength=n).astype(np.int64)
+        self.mem_free -= np.bincount(node, weights=mem, minlength=n).astype(np.int64)
+        anon = gpus > 0
+        if indices:
+            anon[list(indices)] = False
+        for row, slots in indices.items():
+            i = int(node[row])
+            amount = int(milli[row]) or FULL
+            slots = tuple(s for s in slots if 0 <= s < self.free.shape[1])
+            for s in slots:
+                if self.free[i, s] >= amount:
+                    self.free[i, s] -= amount
+                else:
+                    self.overcommitted[i] = True
+            held[row] = Held(i, slots, amount, int(cpu[row]), int(mem[row]))
+        if anon.any():
+            want = np.bincount(node[anon], weights=gpus[anon], minlength=n).astype(np.int64)
+            avail = self.free == FULL
+            rank = np.cumsum(avail, axis=1)
+            take = avail & (rank <= want[:, None])
+            self.free[take] = 0
+            self.anon_mask |= take
+            self.overcommitted |= take.sum(axis=1) < want
+        shared = np.nonzero((milli > 0) & (gpus == 0))[0]
+        for row in shared:
+            row = int(row)
+            if row in indices:
+                continue
+            i = int(node[row])
+            slot = self._best_shared_slot(i, int(milli[row]))
+            if slot is None:
+                self.overcommitted[i] = True
+                continue
+            self.free[i, slot] -= int(milli[row])
+            held[row] = Held(i, (slot,), int(milli[row]), int(cpu[row]), int(mem[row]))
+        self.overcommitted |= (self.cpu_free < 0) | (self.mem_free < 0)
+        self._refresh(np.arange(n))
+        return held
+
+    # ------------------------------------------------------------ place / release
+
+    def _best_shared_slot(self, i: int, milli: int) -> int | None:
+        row = self.free[i]
+        fits = np.nonzero(row >= milli)[0]
+        if fits.size == 0:
+            return None
+        return int(fits[np.argmin(row[fits])])
+
+    def allocate(self, i: int, shape: Shape) -> Held:
+        """Take one pod of `shape` on node `i`; the caller checked it fits."""
+        if shape.gpus:
+            slots = tuple(int(s) for s in np.nonzero(self.free[i] == FULL)[0][: shape.gpus])
+            amount = FULL
+        elif shape.milli:
+            slot = self._best_shared_slot(i, shape.milli)
+            slots = () if slot is None else (slot,)
+            amount = shape.milli
+        else:
+            slots, amount = (), 0
+        held = Held(i, slots, amount, shape.cpu, shape.mem)
+        self._apply(held, -1)
+        self.journal.append((-1, held))
+        return held
+
+    def release(self, held: Held) -> None:
+        self._apply(held, +1)
+        self.journal.append((+1, held))
+
+    def retake(self, held: Held) -> None:
+        """Take back exactly what `held` had (undoing a trial release)."""
+        self._apply(held, -1)
+        self.journal.append((-1, held))
+
+    def _apply(self, held: Held, sign: int) -> None:
+        i = held.node
+        if held.slots:
+            self.free[i, list(held.slots)] += sign * held.milli_per_slot
+        if held.anonymous_whole:
+            if sign > 0:
+                slots = np.nonzero(self.anon_mask[i])[0][: held.anonymous_whole]
+                self.free[i, slots] = FULL
+                self.anon_mask[i, slots] = False
+            else:
+                slots = np.nonzero(self.free[i] == FULL)[0][: held.anonymous_whole]
+                self.free[i, slots] = 0
+                self.anon_mask[i, slots] = True
+        self.cpu_free[i] += sign * held.cpu
+        self.mem_free[i] += sign * held.mem
+        row = self.free[i]
+        self.whole_free[i] = int((row == FULL).sum())
+        self.total_free[i] = int(np.where(row > 0, row, 0).sum())
+        self.change_log.append(i)
+
+    def mark(self) -> int:
+        return len(self.journal)
+
+    def rollback(self, mark: int) -> None:
+        """Undo every allocate and release since `mark`."""
+        while len(self.journal) > mark:
+            sign, held = self.journal.pop()
+            self._apply(held, -sign)
+
+    def commit(self) -> None:
+        """Forget the journal (the changes stay)."""
+        self.journal.clear()
+
+    # ------------------------------------------------------------ capacity
+
+    def gpu_capacity(self, shape: Shape, idx: np.ndarray | None = None) -> np.ndarray:
+        """How many pods of `shape` fit on each node by GPUs alone."""
+        if idx is None:
+            whole, free = self.whole_free, self.free
+        else:
+            whole, free = self.whole_free[idx], self.free[idx]
+        if shape.gpus:
+            return whole // shape.gpus
+        if shape.milli:
+            return (np.where(free > 0, free, 0) // shape.milli).sum(axis=1)
+        return np.full(whole.shape[0], _BIG, dtype=np.int64)
+
+    def capacity(self, shape: Shape, model_ok: np.ndarray | None = None) -> np.ndarray:
+        """Pods of `shape` each node can take: GPUs, CPU, memory, schedulable, model."""
+        cap = self.gpu_capacity(shape)
+        if shape.cpu:
+            cap = np.minimum(cap, np.maximum(self.cpu_free, 0) // shape.cpu)
+        if shape.mem:
+            cap = np.minimum(cap, np.maximum(self.mem_free, 0) // shape.mem)
+        ok = self.schedulable & ~self.overcommitted
+        if model_ok is not None:
+            ok = ok & model_ok
+        return np.where(ok, cap, 0)
+
+    def model_mask(self, models: frozenset[str]) -> np.ndarray | None:
+        """Nodes whose GPU model is allowed; None when any model will do."""
+        if not models:
+            return None
+        ids = [i for i, m in enumerate(self.models) if m in models]
+        return np.isin(self.model_id, ids)

@@ -1,0 +1,632 @@
+"""One decision cycle: a snapshot in, decisions out, nothing else touched.
+
+The cycle runs three passes over the pending gangs: production (which may preempt
+scavenger, then training), training (in fair-share order; a team below its share may
+reclaim from teams above theirs), then scavenger (only what is left). A policy chooses
+the strategies used in each; the baselines run through this same code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from scheduler.core import reasons
+from scheduler.core.budget import BudgetState, budget_state
+from scheduler.core.cluster import ClusterState, Held, Shape
+from scheduler.core.config import PolicyConfig
+from scheduler.core.fairshare import fairshare_factors, water_fill
+from scheduler.core.model import (
+    Bind,
+    Decisions,
+    Eviction,
+    Gang,
+    OnExhausted,
+    Pending,
+    Pod,
+    Snapshot,
+    TeamStatus,
+    TeamUsage,
+    Tier,
+)
+from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, Placement, place_gang
+from scheduler.core.policies import Policy, get_policy
+from scheduler.core.preemption import Candidates, Plan, Victim, plan_preemption
+from scheduler.core.scoring import SCORERS, Fragmentation, ShapeCache, WorkloadMix
+from scheduler.core.tiers import effective_tier, tier_by_priority
+
+_EPS = 1e-9
+
+
+def decide(
+    snapshot: Snapshot, config: PolicyConfig | None = None, policy: str | Policy = "gpufair"
+) -> Decisions:
+    """Run one decision cycle. Same snapshot, config and policy: same decisions."""
+    return _Cycle(snapshot, config or PolicyConfig(), get_policy(policy)).run()
+
+
+@dataclass(slots=True)
+class _Running:
+    gang: Gang
+    team: int  # index into teams, -1 when the namespace has no team
+    tier: Tier
+    rows: list[int]
+    gpus: float
+    cost: float
+    old_enough: bool  # past its minimum runtime
+
+
+@dataclass(slots=True)
+class _Waiting:
+    gang: Gang
+    team: int
+    tier: Tier
+    need: tuple[Pod, ...]  # placed all together or not at all
+    extras: tuple[Pod, ...]  # beyond minMember: placed when there is room
+    gpus: float
+    request: GangRequest | None = None
+    problem: Pending | None = None  # set when the gang cannot even be tried
+
+
+@dataclass(slots=True)
+class _Outcome:
+    binds: list[Bind] = field(default_factory=list)
+    evictions: list[Eviction] = field(default_factory=list)
+    pending: list[Pending] = field(default_factory=list)
+    nominations: dict[str, str] = field(default_factory=dict)
+
+
+class _Cycle:
+    def __init__(self, snap: Snapshot, config: PolicyConfig, policy: Policy) -> None:
+        self.snap = snap
+        self.config = config
+        self.policy = policy
+        self.now = snap.now_s
+        self.teams = list(snap.teams)
+        self.team_index = {t.name: i for i, t in enumerate(self.teams)}
+        n_teams = len(self.teams)
+        usage = [snap.usage.get(t.name, TeamUsage()) for t in self.teams]
+        self.budgets: list[BudgetState] = [
+            budget_state(t.budget, u, self.now) for t, u in zip(self.teams, usage, strict=True)
+        ]
+        self.state = ClusterState(snap.nodes, config)
+        self.out = _Outcome()
+        self.running: list[_Running] = []
+        self.waiting: list[_Waiting] = []
+        self._read_gangs()
+        # Per-team sums. Index n_teams is a sink for gangs without a team.
+        self.alloc = np.zeros(n_teams + 1)  # training GPUs held
+        self.prod = np.zeros(n_teams + 1)
+        self.scav = np.zeros(n_teams + 1)
+        self.alloc_cpu = np.zeros(n_teams + 1)
+        self.alloc_mem = np.zeros(n_teams + 1)
+        demand = np.zeros(n_teams + 1)
+        self.pending_pods = np.zeros(n_teams + 1, dtype=np.int64)
+        production_demand = 0.0
+        for r in self.running:
+            self._account(r.team, r.tier, r.gpus, +1, r.gang.pods)
+            if r.tier is Tier.TRAINING:
+                demand[r.team] += r.gpus
+            elif r.tier is Tier.PRODUCTION:
+                production_demand += r.gpus
+        for w in self.waiting:
+            self.pending_pods[w.team] += len(w.need) + len(w.extras)
+            if w.problem is not None:
+                continue
+            asked = w.gpus + sum(p.gpu_amount for p in w.extras)
+            if w.tier is Tier.TRAINING:
+                demand[w.team] += asked
+            elif w.tier is Tier.PRODUCTION:
+                production_demand += asked
+        self.demand = demand
+        capacity = max(0.0, self.state.healthy_gpus() - production_demand)
+        self.share = np.zeros(n_teams + 1)
+        self.share[:n_teams] = water_fill(
+            capacity,
+            [t.weight for t in self.teams],
+            list(demand[:n_teams]),
+            [t.guaranteed_gpus for t in self.teams],
+            [t.max_gpus for t in self.teams],
+        )
+        decayed = [u.decayed_gpu_seconds for u in usage]
+        self.factor = (
+            fairshare_factors([t.weight for t in self.teams], decayed)
+            if policy.history and self.teams
+            else [1.0] * n_teams
+        )
+        scorer_cls = SCORERS[policy.scorer]
+        scorer = scorer_cls(self._workload_mix()) if scorer_cls is Fragmentation else scorer_cls()
+        self.cache = ShapeCache(self.state, scorer)
+        self._failed: dict[tuple, int] = {}
+        self._releases = 0
+        self._preemptors = 0
+        self._diagnosed: dict[tuple, tuple[str, str]] = {}
+        self._build_victim_index()
+
+    # ------------------------------------------------------------------ reading
+
+    def _read_gangs(self) -> None:
+        cfg, policy = self.config, self.policy
+        node_rows: list[int] = []
+        col_gpus: list[int] = []
+        col_milli: list[int] = []
+        col_cpu: list[int] = []
+        col_mem: list[int] = []
+        indices: dict[int, tuple[int, ...]] = {}
+        index = self.state.index
+        self.max_node_gpus = int(self.state.usable.max()) if self.state.node_count else 0
+        for gang in self.snap.gangs:
+            t = self.team_index.get(gang.team, -1)
+            team = self.teams[t] if t >= 0 else None
+            budget = self.budgets[t] if t >= 0 else None
+            exhausted = bool(policy.budgets and budget is not None and budget.exhausted)
+            mode = team.budget.on_exhausted if exhausted and team and team.budget else None
+            if policy.tiers:
+                tier = effective_tier(gang.priority, mode is OnExhausted.SCAVENGE, cfg)
+            else:
+                tier = Tier.TRAINING
+            bound = [p for p in gang.pods if p.node is not None]
+            if bound:
+                rows = []
+                for p in bound:
+                    i = index.get(p.node)  # type: ignore[arg-type]
+                    if i is None:
+                        continue
+                    rows.append(len(node_rows))
+                    node_rows.append(i)
+                    col_gpus.append(p.gpus)
+                    col_milli.append(p.gpu_milli)
+                    col_cpu.append(p.cpu_milli)
+                    col_mem.append(p.memory_mib)
+                    if p.gpu_indices:
+                        indices[rows[-1]] = p.gpu_indices
+                self.running.append(self._running(gang, t, tier, rows, bound))
+            pending = gang.pending_pods
+            if not pending:
+                continue
+            self.waiting.append(self._waiting(gang, t, tier, bound, pending, mode))
+        self.col_node = np.array(node_rows, dtype=np.int64)
+        self.col_gpus = np.array(col_gpus, dtype=np.int64)
+        self.col_milli = np.array(col_milli, dtype=np.int64)
+        self.col_cpu = np.array(col_cpu, dtype=np.int64)
+        self.col_mem = np.array(col_mem, dtype=np.int64)
+        self.special = self.state.load_running(
+            self.col_node, self.col_gpus, self.col_milli, self.col_cpu, self.col_mem, indices
+        )
+
+    def _running(
+        self, gang: Gang, t: int, tier: Tier, rows: list[int], bound: list[Pod]
+    ) -> _Running:
+        starts = [p.start_s for p in bound if p.start_s is not None]
+        start = min(starts) if starts else self.now
+        ran = max(0.0, self.now - start)
+        progress = ran % gang.checkpoint_s if gang.checkpoint_s else ran
+        gpus = sum(p.gpu_amount for p in bound)
+        team_floor = self.teams[t].min_runtime_s if t >= 0 else 0.0
+        min_rt = (
+            gang.min_runtime_s
+            if gang.min_runtime_s is not None
+            else (team_floor or self.config.default_min_runtime_s)
+        )
+        return _Running(gang, t, tier, rows, gpus, gpus * progress, ran >= min_rt)
+
+    def _waiting(
+        self,
+        gang: Gang,
+        t: int,
+        tier: Tier,
+        bound: list[Pod],
+        pending: tuple[Pod, ...],
+        mode: OnExhausted | None,
+    ) -> _Waiting:
+        cfg = self.config
+        required = gang.required_members
+        short = max(0, required - len(bound))
+        need, extras = pending[:short], pending[short:]
+        w = _Waiting(gang, t, tier, need, extras, sum(p.gpu_amount for p in need))
+        if t < 0:
+            w.problem = Pending(gang.id, "NoTeam", reasons.no_team(gang))
+            return w
+        if len(gang.pods) < required:
+            w.problem = Pending(gang.id, "GangIncomplete", reasons.incomplete(gang, required))
+            return w
+        blocked = mode is OnExhausted.BLOCK and (
+            tier_by_priority(gang.priority, cfg) is not Tier.PRODUCTION
+            or cfg.budget_applies_to_production
+        )
+        if blocked:
+            team = self.teams[t]
+            w.problem = Pending(
+                gang.id, "BudgetBlocked", reasons.budget_blocked(team, self.budgets[t])
+            )
+            return w
+        widest = CLUSTER_LEVEL
+        for label in (gang.topology_required, gang.topology_preferred):
+            if label is not None and cfg.level_index(label) is None:
+                w.problem = Pending(gang.id, "Invalid", reasons.unknown_level(gang, label, cfg))
+                return w
+        if gang.topology_required is not None:
+            widest = cfg.level_index(gang.topology_required)  # type: ignore[assignment]
+        too_big = [p for p in gang.pods if p.gpus > self.max_node_gpus]
+        if too_big:
+            w.problem = Pending(
+                gang.id, "TooLarge", reasons.too_large(too_big[0], self.max_node_gpus)
+            )
+            return w
+        pinned = None
+        if bound and widest != CLUSTER_LEVEL:
+            first = self.state.index.get(bound[0].node)  # type: ignore[arg-type]
+            if first is not None:
+                dom = self.state.domains[widest]
+                pinned = dom == dom[first]
+        w.request = GangRequest(
+            tuple(Shape.of(p) for p in need),
+            self.state.model_mask(gang.gpu_models),
+            widest,
+            pinned,
+            cfg.whole_node_gpus,
+        )
+        return w
+
+    def _workload_mix(self) -> WorkloadMix:
+        shapes: Counter[tuple[int, int]] = Counter()
+        for w in self.waiting:
+            for p in (*w.need, *w.extras):
+                shapes[(p.gpus, p.gpu_milli)] += 1
+        if self.col_node.size:
+            pairs, counts = np.unique(
+                np.stack([self.col_gpus, self.col_milli], axis=1), axis=0, return_counts=True
+            )
+            for (g, m), c in zip(pairs.tolist(), counts.tolist(), strict=True):
+                shapes[(g, m)] += c
+        return WorkloadMix.from_shapes(shapes.elements(), self.config.workload_types)
+
+    def _account(self, t: int, tier: Tier, gpus: float, sign: int, pods: tuple[Pod, ...]) -> None:
+        if tier is Tier.PRODUCTION:
+            self.prod[t] += sign * gpus
+        elif tier is Tier.SCAVENGER:
+            self.scav[t] += sign * gpus
+        else:
+            self.alloc[t] += sign * gpus
+            self.alloc_cpu[t] += sign * sum(p.cpu_milli for p in pods)
+            self.alloc_mem[t] += sign * sum(p.memory_mib for p in pods)
+
+    # ------------------------------------------------------------------ victims
+
+    def _build_victim_index(self) -> None:
+        n = len(self.running)
+        self.rg_tier = np.array([r.tier for r in self.running], dtype=np.int64).reshape(n)
+        self.rg_team = np.array([r.team for r in self.running], dtype=np.int64).reshape(n)
+        self.rg_old = np.array([r.old_enough for r in self.running], dtype=bool).reshape(n)
+        self.rg_alive = np.array([r.gang.evictable for r in self.running], dtype=bool).reshape(n)
+        cost = np.array([r.cost for r in self.running], dtype=np.float64).reshape(n)
+        order = np.lexsort((np.arange(n), cost, self.rg_tier))
+        self.rg_rank = np.empty(n, dtype=np.int64)
+        self.rg_rank[order] = np.arange(n)
+        pod_gang = np.empty(self.col_node.size, dtype=np.int64)
+        for g, r in enumerate(self.running):
+            pod_gang[r.rows] = g
+        self.rp_gang = pod_gang
+        self.rp_milli = self.col_gpus * 1000 + self.col_milli
+
+    def _held(self, row: int) -> Held:
+        special = self.special.get(row)
+        if special is not None:
+            return special
+        return Held(
+            int(self.col_node[row]),
+            (),
+            0,
+            int(self.col_cpu[row]),
+            int(self.col_mem[row]),
+            int(self.col_gpus[row]),
+        )
+
+    def _victim(self, g: int) -> Victim:
+        r = self.running[g]
+        team = self.teams[r.team].name if r.team >= 0 else ""
+        return Victim(
+            r.gang.id,
+            team,
+            r.tier,
+            r.gpus,
+            r.cost,
+            tuple(self._held(row) for row in r.rows),
+            tuple(p.name for p in r.gang.pods if p.node is not None and p.node in self.state.index),
+            self.col_node[r.rows],
+        )
+
+    def _candidates(self, w: _Waiting, reclaim: bool) -> Candidates | None:
+        alive = self.rg_alive
+        if w.tier is Tier.PRODUCTION:
+            ok = alive & (self.rg_tier < Tier.PRODUCTION)
+            if self.config.production_honours_min_runtime:
+                ok &= self.rg_old
+        elif w.tier is Tier.TRAINING:
+            ok = alive & self.rg_old & (self.rg_tier == Tier.SCAVENGER)
+            if reclaim:
+                over = np.append(self.alloc[:-1] > self.share[:-1] + _EPS, False)
+                ok |= (
+                    alive
+                    & self.rg_old
+                    & (self.rg_tier == Tier.TRAINING)
+                    & (self.rg_team != w.team)
+                    & over[self.rg_team]
+                )
+        else:
+            return None
+        if not ok.any():
+            return None
+        pods = ok[self.rp_gang]
+        return Candidates(
+            self.rg_rank, self.col_node[pods], self.rp_gang[pods], self.rp_milli[pods], self._victim
+        )
+
+    def _accept_for(self, w: _Waiting):
+        if w.tier is Tier.PRODUCTION:
+            return lambda chosen, v: True
+
+        def accept(chosen: list[Victim], v: Victim) -> bool:
+            if v.tier is Tier.SCAVENGER:
+                return True
+            t = self.team_index[v.team]
+            taken = sum(c.gpus for c in chosen if c.team == v.team and c.tier is Tier.TRAINING)
+            return self.alloc[t] - taken - v.gpus >= self.share[t] - _EPS
+
+        return accept
+
+    # ------------------------------------------------------------------ passes
+
+    def run(self) -> Decisions:
+        for w in self.waiting:
+            if w.problem is not None:
+                self.out.pending.append(w.problem)
+        ready = [w for w in self.waiting if w.problem is None]
+        if self.policy.ordering == "fifo":
+            self._fifo_pass(ready)
+        else:
+            by_tier = {tier: [w for w in ready if w.tier is tier] for tier in Tier}
+            self._simple_pass(by_tier[Tier.PRODUCTION], preempt=True)
+            self._training_pass(by_tier[Tier.TRAINING])
+            self._simple_pass(by_tier[Tier.SCAVENGER], preempt=False)
+        return Decisions(
+            tuple(self.out.binds),
+            tuple(self.out.evictions),
+            tuple(self.out.pending),
+            self._team_status(),
+            dict(self.out.nominations),
+        )
+
+    @staticmethod
+    def _queue_key(w: _Waiting) -> tuple:
+        return (-w.gang.priority, w.gang.submit_s, w.gang.id)
+
+    def _simple_pass(self, queue: list[_Waiting], preempt: bool) -> None:
+        for w in sorted(queue, key=self._queue_key):
+            self._schedule(w, preempt=preempt, reclaim=False)
+
+    def _fifo_pass(self, queue: list[_Waiting]) -> None:
+        blocker: _Waiting | None = None
+        for w in sorted(queue, key=lambda w: (w.gang.submit_s, w.gang.id)):
+            if blocker is not None:
+                self.out.pending.append(
+                    Pending(w.gang.id, "QueuedBehind", reasons.behind(blocker.gang))
+                )
+                continue
+            if not self._schedule(w, preempt=False, reclaim=False):
+                blocker = w
+
+    def _training_pass(self, queue: list[_Waiting]) -> None:
+        queues: dict[int, list[_Waiting]] = {}
+        for w in sorted(queue, key=self._queue_key, reverse=True):
+            queues.setdefault(w.team, []).append(w)  # reversed: pop() takes the head
+        dominant = self.policy.ordering == "dominant-share"
+        totals = (
+            max(self.state.healthy_gpus(), 1),
+            max(float(self.state.cpu_free.clip(min=0).sum() + self.alloc_cpu.sum()), 1.0),
+            max(float(self.state.mem_free.clip(min=0).sum() + self.alloc_mem.sum()), 1.0),
+        )
+        while queues:
+            if dominant:
+                t = min(queues, key=lambda t: (self._dominant(t, totals), self.teams[t].name))
+            else:
+                t = min(queues, key=lambda t: self._fair_key(t, queues[t][-1]))
+            w = queues[t].pop()
+            if not queues[t]:
+                del queues[t]
+            cap = self.teams[t].max_gpus
+            if cap is not None and self.alloc[t] + w.gpus > cap + _EPS:
+                self.out.pending.append(
+                    Pending(
+                        w.gang.id,
+                        "OverMaxGPUs",
+                        reasons.over_cap(self.teams[t], self.alloc[t], w.gpus),
+                    )
+                )
+                continue
+            under = self.alloc[t] + w.gpus <= self.share[t] + _EPS
+            self._schedule(
+                w,
+                preempt=True,
+                reclaim=under and self.policy.reclaim and self.config.reclaim_enabled,
+            )
+
+    def _fair_key(self, t: int, head: _Waiting) -> tuple:
+        share = self.share[t]
+        below = self.alloc[t] + head.gpus <= share + _EPS
+        ratio = self.alloc[t] / share if share > _EPS else math.inf
+        return (0 if below else 1, -self.factor[t], ratio, self.teams[t].name)
+
+    def _dominant(self, t: int, totals: tuple[float, float, float]) -> float:
+        d = max(
+            self.alloc[t] / totals[0], self.alloc_cpu[t] / totals[1], self.alloc_mem[t] / totals[2]
+        )
+        return d / self.teams[t].weight
+
+    # ------------------------------------------------------------------ one gang
+
+    def _schedule(self, w: _Waiting, preempt: bool, reclaim: bool) -> bool:
+        """Try to place `w`; if it cannot, maybe preempt for it. True when it was bound."""
+        assert w.request is not None
+        placed = self._try_place(w.request)
+        if placed is not None:
+            self._bind(w, placed)
+            return True
+        may_preempt = preempt and self.policy.preemption and self.config.preemption_enabled
+        if may_preempt and self._preempt_for(w, reclaim):
+            return False
+        code, text = self._diagnose(w.request)
+        self.out.pending.append(Pending(w.gang.id, code, self._with_context(w, text)))
+        return False
+
+    def _try_place(self, req: GangRequest) -> Placement | None:
+        key = None
+        if req.pinned is None:
+            model = None if req.model_ok is None else req.model_ok.tobytes()
+            key = (req.shapes, model, req.widest_level)
+            if self._failed.get(key) == self._releases:
+                return None
+        placed = place_gang(self.state, self.cache, req)
+        self.state.commit()
+        if placed is None and key is not None:
+            self._failed[key] = self._releases
+        return placed
+
+    def _bind(self, w: _Waiting, placed: Placement) -> None:
+        names = self.state.names
+        for pod, held in zip(w.need, placed.held, strict=True):
+            self.out.binds.append(Bind(pod.name, w.gang.id, names[held.node], held.slots, w.tier))
+        self._account(w.team, w.tier, w.gpus, +1, w.need)
+        if not w.extras:
+            return
+        assert w.request is not None
+        pinned = w.request.pinned
+        if w.request.widest_level != CLUSTER_LEVEL and placed.held:
+            dom = self.state.domains[w.request.widest_level]
+            pinned = dom == dom[placed.held[0].node]
+        left = 0
+        for pod in w.extras:
+            one = GangRequest(
+                (Shape.of(pod),),
+                w.request.model_ok,
+                w.request.widest_level,
+                pinned,
+                w.request.whole_node_gpus,
+            )
+            got = place_gang(self.state, self.cache, one)
+            self.state.commit()
+            if got is None:
+                left += 1
+                continue
+            self.out.binds.append(
+                Bind(pod.name, w.gang.id, names[got.held[0].node], got.held[0].slots, w.tier)
+            )
+            self._account(w.team, w.tier, pod.gpu_amount, +1, (pod,))
+        if left:
+            self.out.pending.append(
+                Pending(w.gang.id, "ExtrasWaiting", reasons.extras_waiting(w.gang, left))
+            )
+
+    def _preempt_for(self, w: _Waiting, reclaim: bool) -> bool:
+        if self._preemptors >= self.config.max_preemptors_per_cycle:
+            return False
+        cand = self._candidates(w, reclaim)
+        if cand is None:
+            return False
+        assert w.request is not None
+        plan = plan_preemption(
+            self.state,
+            self.cache,
+            w.request,
+            cand,
+            self._accept_for(w),
+            self.config.preemption_candidate_domains,
+        )
+        self.state.commit()
+        if plan is None:
+            return False
+        self._preemptors += 1
+        self._evict(w, plan)
+        # Hold the freed room for this gang; it binds once the victims are gone.
+        placed = place_gang(self.state, self.cache, w.request)
+        self.state.commit()
+        if placed is not None:
+            names = self.state.names
+            for pod, held in zip(w.need, placed.held, strict=True):
+                self.out.nominations[pod.name] = names[held.node]
+            self._account(w.team, w.tier, w.gpus, +1, w.need)
+        self.out.pending.append(
+            Pending(w.gang.id, "Preempting", self._with_context(w, reasons.preempting(plan)))
+        )
+        return True
+
+    def _evict(self, w: _Waiting, plan: Plan) -> None:
+        kind = (
+            "production"
+            if w.tier is Tier.PRODUCTION
+            else ("scavenger" if all(v.tier is Tier.SCAVENGER for v in plan.victims) else "reclaim")
+        )
+        running_by_id = {self.running[g].gang.id: g for g in np.nonzero(self.rg_alive)[0].tolist()}
+        for v in plan.victims:
+            g = running_by_id[v.gang]
+            r = self.running[g]
+            self.rg_alive[g] = False
+            for h in v.held:
+                self.state.release(h)
+            self._account(r.team, r.tier, r.gpus, -1, r.gang.bound_pods)
+            why = reasons.evicted(v, w.gang, w.tier, kind)
+            for pod, h in zip(v.pods, v.held, strict=True):
+                self.out.evictions.append(
+                    Eviction(pod, v.gang, self.state.names[h.node], w.gang.id, kind, why)
+                )
+        self.state.commit()
+        self._releases += 1
+
+    # ------------------------------------------------------------------ explaining
+
+    def _diagnose(self, req: GangRequest) -> tuple[str, str]:
+        key = (
+            req.shapes,
+            None if req.model_ok is None else req.model_ok.tobytes(),
+            req.widest_level,
+            None if req.pinned is None else req.pinned.tobytes(),
+            self._releases,
+            len(self.out.binds),
+        )
+        hit = self._diagnosed.get(key)
+        if hit is None:
+            hit = reasons.diagnose(self.state, self.cache, req)
+            self._diagnosed[key] = hit
+        return hit
+
+    def _with_context(self, w: _Waiting, text: str) -> str:
+        if w.tier is not Tier.TRAINING or w.team < 0:
+            return text
+        return reasons.with_share(
+            text, self.teams[w.team].name, self.alloc[w.team], self.share[w.team]
+        )
+
+    def _team_status(self) -> dict[str, TeamStatus]:
+        out = {}
+        for t, team in enumerate(self.teams):
+            b = self.budgets[t]
+            out[team.name] = TeamStatus(
+                team=team.name,
+                weight=team.weight,
+                fair_share_gpus=float(self.share[t]),
+                allocated_gpus=float(self.alloc[t]),
+                production_gpus=float(self.prod[t]),
+                scavenger_gpus=float(self.scav[t]),
+                demand_gpus=float(self.demand[t]),
+                pending_pods=int(self.pending_pods[t]),
+                fairshare_factor=float(self.factor[t]),
+                budget_gpu_hours=b.limit_gpu_hours,
+                budget_used_gpu_hours=b.used_gpu_hours,
+                budget_left_gpu_hours=b.left_gpu_hours,
+                budget_exhausted=b.exhausted,
+                budget_resets_s=b.resets_s,
+            )
+        return out

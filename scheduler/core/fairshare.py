@@ -1,0 +1,73 @@
+"""Weighted max-min fair share (water-filling) and the decayed-usage fair-share factor."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def decay(value: float, elapsed_s: float, half_life_s: float) -> float:
+    """`value` after `elapsed_s` of exponential decay with the given half-life."""
+    if elapsed_s <= 0:
+        return value
+    return value * math.pow(0.5, elapsed_s / half_life_s)
+
+
+def water_fill(
+    capacity: float,
+    weights: Sequence[float],
+    demands: Sequence[float],
+    floors: Sequence[float],
+    caps: Sequence[float | None],
+) -> list[float]:
+    """Weighted max-min fair shares of `capacity`.
+
+    Each team first gets min(floor, demand, cap); if the floors alone exceed capacity
+    they are scaled down in proportion. The rest is poured in proportion to weight until
+    every team reaches min(demand, cap) or the capacity runs out, so no team gets more
+    than it asks for and unused entitlement flows to the others.
+    """
+    n = len(weights)
+    limits = [max(0.0, min(demands[i], math.inf if caps[i] is None else caps[i])) for i in range(n)]
+    base = [min(max(0.0, floors[i]), limits[i]) for i in range(n)]
+    capacity = max(0.0, capacity)
+    total_base = sum(base)
+    if total_base >= capacity:
+        scale = capacity / total_base if total_base > 0 else 0.0
+        return [b * scale for b in base]
+    # Find the water level L: share_i = clamp(w_i * L, base_i, limit_i), sum = capacity.
+    points = sorted(
+        {b / weights[i] for i, b in enumerate(base)}
+        | {lim / weights[i] for i, lim in enumerate(limits)}
+    )
+
+    def filled(level: float) -> float:
+        return sum(min(limits[i], max(base[i], weights[i] * level)) for i in range(n))
+
+    if filled(points[-1]) <= capacity:
+        return limits[:]
+    lo = 0.0
+    for p in points:
+        if filled(p) >= capacity:
+            hi = p
+            break
+        lo = p
+    # Between two breakpoints the filled amount is linear in the level.
+    f_lo, f_hi = filled(lo), filled(hi)
+    level = hi if f_hi == f_lo else lo + (capacity - f_lo) * (hi - lo) / (f_hi - f_lo)
+    return [min(limits[i], max(base[i], weights[i] * level)) for i in range(n)]
+
+
+def fairshare_factors(weights: Sequence[float], decayed_usage: Sequence[float]) -> list[float]:
+    """Slurm's classic factor 2^(-U/S): 1 for a team with no history, towards 0 for heavy users.
+
+    U is the team's part of all decayed usage, S its part of all weight.
+    """
+    total_w = sum(weights)
+    total_u = sum(decayed_usage)
+    out = []
+    for w, u in zip(weights, decayed_usage, strict=True):
+        share = w / total_w if total_w > 0 else 0.0
+        used = u / total_u if total_u > 0 else 0.0
+        out.append(math.pow(2.0, -used / share) if share > 0 else 0.0)
+    return out

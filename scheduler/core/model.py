@@ -1,0 +1,356 @@
+"""What the decision core sees (a snapshot) and what it answers (decisions).
+
+Everything here is immutable and plain: the daemon builds it from the API server's cache,
+the simulator from its virtual cluster. Field checks that need no other object happen at
+construction, so a bad object is refused where it is made, with its name in the message.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from scheduler.core.errors import InvalidInput
+
+MILLI_PER_GPU = 1000
+
+
+class Tier(enum.IntEnum):
+    """Who may preempt whom: a higher tier may evict a lower one, never the reverse."""
+
+    SCAVENGER = 0
+    TRAINING = 1
+    PRODUCTION = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class OnExhausted(enum.StrEnum):
+    SCAVENGE = "scavenge"
+    BLOCK = "block"
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """GPU-hours a team may use per period.
+
+    `period` is 'week' (ISO week, Monday 00:00 UTC), 'month' (calendar month, UTC) or a
+    fixed length in seconds (`period_seconds`) counted from `anchor_s` (default: epoch).
+    """
+
+    gpu_hours: float
+    period: str = "month"
+    on_exhausted: OnExhausted = OnExhausted.SCAVENGE
+    period_seconds: float | None = None
+    anchor_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.gpu_hours) or self.gpu_hours < 0:
+            raise InvalidInput(
+                "budget",
+                "gpuHours",
+                f"{self.gpu_hours!r} is not a usable amount",
+                "give a number of GPU-hours >= 0",
+            )
+        if self.period not in ("week", "month", "duration"):
+            raise InvalidInput(
+                "budget",
+                "period",
+                f"unknown period {self.period!r}",
+                "use 'week', 'month' or a duration such as '30d'",
+            )
+        if self.period == "duration" and not (self.period_seconds and self.period_seconds > 0):
+            raise InvalidInput(
+                "budget",
+                "period",
+                "a fixed period needs a length above zero",
+                "use a duration such as '30d'",
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    """A GPUTeam: its weight in fair share, floor, cap, budget and namespaces."""
+
+    name: str
+    weight: float = 1.0
+    guaranteed_gpus: float = 0.0
+    max_gpus: float | None = None
+    budget: Budget | None = None
+    namespaces: tuple[str, ...] = ()
+    min_runtime_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        obj = f"GPUTeam {self.name!r}"
+        if not self.name:
+            raise InvalidInput("GPUTeam", "metadata.name", "empty name", "give the team a name")
+        if not math.isfinite(self.weight) or self.weight <= 0:
+            raise InvalidInput(
+                obj,
+                "spec.weight",
+                f"{self.weight!r} is not a positive weight",
+                "set a weight above 0 (1 is the default)",
+            )
+        if not math.isfinite(self.guaranteed_gpus) or self.guaranteed_gpus < 0:
+            raise InvalidInput(
+                obj,
+                "spec.guaranteedGPUs",
+                f"{self.guaranteed_gpus!r} is negative",
+                "set guaranteedGPUs to 0 or more",
+            )
+        if self.max_gpus is not None:
+            if not math.isfinite(self.max_gpus) or self.max_gpus < 0:
+                raise InvalidInput(
+                    obj,
+                    "spec.maxGPUs",
+                    f"{self.max_gpus!r} is negative",
+                    "set maxGPUs to 0 or more, or leave it out for no cap",
+                )
+            if self.max_gpus < self.guaranteed_gpus:
+                raise InvalidInput(
+                    obj,
+                    "spec.maxGPUs",
+                    f"maxGPUs {self.max_gpus:g} is below guaranteedGPUs {self.guaranteed_gpus:g}",
+                    "raise maxGPUs or lower guaranteedGPUs",
+                )
+        if self.min_runtime_s < 0:
+            raise InvalidInput(obj, "spec.minRuntime", "negative", "use a duration such as '15m'")
+
+
+@dataclass(frozen=True, slots=True)
+class TeamUsage:
+    """What the ledger knows of a team: decayed history and this period's use."""
+
+    decayed_gpu_seconds: float = 0.0
+    period_gpu_hours: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A node as the scheduler may use it.
+
+    `labels` carry the topology path (see PolicyConfig.topology_levels). GPUs listed in
+    `unhealthy_gpus` (by index) are never given out.
+    """
+
+    name: str
+    gpus: int
+    cpu_milli: int
+    memory_mib: int
+    gpu_model: str = ""
+    unhealthy_gpus: frozenset[int] = frozenset()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    schedulable: bool = True
+
+    def __post_init__(self) -> None:
+        obj = f"node {self.name!r}"
+        if not self.name:
+            raise InvalidInput("node", "metadata.name", "empty name", "give the node a name")
+        if self.gpus < 0:
+            raise InvalidInput(obj, "nvidia.com/gpu", "negative GPU count", "report 0 or more")
+        if self.cpu_milli < 0 or self.memory_mib < 0:
+            raise InvalidInput(obj, "allocatable", "negative CPU or memory", "report 0 or more")
+        bad = [i for i in self.unhealthy_gpus if not 0 <= i < self.gpus]
+        if bad:
+            raise InvalidInput(
+                obj,
+                "unhealthy_gpus",
+                f"indices {sorted(bad)} are outside 0..{self.gpus - 1}",
+                "list GPU indices the node has",
+            )
+
+    @property
+    def healthy_gpus(self) -> int:
+        return self.gpus - len(self.unhealthy_gpus)
+
+
+@dataclass(frozen=True, slots=True)
+class Pod:
+    """One pod of a gang.
+
+    A pod asks for `gpus` whole GPUs, or for `gpu_milli` thousandths of one shared GPU
+    (then `gpus` is 0). A bound pod has `node`, `start_s` and, when known, the indices of
+    the GPUs it holds (needed for shared GPUs; whole GPUs are interchangeable).
+    """
+
+    name: str
+    gpus: int = 0
+    gpu_milli: int = 0
+    cpu_milli: int = 0
+    memory_mib: int = 0
+    node: str | None = None
+    gpu_indices: tuple[int, ...] = ()
+    start_s: float | None = None
+
+    def __post_init__(self) -> None:
+        obj = f"pod {self.name!r}"
+        if self.gpus < 0:
+            raise InvalidInput(obj, "nvidia.com/gpu", "negative GPU request", "request 0 or more")
+        if not 0 <= self.gpu_milli < MILLI_PER_GPU:
+            raise InvalidInput(
+                obj,
+                "gpu_milli",
+                f"{self.gpu_milli} is outside 0..999",
+                "ask for a share of one GPU in thousandths, or for whole GPUs",
+            )
+        if self.gpu_milli and self.gpus:
+            raise InvalidInput(
+                obj,
+                "gpu_milli",
+                "a pod asks for whole GPUs or a share of one, not both",
+                "set gpus to 0 for a shared GPU, or drop gpu_milli",
+            )
+        if self.cpu_milli < 0 or self.memory_mib < 0:
+            raise InvalidInput(
+                obj, "resources.requests", "negative CPU or memory", "request 0 or more"
+            )
+
+    @property
+    def gpu_amount(self) -> float:
+        """GPUs this pod takes, a share counting as a fraction."""
+        return self.gpus + self.gpu_milli / MILLI_PER_GPU
+
+    @property
+    def bound(self) -> bool:
+        return self.node is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Gang:
+    """Pods that start together or not at all (a PodGroup, or a single pod alone).
+
+    `team` is resolved by the shell from the pod's namespace, never from the pod's own
+    labels. `min_member` defaults to every pod. Topology levels name node labels.
+    """
+
+    id: str
+    team: str
+    pods: tuple[Pod, ...]
+    priority: int = 0
+    min_member: int | None = None
+    submit_s: float = 0.0
+    gpu_models: frozenset[str] = frozenset()
+    topology_required: str | None = None
+    topology_preferred: str | None = None
+    min_runtime_s: float | None = None
+    checkpoint_s: float | None = None
+    evictable: bool = True
+
+    def __post_init__(self) -> None:
+        obj = f"gang {self.id!r}"
+        if not self.pods:
+            raise InvalidInput(
+                obj, "pods", "a gang with size 0", "give the gang at least one pod (gang-size >= 1)"
+            )
+        if self.min_member is not None and self.min_member < 1:
+            raise InvalidInput(
+                obj, "minMember", f"{self.min_member} is below 1", "set minMember to 1 or more"
+            )
+        if self.min_runtime_s is not None and self.min_runtime_s < 0:
+            raise InvalidInput(
+                obj, "gpufair.io/min-runtime", "negative", "use a duration such as '15m'"
+            )
+        if self.checkpoint_s is not None and self.checkpoint_s <= 0:
+            raise InvalidInput(
+                obj, "checkpoint", "must be above 0", "leave it out if the job does not checkpoint"
+            )
+        names = [p.name for p in self.pods]
+        if len(set(names)) != len(names):
+            raise InvalidInput(obj, "pods", "two pods share a name", "give each pod its own name")
+
+    @property
+    def required_members(self) -> int:
+        return self.min_member if self.min_member is not None else len(self.pods)
+
+    @property
+    def gpu_amount(self) -> float:
+        return sum(p.gpu_amount for p in self.pods)
+
+    @property
+    def bound_pods(self) -> tuple[Pod, ...]:
+        return tuple(p for p in self.pods if p.node is not None)
+
+    @property
+    def pending_pods(self) -> tuple[Pod, ...]:
+        return tuple(p for p in self.pods if p.node is None)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The whole input of one decision cycle. `now_s` is seconds since the epoch (UTC)."""
+
+    now_s: float
+    nodes: tuple[Node, ...]
+    teams: tuple[Team, ...]
+    gangs: tuple[Gang, ...]
+    usage: Mapping[str, TeamUsage] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True, slots=True)
+class Bind:
+    pod: str
+    gang: str
+    node: str
+    gpu_indices: tuple[int, ...]
+    tier: Tier
+
+
+@dataclass(frozen=True, slots=True)
+class Eviction:
+    """Evict `pod` (its whole gang goes) so that `preemptor` can run."""
+
+    pod: str
+    gang: str
+    node: str
+    preemptor: str
+    kind: str  # 'production', 'reclaim' or 'scavenger'
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """Why a gang still waits. `code` is stable for machines; `reason` is for people."""
+
+    gang: str
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TeamStatus:
+    team: str
+    weight: float
+    fair_share_gpus: float
+    allocated_gpus: float  # training GPUs held, the amount compared with the fair share
+    production_gpus: float
+    scavenger_gpus: float
+    demand_gpus: float
+    pending_pods: int
+    fairshare_factor: float
+    budget_gpu_hours: float | None
+    budget_used_gpu_hours: float
+    budget_left_gpu_hours: float | None
+    budget_exhausted: bool
+    budget_resets_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decisions:
+    binds: tuple[Bind, ...]
+    evictions: tuple[Eviction, ...]
+    pending: tuple[Pending, ...]
+    teams: Mapping[str, TeamStatus]
+    nominations: Mapping[str, str] = field(default_factory=dict)
+
+    def pending_reason(self, gang_id: str) -> Pending | None:
+        for p in self.pending:
+            if p.gang == gang_id:
+                return p
+        return None

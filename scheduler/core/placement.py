@@ -1,0 +1,158 @@
+"""All-or-nothing gang placement in the narrowest topology domain that fits.
+
+A gang is tried at the node level first, then each wider level up to the widest it
+allows (its required level, or the whole cluster). Within a level the domain that fits
+most tightly wins, which keeps large empty domains for large gangs. Within the domain,
+nodes are taken in the scorer's order. Either every required pod gets a place or the
+state is rolled back and nothing is placed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from scheduler.core.cluster import ClusterState, Held, Shape
+from scheduler.core.scoring import ShapeCache
+
+CLUSTER_LEVEL = -1  # the whole cluster as one domain
+_DOMAINS_TRIED_PER_LEVEL = 3
+
+
+@dataclass(frozen=True, slots=True)
+class GangRequest:
+    """What must be placed together: pods (as shapes, in order) and where they may go."""
+
+    shapes: tuple[Shape, ...]
+    model_ok: np.ndarray | None
+    widest_level: int  # index into the topology levels, or CLUSTER_LEVEL
+    pinned: np.ndarray | None = None  # node mask the gang must stay in (running members)
+    whole_node_gpus: int = 8
+
+    @property
+    def counts(self) -> dict[Shape, int]:
+        out: dict[Shape, int] = {}
+        for s in self.shapes:
+            out[s] = out.get(s, 0) + 1
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    held: tuple[Held, ...]  # one per shape in request order
+    level: int  # the level whose single domain holds the whole gang
+
+
+def capacity_of(
+    state: ClusterState, cache: ShapeCache, shape: Shape, req: GangRequest
+) -> np.ndarray:
+    """Pods of `shape` each node can take for this request (all filters applied)."""
+    gcap, _ = cache.get(shape)
+    cap = gcap
+    if shape.cpu:
+        cap = np.minimum(cap, np.maximum(state.cpu_free, 0) // shape.cpu)
+    if shape.mem:
+        cap = np.minimum(cap, np.maximum(state.mem_free, 0) // shape.mem)
+    ok = state.schedulable & ~state.overcommitted
+    if req.model_ok is not None:
+        ok = ok & req.model_ok
+    if req.pinned is not None:
+        ok = ok & req.pinned
+    return np.where(ok, cap, 0)
+
+
+def place_gang(state: ClusterState, cache: ShapeCache, req: GangRequest) -> Placement | None:
+    """Place every pod of `req` or none. On success the state holds the placement."""
+    counts = req.counts
+    caps = {s: capacity_of(state, cache, s, req) for s in counts}
+    for s, c in counts.items():
+        if int(caps[s].sum()) < c:
+            return None
+    if len(req.shapes) == 1:
+        return _fill(state, cache, req, None, CLUSTER_LEVEL)
+    levels = range(len(state.levels) - 1, req.widest_level - 1, -1)
+    for level in levels:
+        placed = _place_at_level(state, cache, req, caps, level)
+        if placed is not None:
+            return placed
+    if req.widest_level == CLUSTER_LEVEL:
+        return _fill(state, cache, req, None, CLUSTER_LEVEL)
+    return None
+
+
+def _place_at_level(
+    state: ClusterState,
+    cache: ShapeCache,
+    req: GangRequest,
+    caps: dict[Shape, np.ndarray],
+    level: int,
+) -> Placement | None:
+    dom = state.domains[level]
+    n_dom = len(state.domain_names[level])
+    fits = np.ones(n_dom, dtype=bool)
+    for s, c in req.counts.items():
+        fits &= np.bincount(dom, weights=caps[s], minlength=n_dom) >= c
+    candidates = np.nonzero(fits)[0]
+    if candidates.size == 0:
+        return None
+    if n_dom == state.node_count:
+        # Node level: every domain is one node, so rank by the node score itself.
+        _, score = cache.get(req.shapes[0])
+        node_of = np.zeros(n_dom, dtype=np.int64)
+        node_of[dom] = np.arange(state.node_count)
+        rank = score[node_of[candidates]]
+    else:
+        free = np.bincount(dom, weights=state.total_free, minlength=n_dom)
+        rank = free[candidates] + candidates * 1e-9
+    k = min(_DOMAINS_TRIED_PER_LEVEL, candidates.size)
+    best = candidates[np.argpartition(rank, k - 1)[:k]] if candidates.size > k else candidates
+    best = best[np.argsort(rank[np.searchsorted(candidates, best)], kind="stable")]
+    for d in best:
+        placed = _fill(state, cache, req, dom == d, level)
+        if placed is not None:
+            return placed
+    return None
+
+
+def _fill(
+    state: ClusterState,
+    cache: ShapeCache,
+    req: GangRequest,
+    within: np.ndarray | None,
+    level: int,
+) -> Placement | None:
+    """Put the request's pods on nodes of `within`, best-scored nodes first."""
+    mark = state.mark()
+    held_by_shape: dict[Shape, list[Held]] = {}
+    for shape, count in sorted(req.counts.items(), key=lambda kv: (-kv[0].gpus, -kv[0].milli)):
+        cap = capacity_of(state, cache, shape, req)
+        if within is not None:
+            cap = np.where(within, cap, 0)
+        if shape.gpus >= req.whole_node_gpus:
+            empty = cap * (state.whole_free == state.usable)
+            if int(empty.sum()) >= count:
+                cap = empty
+        nodes = np.nonzero(cap > 0)[0]
+        if int(cap[nodes].sum()) < count:
+            state.rollback(mark)
+            return None
+        _, score = cache.get(shape)
+        s = score[nodes]
+        if nodes.size > count:
+            top = np.argpartition(s, count - 1)[:count]
+            nodes, s = nodes[top], s[top]
+        nodes = nodes[np.argsort(s, kind="stable")]
+        got: list[Held] = []
+        for i in nodes:
+            take = min(int(cap[i]), count - len(got))
+            for _ in range(take):
+                got.append(state.allocate(int(i), shape))
+            if len(got) == count:
+                break
+        if len(got) < count:  # cannot happen when capacity was counted right
+            state.rollback(mark)
+            return None
+        held_by_shape[shape] = got
+    ordered = tuple(held_by_shape[s].pop(0) for s in req.shapes)
+    return Placement(ordered, level)

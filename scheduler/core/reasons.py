@@ -1,0 +1,180 @@
+"""Plain-words explanations for pending pods, evictions and refusals.
+
+These strings end up in pod conditions, FailedScheduling events and `gpufair explain`,
+so each says what is missing and, where the user can act, what to change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scheduler.core.budget import BudgetState
+from scheduler.core.cluster import FULL, ClusterState, Shape
+from scheduler.core.config import PolicyConfig
+from scheduler.core.model import Gang, Pod, Team, Tier
+from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, capacity_of
+from scheduler.core.scoring import ShapeCache
+
+if TYPE_CHECKING:
+    from scheduler.core.preemption import Plan, Victim
+
+
+def gpus(amount: float) -> str:
+    value = f"{amount:.1f}".rstrip("0").rstrip(".")
+    return f"{value} GPU" if value == "1" else f"{value} GPUs"
+
+
+def _when(epoch_s: float) -> str:
+    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _pods(shapes: tuple[Shape, ...]) -> str:
+    counts: dict[Shape, int] = {}
+    for s in shapes:
+        counts[s] = counts.get(s, 0) + 1
+    parts = []
+    for s, c in counts.items():
+        size = gpus(s.gpus) if s.gpus else (f"{s.milli}m of a GPU" if s.milli else "no GPU")
+        parts.append(f"{c} pod{'s' if c > 1 else ''} x {size}")
+    return " + ".join(parts)
+
+
+def no_team(gang: Gang) -> str:
+    ns = gang.id.split("/", 1)[0]
+    return (
+        f"namespace {ns!r} belongs to no GPUTeam, so gpufair does not know whose GPUs to use; "
+        f"add {ns!r} to a GPUTeam's spec.namespaces"
+    )
+
+
+def incomplete(gang: Gang, required: int) -> str:
+    return (
+        f"gang has {len(gang.pods)} of its {required} minimum members; "
+        "waiting for the rest of its pods to be created"
+    )
+
+
+def budget_blocked(team: Team, state: BudgetState) -> str:
+    resets = f"; it resets {_when(state.resets_s)}" if state.resets_s is not None else ""
+    return (
+        f"team {team.name} has used {state.used_gpu_hours:.1f} of its "
+        f"{state.limit_gpu_hours:g} GPU-hours this period and its budget says onExhausted: block"
+        f"{resets}"
+    )
+
+
+def unknown_level(gang: Gang, label: str, config: PolicyConfig) -> str:
+    return (
+        f"gang asks for topology level {label!r}, which is not configured; "
+        f"use one of {', '.join(config.topology_levels)}"
+    )
+
+
+def too_large(pod: Pod, largest: int) -> str:
+    return (
+        f"pod {pod.name} asks for {gpus(pod.gpus)} but the largest node has {gpus(largest)}; "
+        f"split it into pods of at most {largest} GPUs in one gang"
+    )
+
+
+def behind(blocker: Gang) -> str:
+    return (
+        f"queued behind gang {blocker.id}, which was submitted earlier and cannot start yet (FIFO)"
+    )
+
+
+def over_cap(team: Team, allocated: float, asked: float) -> str:
+    return (
+        f"team {team.name} holds {gpus(allocated)} and its maxGPUs is {team.max_gpus:g}; "
+        f"this gang needs {gpus(asked)} more"
+    )
+
+
+def extras_waiting(gang: Gang, left: int) -> str:
+    return f"gang is running with its minimum members; {left} more pod(s) wait for room"
+
+
+def preempting(plan: Plan) -> str:
+    lost = sum(v.lost_gpu_seconds for v in plan.victims) / 3600.0
+    names = ", ".join(v.gang for v in plan.victims[:5])
+    more = f" and {len(plan.victims) - 5} more" if len(plan.victims) > 5 else ""
+    return (
+        f"preempting {len(plan.victims)} gang(s) ({names}{more}; "
+        f"{lost:.1f} GPU-hours of work lost) to make room; binds once they have stopped"
+    )
+
+
+def evicted(victim: Victim, preemptor: Gang, tier: Tier, kind: str) -> str:
+    if kind == "production":
+        why = f"production gang {preemptor.id} needed its GPUs"
+    elif victim.tier is Tier.SCAVENGER:
+        why = f"it ran as scavenger and gang {preemptor.id} needed its GPUs"
+    else:
+        why = (
+            f"team {victim.team} was above its fair share and gang {preemptor.id} "
+            "of a team below its share reclaimed the GPUs"
+        )
+    return f"gang {victim.gang} evicted: {why}"
+
+
+def with_share(text: str, team: str, allocated: float, share: float) -> str:
+    return f"{text}; team {team} holds {gpus(allocated)}, its fair share is {gpus(share)}"
+
+
+def diagnose(state: ClusterState, cache: ShapeCache, req: GangRequest) -> tuple[str, str]:
+    """Why `req` cannot be placed now: the first missing thing a person can act on."""
+    ok = state.schedulable & ~state.overcommitted
+    if req.model_ok is not None:
+        if not (req.model_ok & state.schedulable).any():
+            return (
+                "NoModel",
+                "no schedulable node has an allowed GPU model; check the pod's GPU model list",
+            )
+        ok = ok & req.model_ok
+    largest = int(state.usable[ok].max()) if ok.any() else 0
+    for s in set(req.shapes):
+        if s.gpus > largest:
+            return "TooLarge", (
+                f"a pod asks for {gpus(s.gpus)} but the largest allowed node has {gpus(largest)}; "
+                f"split it into pods of at most {largest} GPUs"
+            )
+    asked = sum(s.gpu_amount for s in req.shapes)
+    free = float(np.where(ok, state.total_free, 0).sum()) / FULL
+    gpu_only = GangRequest(
+        tuple(Shape(s.gpus, s.milli, 0, 0) for s in req.shapes),
+        req.model_ok,
+        req.widest_level,
+        req.pinned,
+        req.whole_node_gpus,
+    )
+    for s, c in req.counts.items():
+        if int(capacity_of(state, cache, Shape(s.gpus, s.milli, 0, 0), gpu_only).sum()) < c:
+            return "NoRoom", (
+                f"waiting for {gpus(asked)} ({_pods(req.shapes)}); "
+                f"{gpus(free)} free in the cluster, "
+                "not enough on nodes that can take these pods"
+            )
+        if int(capacity_of(state, cache, s, req).sum()) < c:
+            return "NoRoom", (
+                f"waiting for {gpus(asked)} ({_pods(req.shapes)}): GPUs are free but not with "
+                f"{s.cpu}m CPU and {s.mem}Mi memory beside them on the same nodes"
+            )
+    if req.widest_level != CLUSTER_LEVEL:
+        label = state.levels[req.widest_level]
+        dom = state.domains[req.widest_level]
+        room = np.bincount(
+            dom,
+            weights=np.where(ok, state.total_free, 0),
+            minlength=len(state.domain_names[req.widest_level]),
+        )
+        return "TopologyWait", (
+            f"waiting for {gpus(asked)} ({_pods(req.shapes)}) in one {label}; "
+            f"the most free in any one {label} is {gpus(float(room.max()) / FULL)}"
+        )
+    return "NoRoom", (
+        f"waiting for {gpus(asked)} ({_pods(req.shapes)}) to fit at once; {gpus(free)} are free "
+        "but spread so that not every pod finds a node"
+    )
