@@ -20,9 +20,7 @@ def period_bounds(budget: Budget, now_s: float) -> tuple[float, float]:
         return start, start + length
     now = dt.datetime.fromtimestamp(now_s, _UTC)
     if budget.period == "week":
-        monday = (now - dt.timedelta(days=now.weekday())).replace(
-            hour=0, minute=0, second=0, microsecond=0
-        )
+        monday = (now - dt.timedelta(days=now.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
         return monday.timestamp(), (monday + dt.timedelta(days=7)).timestamp()
     first = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     nxt = (

@@ -59,9 +59,7 @@ class ClusterState:
         self.index = {name: i for i, name in enumerate(self.names)}
         width = max([node.gpus for node in nodes] + [1])
         counts = np.array([node.gpus for node in nodes], dtype=np.int64).reshape(n)
-        self.free = np.where(np.arange(width)[None, :] < counts[:, None], FULL, UNUSABLE).astype(
-            np.int32
-        )
+        self.free = np.where(np.arange(width)[None, :] < counts[:, None], FULL, UNUSABLE).astype(np.int32)
         for i, node in enumerate(nodes):
             if node.unhealthy_gpus:
                 self.free[i, sorted(node.unhealthy_gpus)] = UNUSABLE
@@ -209,23 +207,28 @@ class ClusterState:
         self.journal.append((-1, held))
 
     def _apply(self, held: Held, sign: int) -> None:
+        # Plain Python on one short row: cheaper than numpy calls at this size.
         i = held.node
-        if held.slots:
-            self.free[i, list(held.slots)] += sign * held.milli_per_slot
+        row = self.free[i].tolist()
+        for s in held.slots:
+            row[s] += sign * held.milli_per_slot
         if held.anonymous_whole:
-            if sign > 0:
-                slots = np.nonzero(self.anon_mask[i])[0][: held.anonymous_whole]
-                self.free[i, slots] = FULL
-                self.anon_mask[i, slots] = False
-            else:
-                slots = np.nonzero(self.free[i] == FULL)[0][: held.anonymous_whole]
-                self.free[i, slots] = 0
-                self.anon_mask[i, slots] = True
+            anon = self.anon_mask[i]
+            k = held.anonymous_whole
+            for s, value in enumerate(row):
+                if k == 0:
+                    break
+                if sign > 0 and anon[s]:
+                    row[s], anon[s] = FULL, False
+                    k -= 1
+                elif sign < 0 and value == FULL:
+                    row[s], anon[s] = 0, True
+                    k -= 1
+        self.free[i] = row
         self.cpu_free[i] += sign * held.cpu
         self.mem_free[i] += sign * held.mem
-        row = self.free[i]
-        self.whole_free[i] = int((row == FULL).sum())
-        self.total_free[i] = int(np.where(row > 0, row, 0).sum())
+        self.whole_free[i] = row.count(FULL)
+        self.total_free[i] = sum(v for v in row if v > 0)
         self.change_log.append(i)
 
     def mark(self) -> int:

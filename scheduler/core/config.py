@@ -142,14 +142,10 @@ def policy_from_mapping(doc: Mapping[str, Any] | None) -> PolicyConfig:
         raise InvalidInput("policy", "(document)", "is not a mapping", "write a YAML mapping")
     api = doc.get("apiVersion", API_VERSION)
     if api != API_VERSION:
-        raise InvalidInput(
-            "policy", "apiVersion", f"{api!r} is not supported", f"use {API_VERSION}"
-        )
+        raise InvalidInput("policy", "apiVersion", f"{api!r} is not supported", f"use {API_VERSION}")
     kind = doc.get("kind", "PolicyConfig")
     if kind != "PolicyConfig":
-        raise InvalidInput(
-            "policy", "kind", f"{kind!r} is not PolicyConfig", "set kind: PolicyConfig"
-        )
+        raise InvalidInput("policy", "kind", f"{kind!r} is not PolicyConfig", "set kind: PolicyConfig")
     values: dict[str, Any] = {}
     for section, body in doc.items():
         if section in ("apiVersion", "kind"):
@@ -179,7 +175,5 @@ def load_policy(text: str) -> PolicyConfig:
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise InvalidInput(
-            "policy", "(yaml)", f"cannot be parsed: {exc}", "fix the YAML syntax"
-        ) from exc
+        raise InvalidInput("policy", "(yaml)", f"cannot be parsed: {exc}", "fix the YAML syntax") from exc
     return policy_from_mapping(doc)

@@ -19,6 +19,7 @@ from scheduler.core.budget import BudgetState, budget_state
 from scheduler.core.cluster import ClusterState, Held, Shape
 from scheduler.core.config import PolicyConfig
 from scheduler.core.fairshare import fairshare_factors, water_fill
+from scheduler.core.intake import read_running
 from scheduler.core.model import (
     Bind,
     Decisions,
@@ -36,7 +37,7 @@ from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, Placement, plac
 from scheduler.core.policies import Policy, get_policy
 from scheduler.core.preemption import Candidates, Plan, Victim, plan_preemption
 from scheduler.core.scoring import SCORERS, Fragmentation, ShapeCache, WorkloadMix
-from scheduler.core.tiers import effective_tier, tier_by_priority
+from scheduler.core.tiers import effective_tiers
 
 _EPS = 1e-9
 
@@ -46,17 +47,6 @@ def decide(
 ) -> Decisions:
     """Run one decision cycle. Same snapshot, config and policy: same decisions."""
     return _Cycle(snapshot, config or PolicyConfig(), get_policy(policy)).run()
-
-
-@dataclass(slots=True)
-class _Running:
-    gang: Gang
-    team: int  # index into teams, -1 when the namespace has no team
-    tier: Tier
-    rows: list[int]
-    gpus: float
-    cost: float
-    old_enough: bool  # past its minimum runtime
 
 
 @dataclass(slots=True)
@@ -88,46 +78,31 @@ class _Cycle:
         self.teams = list(snap.teams)
         self.team_index = {t.name: i for i, t in enumerate(self.teams)}
         n_teams = len(self.teams)
+        self.sink = n_teams  # per-team arrays have one more slot, for gangs without a team
         usage = [snap.usage.get(t.name, TeamUsage()) for t in self.teams]
         self.budgets: list[BudgetState] = [
             budget_state(t.budget, u, self.now) for t, u in zip(self.teams, usage, strict=True)
         ]
         self.state = ClusterState(snap.nodes, config)
+        self.max_node_gpus = int(self.state.usable.max()) if self.state.node_count else 0
         self.out = _Outcome()
-        self.running: list[_Running] = []
-        self.waiting: list[_Waiting] = []
-        self._read_gangs()
-        # Per-team sums. Index n_teams is a sink for gangs without a team.
-        self.alloc = np.zeros(n_teams + 1)  # training GPUs held
-        self.prod = np.zeros(n_teams + 1)
-        self.scav = np.zeros(n_teams + 1)
-        self.alloc_cpu = np.zeros(n_teams + 1)
-        self.alloc_mem = np.zeros(n_teams + 1)
-        demand = np.zeros(n_teams + 1)
-        self.pending_pods = np.zeros(n_teams + 1, dtype=np.int64)
-        production_demand = 0.0
-        for r in self.running:
-            self._account(r.team, r.tier, r.gpus, +1, r.gang.pods)
-            if r.tier is Tier.TRAINING:
-                demand[r.team] += r.gpus
-            elif r.tier is Tier.PRODUCTION:
-                production_demand += r.gpus
+        self._read_running()
+        self._read_waiting()
+        self.demand = self._team_sum(self.run_gpus, self.run_tier == Tier.TRAINING)
+        production_demand = float(self.run_gpus[self.run_tier == Tier.PRODUCTION].sum())
         for w in self.waiting:
-            self.pending_pods[w.team] += len(w.need) + len(w.extras)
-            if w.problem is not None:
-                continue
-            asked = w.gpus + sum(p.gpu_amount for p in w.extras)
-            if w.tier is Tier.TRAINING:
-                demand[w.team] += asked
-            elif w.tier is Tier.PRODUCTION:
-                production_demand += asked
-        self.demand = demand
+            if w.problem is None:
+                asked = w.gpus + sum(p.gpu_amount for p in w.extras)
+                if w.tier is Tier.TRAINING:
+                    self.demand[w.team] += asked
+                elif w.tier is Tier.PRODUCTION:
+                    production_demand += asked
         capacity = max(0.0, self.state.healthy_gpus() - production_demand)
         self.share = np.zeros(n_teams + 1)
         self.share[:n_teams] = water_fill(
             capacity,
             [t.weight for t in self.teams],
-            list(demand[:n_teams]),
+            list(self.demand[:n_teams]),
             [t.guaranteed_gpus for t in self.teams],
             [t.max_gpus for t in self.teams],
         )
@@ -144,104 +119,101 @@ class _Cycle:
         self._releases = 0
         self._preemptors = 0
         self._diagnosed: dict[tuple, tuple[str, str]] = {}
-        self._build_victim_index()
 
     # ------------------------------------------------------------------ reading
 
-    def _read_gangs(self) -> None:
-        cfg, policy = self.config, self.policy
-        node_rows: list[int] = []
-        col_gpus: list[int] = []
-        col_milli: list[int] = []
-        col_cpu: list[int] = []
-        col_mem: list[int] = []
-        indices: dict[int, tuple[int, ...]] = {}
-        index = self.state.index
-        self.max_node_gpus = int(self.state.usable.max()) if self.state.node_count else 0
-        for gang in self.snap.gangs:
-            t = self.team_index.get(gang.team, -1)
-            team = self.teams[t] if t >= 0 else None
-            budget = self.budgets[t] if t >= 0 else None
-            exhausted = bool(policy.budgets and budget is not None and budget.exhausted)
-            mode = team.budget.on_exhausted if exhausted and team and team.budget else None
-            if policy.tiers:
-                tier = effective_tier(gang.priority, mode is OnExhausted.SCAVENGE, cfg)
-            else:
-                tier = Tier.TRAINING
-            bound = [p for p in gang.pods if p.node is not None]
-            if bound:
-                rows = []
-                for p in bound:
-                    i = index.get(p.node)  # type: ignore[arg-type]
-                    if i is None:
-                        continue
-                    rows.append(len(node_rows))
-                    node_rows.append(i)
-                    col_gpus.append(p.gpus)
-                    col_milli.append(p.gpu_milli)
-                    col_cpu.append(p.cpu_milli)
-                    col_mem.append(p.memory_mib)
-                    if p.gpu_indices:
-                        indices[rows[-1]] = p.gpu_indices
-                self.running.append(self._running(gang, t, tier, rows, bound))
-            pending = gang.pending_pods
-            if not pending:
-                continue
-            self.waiting.append(self._waiting(gang, t, tier, bound, pending, mode))
-        self.col_node = np.array(node_rows, dtype=np.int64)
-        self.col_gpus = np.array(col_gpus, dtype=np.int64)
-        self.col_milli = np.array(col_milli, dtype=np.int64)
-        self.col_cpu = np.array(col_cpu, dtype=np.int64)
-        self.col_mem = np.array(col_mem, dtype=np.int64)
+    def _scavenging(self) -> np.ndarray:
+        """Per team (and the sink): over budget with onExhausted: scavenge."""
+        out = np.zeros(len(self.teams) + 1, dtype=bool)
+        if not self.policy.budgets:
+            return out
+        for t, (team, b) in enumerate(zip(self.teams, self.budgets, strict=True)):
+            out[t] = (
+                b.exhausted and team.budget is not None and (team.budget.on_exhausted is OnExhausted.SCAVENGE)
+            )
+        return out
+
+    def _tiers(self, priorities: np.ndarray, teams: np.ndarray) -> np.ndarray:
+        if not self.policy.tiers:
+            return np.full(priorities.shape, int(Tier.TRAINING))
+        return effective_tiers(priorities, self._scavenging()[teams], self.config)
+
+    def _team_sum(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return np.bincount(self.run_team[mask], weights=values[mask], minlength=len(self.teams) + 1).astype(
+            np.float64
+        )
+
+    def _read_running(self) -> None:
+        run, self.waiting_gangs = read_running(
+            self.snap.gangs, self.team_index, self.sink, self.state.index, self.now
+        )
+        self.rt = run
+        self.run_team = run.team
+        self.run_tier = self._tiers(run.priority, run.team)
+        self.run_gpus = run.gpus
         self.special = self.state.load_running(
-            self.col_node, self.col_gpus, self.col_milli, self.col_cpu, self.col_mem, indices
+            run.pod_node, run.pod_gpus, run.pod_milli, run.pod_cpu, run.pod_mem, run.indices
         )
-
-    def _running(
-        self, gang: Gang, t: int, tier: Tier, rows: list[int], bound: list[Pod]
-    ) -> _Running:
-        starts = [p.start_s for p in bound if p.start_s is not None]
-        start = min(starts) if starts else self.now
-        ran = max(0.0, self.now - start)
-        progress = ran % gang.checkpoint_s if gang.checkpoint_s else ran
-        gpus = sum(p.gpu_amount for p in bound)
-        team_floor = self.teams[t].min_runtime_s if t >= 0 else 0.0
-        min_rt = (
-            gang.min_runtime_s
-            if gang.min_runtime_s is not None
-            else (team_floor or self.config.default_min_runtime_s)
+        train = self.run_tier == Tier.TRAINING
+        self.alloc = self._team_sum(run.gpus, train)  # training GPUs held
+        self.alloc_cpu = self._team_sum(run.cpu, train)
+        self.alloc_mem = self._team_sum(run.mem, train)
+        self.prod = self._team_sum(run.gpus, self.run_tier == Tier.PRODUCTION)
+        self.scav = self._team_sum(run.gpus, self.run_tier == Tier.SCAVENGER)
+        team_floor = np.array(
+            [t.min_runtime_s or self.config.default_min_runtime_s for t in self.teams]
+            + [self.config.default_min_runtime_s]
         )
-        return _Running(gang, t, tier, rows, gpus, gpus * progress, ran >= min_rt)
+        min_rt = np.where(np.isnan(run.min_runtime), team_floor[run.team], run.min_runtime)
+        ran = np.maximum(0.0, self.now - run.start)
+        progress = np.where(np.isnan(run.checkpoint), ran, np.fmod(ran, run.checkpoint))
+        self.run_cost = run.gpus * progress  # GPU-seconds lost if evicted now
+        self.run_old = ran >= min_rt
+        # A gang that holds no GPU frees nothing a GPU gang can use: never a victim.
+        self.run_alive = run.evictable & (run.gpus > 0)
+        self.run_pod_gang = np.repeat(np.arange(len(run.gangs)), np.diff(run.offsets))
+        self.run_pod_milli = run.pod_gpus * 1000 + run.pod_milli
 
-    def _waiting(
-        self,
-        gang: Gang,
-        t: int,
-        tier: Tier,
-        bound: list[Pod],
-        pending: tuple[Pod, ...],
-        mode: OnExhausted | None,
-    ) -> _Waiting:
+    def _read_waiting(self) -> None:
+        gangs = [g for _, g in self.waiting_gangs]
+        teams = np.fromiter(
+            (self.team_index.get(g.team, self.sink) for g in gangs),
+            dtype=np.int64,
+            count=len(gangs),
+        )
+        prios = np.fromiter((g.priority for g in gangs), dtype=np.int64, count=len(gangs))
+        tiers = self._tiers(prios, teams)
+        scav = self._scavenging()
+        self.waiting = []
+        self.pending_pods = np.zeros(len(self.teams) + 1, dtype=np.int64)
+        for gang, t, tier in zip(gangs, teams.tolist(), tiers.tolist(), strict=True):
+            w = self._waiting(gang, t, Tier(tier), bool(scav[t]))
+            self.pending_pods[t] += len(w.need) + len(w.extras)
+            self.waiting.append(w)
+
+    def _waiting(self, gang: Gang, t: int, tier: Tier, scavenging: bool) -> _Waiting:
         cfg = self.config
+        bound = gang.bound_pods
+        pending = gang.pending_pods
         required = gang.required_members
         short = max(0, required - len(bound))
         need, extras = pending[:short], pending[short:]
         w = _Waiting(gang, t, tier, need, extras, sum(p.gpu_amount for p in need))
-        if t < 0:
+        if t == self.sink:
             w.problem = Pending(gang.id, "NoTeam", reasons.no_team(gang))
             return w
         if len(gang.pods) < required:
             w.problem = Pending(gang.id, "GangIncomplete", reasons.incomplete(gang, required))
             return w
-        blocked = mode is OnExhausted.BLOCK and (
-            tier_by_priority(gang.priority, cfg) is not Tier.PRODUCTION
-            or cfg.budget_applies_to_production
+        team, budget = self.teams[t], self.budgets[t]
+        blocked = (
+            self.policy.budgets
+            and budget.exhausted
+            and not scavenging
+            and (tier is not Tier.PRODUCTION or cfg.budget_applies_to_production)
         )
         if blocked:
-            team = self.teams[t]
-            w.problem = Pending(
-                gang.id, "BudgetBlocked", reasons.budget_blocked(team, self.budgets[t])
-            )
+            w.problem = Pending(gang.id, "BudgetBlocked", reasons.budget_blocked(team, budget))
             return w
         widest = CLUSTER_LEVEL
         for label in (gang.topology_required, gang.topology_preferred):
@@ -252,9 +224,7 @@ class _Cycle:
             widest = cfg.level_index(gang.topology_required)  # type: ignore[assignment]
         too_big = [p for p in gang.pods if p.gpus > self.max_node_gpus]
         if too_big:
-            w.problem = Pending(
-                gang.id, "TooLarge", reasons.too_large(too_big[0], self.max_node_gpus)
-            )
+            w.problem = Pending(gang.id, "TooLarge", reasons.too_large(too_big[0], self.max_node_gpus))
             return w
         pinned = None
         if bound and widest != CLUSTER_LEVEL:
@@ -276,12 +246,10 @@ class _Cycle:
         for w in self.waiting:
             for p in (*w.need, *w.extras):
                 shapes[(p.gpus, p.gpu_milli)] += 1
-        if self.col_node.size:
-            pairs, counts = np.unique(
-                np.stack([self.col_gpus, self.col_milli], axis=1), axis=0, return_counts=True
-            )
-            for (g, m), c in zip(pairs.tolist(), counts.tolist(), strict=True):
-                shapes[(g, m)] += c
+        if self.rt.pod_node.size:
+            keys, counts = np.unique(self.rt.pod_gpus * 1000 + self.rt.pod_milli, return_counts=True)
+            for key, c in zip(keys.tolist(), counts.tolist(), strict=True):
+                shapes[divmod(key, 1000)] += c
         return WorkloadMix.from_shapes(shapes.elements(), self.config.workload_types)
 
     def _account(self, t: int, tier: Tier, gpus: float, sign: int, pods: tuple[Pod, ...]) -> None:
@@ -296,73 +264,65 @@ class _Cycle:
 
     # ------------------------------------------------------------------ victims
 
-    def _build_victim_index(self) -> None:
-        n = len(self.running)
-        self.rg_tier = np.array([r.tier for r in self.running], dtype=np.int64).reshape(n)
-        self.rg_team = np.array([r.team for r in self.running], dtype=np.int64).reshape(n)
-        self.rg_old = np.array([r.old_enough for r in self.running], dtype=bool).reshape(n)
-        self.rg_alive = np.array([r.gang.evictable for r in self.running], dtype=bool).reshape(n)
-        cost = np.array([r.cost for r in self.running], dtype=np.float64).reshape(n)
-        order = np.lexsort((np.arange(n), cost, self.rg_tier))
-        self.rg_rank = np.empty(n, dtype=np.int64)
-        self.rg_rank[order] = np.arange(n)
-        pod_gang = np.empty(self.col_node.size, dtype=np.int64)
-        for g, r in enumerate(self.running):
-            pod_gang[r.rows] = g
-        self.rp_gang = pod_gang
-        self.rp_milli = self.col_gpus * 1000 + self.col_milli
-
     def _held(self, row: int) -> Held:
         special = self.special.get(row)
         if special is not None:
             return special
+        run = self.rt
         return Held(
-            int(self.col_node[row]),
+            int(run.pod_node[row]),
             (),
             0,
-            int(self.col_cpu[row]),
-            int(self.col_mem[row]),
-            int(self.col_gpus[row]),
+            int(run.pod_cpu[row]),
+            int(run.pod_mem[row]),
+            int(run.pod_gpus[row]),
         )
 
     def _victim(self, g: int) -> Victim:
-        r = self.running[g]
-        team = self.teams[r.team].name if r.team >= 0 else ""
+        t = int(self.run_team[g])
+        rows = self.rt.rows(g)
         return Victim(
-            r.gang.id,
-            team,
-            r.tier,
-            r.gpus,
-            r.cost,
-            tuple(self._held(row) for row in r.rows),
-            tuple(p.name for p in r.gang.pods if p.node is not None and p.node in self.state.index),
-            self.col_node[r.rows],
+            g,
+            self.rt.gangs[g].id,
+            self.teams[t].name if t != self.sink else "",
+            Tier(int(self.run_tier[g])),
+            float(self.run_gpus[g]),
+            float(self.run_cost[g]),
+            tuple(self._held(row) for row in rows),
+            tuple(self.rt.pod_names[row] for row in rows),
+            self.rt.pod_node[rows.start : rows.stop],
         )
 
     def _candidates(self, w: _Waiting, reclaim: bool) -> Candidates | None:
-        alive = self.rg_alive
+        alive, tier = self.run_alive, self.run_tier
         if w.tier is Tier.PRODUCTION:
-            ok = alive & (self.rg_tier < Tier.PRODUCTION)
+            ok = alive & (tier < Tier.PRODUCTION)
             if self.config.production_honours_min_runtime:
-                ok &= self.rg_old
+                ok &= self.run_old
         elif w.tier is Tier.TRAINING:
-            ok = alive & self.rg_old & (self.rg_tier == Tier.SCAVENGER)
+            ok = alive & self.run_old & (tier == Tier.SCAVENGER)
             if reclaim:
-                over = np.append(self.alloc[:-1] > self.share[:-1] + _EPS, False)
+                over = self.alloc > self.share + _EPS
+                over[self.sink] = False
                 ok |= (
                     alive
-                    & self.rg_old
-                    & (self.rg_tier == Tier.TRAINING)
-                    & (self.rg_team != w.team)
-                    & over[self.rg_team]
+                    & self.run_old
+                    & (tier == Tier.TRAINING)
+                    & (self.run_team != w.team)
+                    & over[self.run_team]
                 )
         else:
             return None
         if not ok.any():
             return None
-        pods = ok[self.rp_gang]
+        pods = ok[self.run_pod_gang]
         return Candidates(
-            self.rg_rank, self.col_node[pods], self.rp_gang[pods], self.rp_milli[pods], self._victim
+            tier,
+            self.run_cost,
+            self.rt.pod_node[pods],
+            self.run_pod_gang[pods],
+            self.run_pod_milli[pods],
+            self._victim,
         )
 
     def _accept_for(self, w: _Waiting):
@@ -372,7 +332,7 @@ class _Cycle:
         def accept(chosen: list[Victim], v: Victim) -> bool:
             if v.tier is Tier.SCAVENGER:
                 return True
-            t = self.team_index[v.team]
+            t = int(self.run_team[v.ref])
             taken = sum(c.gpus for c in chosen if c.team == v.team and c.tier is Tier.TRAINING)
             return self.alloc[t] - taken - v.gpus >= self.share[t] - _EPS
 
@@ -412,9 +372,7 @@ class _Cycle:
         blocker: _Waiting | None = None
         for w in sorted(queue, key=lambda w: (w.gang.submit_s, w.gang.id)):
             if blocker is not None:
-                self.out.pending.append(
-                    Pending(w.gang.id, "QueuedBehind", reasons.behind(blocker.gang))
-                )
+                self.out.pending.append(Pending(w.gang.id, "QueuedBehind", reasons.behind(blocker.gang)))
                 continue
             if not self._schedule(w, preempt=False, reclaim=False):
                 blocker = w
@@ -461,9 +419,7 @@ class _Cycle:
         return (0 if below else 1, -self.factor[t], ratio, self.teams[t].name)
 
     def _dominant(self, t: int, totals: tuple[float, float, float]) -> float:
-        d = max(
-            self.alloc[t] / totals[0], self.alloc_cpu[t] / totals[1], self.alloc_mem[t] / totals[2]
-        )
+        d = max(self.alloc[t] / totals[0], self.alloc_cpu[t] / totals[1], self.alloc_mem[t] / totals[2])
         return d / self.teams[t].weight
 
     # ------------------------------------------------------------------ one gang
@@ -526,9 +482,7 @@ class _Cycle:
             )
             self._account(w.team, w.tier, pod.gpu_amount, +1, (pod,))
         if left:
-            self.out.pending.append(
-                Pending(w.gang.id, "ExtrasWaiting", reasons.extras_waiting(w.gang, left))
-            )
+            self.out.pending.append(Pending(w.gang.id, "ExtrasWaiting", reasons.extras_waiting(w.gang, left)))
 
     def _preempt_for(self, w: _Waiting, reclaim: bool) -> bool:
         if self._preemptors >= self.config.max_preemptors_per_cycle:
@@ -564,19 +518,26 @@ class _Cycle:
         return True
 
     def _evict(self, w: _Waiting, plan: Plan) -> None:
-        kind = (
-            "production"
-            if w.tier is Tier.PRODUCTION
-            else ("scavenger" if all(v.tier is Tier.SCAVENGER for v in plan.victims) else "reclaim")
-        )
-        running_by_id = {self.running[g].gang.id: g for g in np.nonzero(self.rg_alive)[0].tolist()}
+        if w.tier is Tier.PRODUCTION:
+            kind = "production"
+        elif all(v.tier is Tier.SCAVENGER for v in plan.victims):
+            kind = "scavenger"
+        else:
+            kind = "reclaim"
         for v in plan.victims:
-            g = running_by_id[v.gang]
-            r = self.running[g]
-            self.rg_alive[g] = False
+            g = v.ref
+            self.run_alive[g] = False
             for h in v.held:
                 self.state.release(h)
-            self._account(r.team, r.tier, r.gpus, -1, r.gang.bound_pods)
+            t = int(self.run_team[g])
+            if v.tier is Tier.PRODUCTION:
+                self.prod[t] -= v.gpus
+            elif v.tier is Tier.SCAVENGER:
+                self.scav[t] -= v.gpus
+            else:
+                self.alloc[t] -= v.gpus
+                self.alloc_cpu[t] -= self.rt.cpu[g]
+                self.alloc_mem[t] -= self.rt.mem[g]
             why = reasons.evicted(v, w.gang, w.tier, kind)
             for pod, h in zip(v.pods, v.held, strict=True):
                 self.out.evictions.append(
@@ -605,9 +566,7 @@ class _Cycle:
     def _with_context(self, w: _Waiting, text: str) -> str:
         if w.tier is not Tier.TRAINING or w.team < 0:
             return text
-        return reasons.with_share(
-            text, self.teams[w.team].name, self.alloc[w.team], self.share[w.team]
-        )
+        return reasons.with_share(text, self.teams[w.team].name, self.alloc[w.team], self.share[w.team])
 
     def _team_status(self) -> dict[str, TeamStatus]:
         out = {}

@@ -37,8 +37,7 @@ def water_fill(
         return [b * scale for b in base]
     # Find the water level L: share_i = clamp(w_i * L, base_i, limit_i), sum = capacity.
     points = sorted(
-        {b / weights[i] for i, b in enumerate(base)}
-        | {lim / weights[i] for i, lim in enumerate(limits)}
+        {b / weights[i] for i, b in enumerate(base)} | {lim / weights[i] for i, lim in enumerate(limits)}
     )
 
     def filled(level: float) -> float:

@@ -24,9 +24,7 @@ def _number(obj: str, path: str, value: Any) -> float:
 
 def _budget(obj: str, body: Any) -> Budget:
     if not isinstance(body, Mapping):
-        raise InvalidInput(
-            obj, "spec.budget", "is not a mapping", "give gpuHours, period, onExhausted"
-        )
+        raise InvalidInput(obj, "spec.budget", "is not a mapping", "give gpuHours, period, onExhausted")
     unknown = set(body) - _BUDGET_KEYS
     if unknown:
         raise InvalidInput(
@@ -55,9 +53,7 @@ def _budget(obj: str, body: Any) -> Budget:
                 "use 'week', 'month' or a duration such as '30d'",
             ) from None
         if period_seconds <= 0:
-            raise InvalidInput(
-                obj, "spec.budget.period", "zero length", "use a duration such as '30d'"
-            )
+            raise InvalidInput(obj, "spec.budget.period", "zero length", "use a duration such as '30d'")
         period = "duration"
     raw_mode = body.get("onExhausted", "scavenge")
     try:
@@ -125,9 +121,7 @@ def teams_from_manifests(docs: Iterable[Mapping[str, Any]]) -> tuple[Team, ...]:
             continue
         team = team_from_manifest(doc)
         if any(t.name == team.name for t in teams):
-            raise InvalidInput(
-                f"GPUTeam {team.name!r}", "metadata.name", "defined twice", "keep one"
-            )
+            raise InvalidInput(f"GPUTeam {team.name!r}", "metadata.name", "defined twice", "keep one")
         for ns in team.namespaces:
             if ns in owner:
                 raise InvalidInput(
@@ -146,9 +140,7 @@ def load_teams(text: str) -> tuple[Team, ...]:
     try:
         docs = list(yaml.safe_load_all(text))
     except yaml.YAMLError as exc:
-        raise InvalidInput(
-            "GPUTeam", "(yaml)", f"cannot be parsed: {exc}", "fix the YAML syntax"
-        ) from exc
+        raise InvalidInput("GPUTeam", "(yaml)", f"cannot be parsed: {exc}", "fix the YAML syntax") from exc
     return teams_from_manifests(docs)
 
 

@@ -205,9 +205,7 @@ class Pod:
                 "set gpus to 0 for a shared GPU, or drop gpu_milli",
             )
         if self.cpu_milli < 0 or self.memory_mib < 0:
-            raise InvalidInput(
-                obj, "resources.requests", "negative CPU or memory", "request 0 or more"
-            )
+            raise InvalidInput(obj, "resources.requests", "negative CPU or memory", "request 0 or more")
 
     @property
     def gpu_amount(self) -> float:
@@ -251,9 +249,7 @@ class Gang:
                 obj, "minMember", f"{self.min_member} is below 1", "set minMember to 1 or more"
             )
         if self.min_runtime_s is not None and self.min_runtime_s < 0:
-            raise InvalidInput(
-                obj, "gpufair.io/min-runtime", "negative", "use a duration such as '15m'"
-            )
+            raise InvalidInput(obj, "gpufair.io/min-runtime", "negative", "use a duration such as '15m'")
         if self.checkpoint_s is not None and self.checkpoint_s <= 0:
             raise InvalidInput(
                 obj, "checkpoint", "must be above 0", "leave it out if the job does not checkpoint"

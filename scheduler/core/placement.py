@@ -9,7 +9,7 @@ state is rolled back and nothing is placed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,13 +29,13 @@ class GangRequest:
     widest_level: int  # index into the topology levels, or CLUSTER_LEVEL
     pinned: np.ndarray | None = None  # node mask the gang must stay in (running members)
     whole_node_gpus: int = 8
+    counts: dict[Shape, int] = field(init=False, compare=False)
 
-    @property
-    def counts(self) -> dict[Shape, int]:
-        out: dict[Shape, int] = {}
+    def __post_init__(self) -> None:
+        counts: dict[Shape, int] = {}
         for s in self.shapes:
-            out[s] = out.get(s, 0) + 1
-        return out
+            counts[s] = counts.get(s, 0) + 1
+        object.__setattr__(self, "counts", counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,9 +44,7 @@ class Placement:
     level: int  # the level whose single domain holds the whole gang
 
 
-def capacity_of(
-    state: ClusterState, cache: ShapeCache, shape: Shape, req: GangRequest
-) -> np.ndarray:
+def capacity_of(state: ClusterState, cache: ShapeCache, shape: Shape, req: GangRequest) -> np.ndarray:
     """Pods of `shape` each node can take for this request (all filters applied)."""
     gcap, _ = cache.get(shape)
     cap = gcap
@@ -59,6 +57,21 @@ def capacity_of(
         ok = ok & req.model_ok
     if req.pinned is not None:
         ok = ok & req.pinned
+    return np.where(ok, cap, 0)
+
+
+def capacity_at(state: ClusterState, shape: Shape, req: GangRequest, idx: np.ndarray) -> np.ndarray:
+    """Like `capacity_of`, for the nodes `idx` only (no cache: for a handful of nodes)."""
+    cap = state.gpu_capacity(shape, idx)
+    if shape.cpu:
+        cap = np.minimum(cap, np.maximum(state.cpu_free[idx], 0) // shape.cpu)
+    if shape.mem:
+        cap = np.minimum(cap, np.maximum(state.mem_free[idx], 0) // shape.mem)
+    ok = state.schedulable[idx] & ~state.overcommitted[idx]
+    if req.model_ok is not None:
+        ok = ok & req.model_ok[idx]
+    if req.pinned is not None:
+        ok = ok & req.pinned[idx]
     return np.where(ok, cap, 0)
 
 

@@ -1,10 +1,11 @@
 """Choosing victims: whole gangs, in the domain the pending gang needs, at the least lost GPU-time.
 
-For each candidate domain (narrowest level first, as placement does) victims are added
-cheapest-first (lower tier first, then least lost GPU-time) until the gang fits, then the
-ones that turn out not to be needed are given back, dearest first. The cheapest
-domain's plan wins. Everything is tried on the live state and rolled back; the engine
-applies the plan it is handed.
+For each candidate domain (narrowest level first, as placement does) nodes are ranked
+by what it costs to clear them per pod they could then hold (scavenger victims count as
+far cheaper than training ones), and victims are taken node by node, cheapest first,
+until the gang fits; then victims that turn out not to be needed are given back,
+dearest first. The cheapest domain's plan wins. Everything is tried on the live state
+and rolled back; the engine applies the plan it is handed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from scheduler.core.cluster import ClusterState, Held
 from scheduler.core.model import Tier
-from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, capacity_of, place_gang
+from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, capacity_at, place_gang
 from scheduler.core.scoring import ShapeCache
 
 MAX_VICTIMS_TRIED = 256
@@ -26,6 +27,7 @@ MAX_VICTIMS_TRIED = 256
 class Victim:
     """A running gang that could be evicted, and what evicting it would cost."""
 
+    ref: int  # the engine's index of the running gang
     gang: str
     team: str
     tier: Tier
@@ -47,12 +49,13 @@ class Plan:
 class Candidates:
     """Running gangs a given pending gang may evict, as arrays over their pods.
 
-    `rank[g]` orders running gang g among victims (lower goes first); `victim(g)` builds
-    the full record only for gangs actually considered, so a cluster with 100,000
-    running pods does not pay for objects it never looks at.
+    `tier` and `cost` are indexed by running gang; `victim(g)` builds the full record
+    only for gangs actually considered, so a cluster with 100,000 running pods does not
+    pay for objects it never looks at.
     """
 
-    rank: np.ndarray
+    tier: np.ndarray
+    cost: np.ndarray
     pod_node: np.ndarray
     pod_gang: np.ndarray
     pod_milli: np.ndarray
@@ -126,16 +129,32 @@ def _candidate_domains(
     return [dom == d for d in pick]
 
 
-def _fits(
-    state: ClusterState, cache: ShapeCache, req: GangRequest, within: np.ndarray | None
-) -> bool:
-    for shape, count in req.counts.items():
-        cap = capacity_of(state, cache, shape, req)
-        if within is not None:
-            cap = cap[within]
-        if int(cap.sum()) < count:
-            return False
-    return True
+class _Room:
+    """Pods of each shape the domain can hold, kept current as victims come and go."""
+
+    def __init__(self, state: ClusterState, req: GangRequest, within: np.ndarray | None) -> None:
+        self.state, self.req = state, req
+        self.nodes = np.arange(state.node_count) if within is None else np.nonzero(within)[0]
+        self.caps = {s: capacity_at(state, s, req, self.nodes) for s in req.counts}
+        self.totals = {s: int(c.sum()) for s, c in self.caps.items()}
+        self.pos_of = np.full(state.node_count, -1, dtype=np.int64)
+        self.pos_of[self.nodes] = np.arange(self.nodes.size)
+
+    def update(self, touched: np.ndarray) -> None:
+        if touched.size > 1:
+            touched = np.unique(touched)
+        pos = self.pos_of[touched]
+        inside = touched[pos >= 0]
+        if inside.size == 0:
+            return
+        pos = pos[pos >= 0]
+        for s, cap in self.caps.items():
+            new = capacity_at(self.state, s, self.req, inside)
+            self.totals[s] += int(new.sum() - cap[pos].sum())
+            cap[pos] = new
+
+    def fits(self) -> bool:
+        return all(self.totals[s] >= c for s, c in self.req.counts.items())
 
 
 def _plan_in(
@@ -147,10 +166,9 @@ def _plan_in(
     within: np.ndarray | None,
     level: int,
 ) -> Plan | None:
-    here = cand.pod_gang if within is None else cand.pod_gang[within[cand.pod_node]]
-    gangs = np.unique(here)
-    gangs = gangs[np.argsort(cand.rank[gangs], kind="stable")]
+    gangs = _victim_order(state, req, cand, within)
     mark = state.mark()
+    room = _Room(state, req, within)
     chosen: list[Victim] = []
     fitted = False
     for g in gangs[:MAX_VICTIMS_TRIED]:
@@ -159,8 +177,9 @@ def _plan_in(
             continue
         for h in v.held:
             state.release(h)
+        room.update(v.nodes)
         chosen.append(v)
-        if _fits(state, cache, req, within):
+        if room.fits():
             fitted = True
             break
     if not fitted:
@@ -173,11 +192,12 @@ def _plan_in(
         inner = state.mark()
         for h in v.held:
             state.retake(h)
-        rest = [c for c in chosen if c is not v]
-        if _fits(state, cache, req, within):
-            chosen = rest
+        room.update(v.nodes)
+        if room.fits():
+            chosen = [c for c in chosen if c is not v]
         else:
             state.rollback(inner)
+            room.update(v.nodes)
     narrowed = GangRequest(
         req.shapes, req.model_ok, req.widest_level, _and(req.pinned, within), req.whole_node_gpus
     )
@@ -186,6 +206,31 @@ def _plan_in(
     if placed is None:
         return None
     return Plan(tuple(chosen), sum(v.lost_gpu_seconds for v in chosen), level)
+
+
+_TIER_PENALTY = 1e15  # any number of scavenger victims before one training victim
+
+
+def _victim_order(
+    state: ClusterState, req: GangRequest, cand: Candidates, within: np.ndarray | None
+) -> np.ndarray:
+    """Candidate gangs in the domain, cheapest node first, then cheapest victim on it."""
+    pods = np.arange(cand.pod_node.size) if within is None else np.nonzero(within[cand.pod_node])[0]
+    if pods.size == 0:
+        return pods
+    node, gang = cand.pod_node[pods], cand.pod_gang[pods]
+    weight = cand.cost[gang] + cand.tier[gang] * _TIER_PENALTY
+    n = state.node_count
+    clear_cost = np.bincount(node, weights=weight, minlength=n)
+    room = state.total_free + np.bincount(node, weights=cand.pod_milli[pods], minlength=n)
+    unit = max((s.gpus * 1000 + s.milli for s in req.shapes), default=0) or 1
+    holds = room // unit
+    node_rank = np.where(holds > 0, clear_cost / np.maximum(holds, 1), np.inf)
+    gangs, first = np.unique(gang, return_inverse=True)
+    home = np.full(gangs.size, np.inf)
+    np.minimum.at(home, first, node_rank[node])
+    order = np.lexsort((gangs, cand.cost[gangs], cand.tier[gangs], home))
+    return gangs[order]
 
 
 def _and(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:

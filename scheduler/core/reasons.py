@@ -81,9 +81,7 @@ def too_large(pod: Pod, largest: int) -> str:
 
 
 def behind(blocker: Gang) -> str:
-    return (
-        f"queued behind gang {blocker.id}, which was submitted earlier and cannot start yet (FIFO)"
-    )
+    return f"queued behind gang {blocker.id}, which was submitted earlier and cannot start yet (FIFO)"
 
 
 def over_cap(team: Team, allocated: float, asked: float) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from scheduler.core.config import PolicyConfig
 from scheduler.core.model import Tier
 
@@ -14,15 +16,23 @@ def tier_by_priority(priority: int, config: PolicyConfig) -> Tier:
     return Tier.TRAINING
 
 
-def effective_tier(priority: int, budget_exhausted: bool, config: PolicyConfig) -> Tier:
-    """A team over its budget (onExhausted: scavenge) runs as scavenger.
+def effective_tiers(priorities: np.ndarray, scavenging: np.ndarray, config: PolicyConfig) -> np.ndarray:
+    """Tiers of many gangs at once; `scavenging` marks gangs of teams over budget
+    with onExhausted: scavenge. Those run as scavenger.
 
     Production is exempt unless `budget_applies_to_production`: an inference service
     should not go down because the same team's experiments used the month's hours.
     """
-    tier = tier_by_priority(priority, config)
-    if not budget_exhausted:
-        return tier
-    if tier is Tier.PRODUCTION and not config.budget_applies_to_production:
-        return tier
-    return Tier.SCAVENGER
+    base = np.where(
+        priorities >= config.production_min_priority,
+        int(Tier.PRODUCTION),
+        np.where(priorities < config.scavenger_below_priority, int(Tier.SCAVENGER), int(Tier.TRAINING)),
+    )
+    demoted = scavenging & ((base != int(Tier.PRODUCTION)) | bool(config.budget_applies_to_production))
+    return np.where(demoted, int(Tier.SCAVENGER), base)
+
+
+def effective_tier(priority: int, budget_exhausted: bool, config: PolicyConfig) -> Tier:
+    """The tier of one gang (see `effective_tiers`)."""
+    one = effective_tiers(np.array([priority]), np.array([budget_exhausted]), config)
+    return Tier(int(one[0]))

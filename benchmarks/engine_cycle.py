@@ -1,0 +1,100 @@
+"""Benchmark: one decision cycle of the core on synthetic clusters.
+
+Prints a table and writes JSON: median wall time of 5 cycles, and the peak memory the
+cycle allocates (tracemalloc, measured on a separate run so it does not slow the
+timed ones). Targets on a 2-core machine: (a) <= 0.1 s, (b) <= 0.5 s, (c) <= 2 s, each
+under 2 GiB. Then shows how the time grows with nodes and with pending pods.
+
+    python benchmarks/engine_cycle.py [--quick] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.synthetic import make_snapshot  # noqa: E402
+from scheduler.core import decide  # noqa: E402
+
+SCENARIOS = {
+    "a": {"nodes": 1_000, "pending_pods": 5_000, "running_pods": 0, "target_s": 0.1},
+    "b": {"nodes": 4_000, "pending_pods": 5_000, "running_pods": 140_000, "target_s": 0.5},
+    "c": {"nodes": 10_000, "pending_pods": 50_000, "running_pods": 0, "target_s": 2.0},
+}
+MEMORY_TARGET_MIB = 2048
+
+
+def measure(nodes: int, pending_pods: int, running_pods: int, runs: int) -> dict:
+    snap = make_snapshot(nodes, pending_pods, running_pods)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        decisions = decide(snap)
+        times.append(time.perf_counter() - start)
+    tracemalloc.start()
+    decide(snap)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {
+        "nodes": nodes,
+        "gpus": nodes * 8,
+        "pending_pods": pending_pods,
+        "running_pods": running_pods,
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "peak_mib": peak / 2**20,
+        "binds": len(decisions.binds),
+        "evictions": len(decisions.evictions),
+        "pending_gangs": len(decisions.pending),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 run each, no scaling series")
+    parser.add_argument("--out", default="benchmarks/results", help="folder for engine_cycle.json")
+    args = parser.parse_args()
+    runs = 1 if args.quick else 5
+    results: dict = {"scenarios": {}, "scaling_nodes": [], "scaling_pending": []}
+    print(
+        f"{'case':<5}{'nodes':>7}{'running':>9}{'pending':>9}{'median s':>10}{'target s':>10}"
+        f"{'peak MiB':>10}{'binds':>8}{'evicts':>8}  verdict"
+    )
+    for name, spec in SCENARIOS.items():
+        r = measure(spec["nodes"], spec["pending_pods"], spec["running_pods"], runs)
+        r["target_s"] = spec["target_s"]
+        r["meets_target"] = r["median_s"] <= spec["target_s"] and r["peak_mib"] <= MEMORY_TARGET_MIB
+        results["scenarios"][name] = r
+        print(
+            f"{name:<5}{r['nodes']:>7}{r['running_pods']:>9}{r['pending_pods']:>9}"
+            f"{r['median_s']:>10.3f}{spec['target_s']:>10.2f}{r['peak_mib']:>10.0f}"
+            f"{r['binds']:>8}{r['evictions']:>8}  {'ok' if r['meets_target'] else 'MISSED'}",
+            flush=True,
+        )
+    if not args.quick:
+        print("\ngrowth with nodes (5,000 pending pods):")
+        for nodes in (500, 1_000, 2_000, 4_000, 8_000):
+            r = measure(nodes, 5_000, 0, 3)
+            results["scaling_nodes"].append(r)
+            print(f"  {nodes:>6} nodes  {r['median_s']:.3f} s", flush=True)
+        print("growth with pending pods (2,000 nodes):")
+        for pending in (2_500, 5_000, 10_000, 20_000, 40_000):
+            r = measure(2_000, pending, 0, 3)
+            results["scaling_pending"].append(r)
+            print(f"  {pending:>6} pending  {r['median_s']:.3f} s", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "engine_cycle.json").write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {out / 'engine_cycle.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""Synthetic clusters and workloads for benchmarks: seeded, shaped like real GPU clusters.
+
+Nodes have 8 GPUs with an NVLink domain each, 32 nodes per InfiniBand leaf and 8
+leaves per spine. Multi-pod gangs are distributed training (8 GPUs a pod, some
+requiring one leaf); single pods ask for 1, 2, 4 or 8 GPUs or a share of one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scheduler.core import Gang, Node, Pod, Snapshot, Team, TeamUsage
+
+NOW = 1_790_000_000.0
+
+
+def make_nodes(count: int, gpus: int = 8) -> tuple[Node, ...]:
+    return tuple(
+        Node(
+            f"node-{i:05d}",
+            gpus,
+            cpu_milli=192_000,
+            memory_mib=2_048_000,
+            gpu_model="H100",
+            labels={
+                "network.gpufair.io/spine": f"spine-{i // 256}",
+                "network.gpufair.io/leaf": f"leaf-{i // 32}",
+                "nvidia.com/gpu.clique": f"clique-{i}",
+                "kubernetes.io/hostname": f"node-{i:05d}",
+            },
+        )
+        for i in range(count)
+    )
+
+
+def make_teams(count: int, rng: np.random.Generator) -> tuple[Team, ...]:
+    return tuple(
+        Team(f"team-{t:02d}", weight=float(rng.integers(1, 5)), namespaces=(f"team-{t:02d}",))
+        for t in range(count)
+    )
+
+
+def _pending_gangs(pods: int, teams: tuple[Team, ...], rng: np.random.Generator) -> list[Gang]:
+    gangs: list[Gang] = []
+    made = 0
+    g = 0
+    while made < pods:
+        size = min(int(rng.integers(1, 17)), pods - made)
+        team = teams[int(rng.integers(len(teams)))].name
+        roll = rng.random()
+        priority = 100_000 if roll < 0.05 else (-10 if roll < 0.15 else 0)
+        if size == 1:
+            choice = rng.random()
+            if choice < 0.1:
+                shape = {"gpu_milli": int(rng.choice([250, 500]))}
+            else:
+                shape = {"gpus": int(rng.choice([1, 2, 4, 8], p=[0.4, 0.2, 0.2, 0.2]))}
+        else:
+            shape = {"gpus": 8}
+        required = "network.gpufair.io/leaf" if size > 1 and rng.random() < 0.2 else None
+        gid = f"{team}/job-{g:06d}"
+        gang_pods = tuple(Pod(f"{gid}-{k}", cpu_milli=8_000, memory_mib=64_000, **shape) for k in range(size))
+        gangs.append(
+            Gang(
+                gid,
+                team,
+                gang_pods,
+                priority=priority,
+                submit_s=NOW - float(rng.integers(0, 86_400)),
+                topology_required=required,
+            )
+        )
+        made += size
+        g += 1
+    return gangs
+
+
+def _running_gangs(
+    nodes: tuple[Node, ...], pods: int, teams: tuple[Team, ...], rng: np.random.Generator
+) -> list[Gang]:
+    """Bound pods: GPU pods filling most GPUs, and CPU-only pods (loaders, services) beside them."""
+    gangs: list[Gang] = []
+    free = {n.name: n.gpus for n in nodes}
+    names = [n.name for n in nodes]
+    gpu_pods = min(pods // 5, sum(free.values()))
+    made = 0
+    g = 0
+    cursor = 0
+    while made < gpu_pods and cursor < len(names):
+        team = teams[int(rng.integers(len(teams)))].name
+        gid = f"{team}/run-{g:06d}"
+        want = int(rng.choice([1, 2, 4, 8], p=[0.5, 0.2, 0.15, 0.15]))
+        node = names[cursor]
+        if free[node] < want:
+            want = free[node]
+        free[node] -= want
+        if free[node] == 0:
+            cursor += 1
+        start = NOW - float(rng.integers(60, 86_400))
+        pod = Pod(f"{gid}-0", gpus=want, cpu_milli=4_000, memory_mib=32_000, node=node, start_s=start)
+        roll = rng.random()
+        priority = 100_000 if roll < 0.1 else (-10 if roll < 0.2 else 0)
+        gangs.append(Gang(gid, team, (pod,), priority=priority, submit_s=start - 30))
+        made += 1
+        g += 1
+    cpu_only = pods - made
+    for k in range(cpu_only):
+        team = teams[k % len(teams)].name
+        gid = f"{team}/svc-{k:07d}"
+        node = names[k % len(names)]
+        pod = Pod(f"{gid}-0", cpu_milli=500, memory_mib=1_024, node=node, start_s=NOW - 3_600)
+        gangs.append(Gang(gid, team, (pod,), submit_s=NOW - 3_700))
+    return gangs
+
+
+def make_snapshot(
+    nodes: int, pending_pods: int, running_pods: int = 0, teams: int = 20, seed: int = 1
+) -> Snapshot:
+    rng = np.random.default_rng(seed)
+    node_list = make_nodes(nodes)
+    team_list = make_teams(teams, rng)
+    gangs = _running_gangs(node_list, running_pods, team_list, rng) if running_pods else []
+    gangs += _pending_gangs(pending_pods, team_list, rng)
+    usage = {t.name: TeamUsage(decayed_gpu_seconds=float(rng.integers(0, 10**8))) for t in team_list}
+    return Snapshot(NOW, node_list, team_list, tuple(gangs), usage)
