@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.synthetic import make_snapshot  # noqa: E402
-from scheduler.core import decide  # noqa: E402
+from benchmarks.synthetic import make_snapshot
+from scheduler.core import decide
 
 SCENARIOS = {
     "a": {"nodes": 1_000, "pending_pods": 5_000, "running_pods": 0, "target_s": 0.1},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from scheduler.core.errors import InvalidInput
@@ -17,9 +18,13 @@ def parse_duration(value: object, obj: str, field: str) -> float:
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
-        text = value.strip().lower()
+        text = value.strip()
         if not text:
             raise InvalidInput(obj, field, "empty duration", _HINT)
+        try:
+            return parse_duration(float(text), obj, field)  # a bare number is seconds
+        except ValueError:
+            pass
         pos = 0
         seconds = 0.0
         for match in _PART.finditer(text):
@@ -31,6 +36,8 @@ def parse_duration(value: object, obj: str, field: str) -> float:
             raise InvalidInput(obj, field, f"{value!r} is not a duration", _HINT)
     else:
         raise InvalidInput(obj, field, f"{value!r} is not a duration", _HINT)
+    if not math.isfinite(seconds):
+        raise InvalidInput(obj, field, f"{value!r} is not a finite duration", _HINT)
     if seconds < 0:
         raise InvalidInput(obj, field, f"{value!r} is negative", _HINT)
     return seconds

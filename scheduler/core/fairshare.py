@@ -28,6 +28,8 @@ def water_fill(
     than it asks for and unused entitlement flows to the others.
     """
     n = len(weights)
+    if n == 0:
+        return []
     limits = [max(0.0, min(demands[i], math.inf if caps[i] is None else caps[i])) for i in range(n)]
     base = [min(max(0.0, floors[i]), limits[i]) for i in range(n)]
     capacity = max(0.0, capacity)
@@ -35,26 +37,24 @@ def water_fill(
     if total_base >= capacity:
         scale = capacity / total_base if total_base > 0 else 0.0
         return [b * scale for b in base]
-    # Find the water level L: share_i = clamp(w_i * L, base_i, limit_i), sum = capacity.
-    points = sorted(
-        {b / weights[i] for i, b in enumerate(base)} | {lim / weights[i] for i, lim in enumerate(limits)}
-    )
-
-    def filled(level: float) -> float:
-        return sum(min(limits[i], max(base[i], weights[i] * level)) for i in range(n))
-
-    if filled(points[-1]) <= capacity:
+    if all(math.isfinite(lim) for lim in limits) and sum(limits) <= capacity:
         return limits[:]
+
+    def filled(level: float) -> list[float]:
+        return [min(limits[i], max(base[i], weights[i] * level)) for i in range(n)]
+
+    # The filled amount grows monotonically with the water level: bisect for it.
     lo = 0.0
-    for p in points:
-        if filled(p) >= capacity:
-            hi = p
+    hi = max([b / w for b, w in zip(base, weights, strict=True)]) + capacity / min(weights) + 1.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if sum(filled(mid)) < capacity:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * max(1.0, hi):
             break
-        lo = p
-    # Between two breakpoints the filled amount is linear in the level.
-    f_lo, f_hi = filled(lo), filled(hi)
-    level = hi if f_hi == f_lo else lo + (capacity - f_lo) * (hi - lo) / (f_hi - f_lo)
-    return [min(limits[i], max(base[i], weights[i] * level)) for i in range(n)]
+    return filled(hi)
 
 
 def fairshare_factors(weights: Sequence[float], decayed_usage: Sequence[float]) -> list[float]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -36,6 +37,10 @@ def _budget(obj: str, body: Any) -> Budget:
     if "gpuHours" not in body:
         raise InvalidInput(obj, "spec.budget.gpuHours", "missing", "give the GPU-hours per period")
     hours = _number(obj, "spec.budget.gpuHours", body["gpuHours"])
+    if not math.isfinite(hours):
+        raise InvalidInput(
+            obj, "spec.budget.gpuHours", f"{hours!r} is not finite", "give a number of GPU-hours"
+        )
     if hours < 0:
         raise InvalidInput(obj, "spec.budget.gpuHours", f"{hours:g} is negative", "use 0 or more")
     raw_period = body.get("period", "month")
@@ -74,7 +79,10 @@ def team_from_manifest(doc: Mapping[str, Any]) -> Team:
     """One GPUTeam object (parsed YAML or a CRD dict from the API) into a Team."""
     if not isinstance(doc, Mapping):
         raise InvalidInput("GPUTeam", "(document)", "is not a mapping", "write a YAML mapping")
-    name = (doc.get("metadata") or {}).get("name")
+    metadata = doc.get("metadata") or {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidInput("GPUTeam", "metadata", "is not a mapping", "write metadata: {name: TEAM}")
+    name = metadata.get("name")
     obj = f"GPUTeam {name!r}" if name else "GPUTeam"
     if doc.get("apiVersion") != API_VERSION:
         raise InvalidInput(
