@@ -74,19 +74,20 @@ class ClusterState:
         self.levels = config.topology_levels
         self.domains: list[np.ndarray] = []
         self.domain_names: list[list[str]] = []
+        # Levels form a hierarchy: a domain is the path of labels from the widest level
+        # down, so a narrower domain always lies inside one domain of every wider level.
+        path = [""] * n
         for label in self.levels:
-            values = [
-                node.labels.get(label) or (node.name if label == "kubernetes.io/hostname" else None)
-                for node in nodes
-            ]
-            # A node without the label is a domain of its own at that level.
-            keys = [
-                v if v is not None else f"(unlabelled:{node.name})"
-                for v, node in zip(values, nodes, strict=True)
-            ]
-            uniq, inverse = np.unique(np.array(keys, dtype=object), return_inverse=True)
+            for i, node in enumerate(nodes):
+                value = node.labels.get(label)
+                if value is None and label == "kubernetes.io/hostname":
+                    value = node.name
+                # A node without the label is a domain of its own at that level.
+                part = value if value is not None else f"(unlabelled:{node.name})"
+                path[i] = f"{path[i]}/{part}"
+            uniq, inverse = np.unique(np.array(path, dtype=object), return_inverse=True)
             self.domains.append(inverse.astype(np.int64).reshape(n))
-            self.domain_names.append([str(u) for u in uniq])
+            self.domain_names.append([str(u).rsplit("/", 1)[-1] for u in uniq])
         self.overcommitted = np.zeros(n, dtype=bool)
         self.change_log: list[int] = []
         self.journal: list[tuple[int, Held]] = []

@@ -39,7 +39,7 @@ class PolicyConfig:
     max_preemptors_per_cycle: int = 32
     preemption_candidate_domains: int = 4
     production_honours_min_runtime: bool = False
-    default_min_runtime_s: float = 0.0
+    default_min_runtime_s: float = 600.0
     whole_node_gpus: int = 8
     workload_types: int = 16
 

@@ -39,7 +39,7 @@ from scheduler.core.preemption import Candidates, Plan, Victim, plan_preemption
 from scheduler.core.scoring import SCORERS, Fragmentation, ShapeCache, WorkloadMix
 from scheduler.core.tiers import effective_tiers
 
-_EPS = 1e-9
+_EPS = 1e-6
 
 
 def decide(
@@ -89,23 +89,11 @@ class _Cycle:
         self._read_running()
         self._read_waiting()
         self.demand = self._team_sum(self.run_gpus, self.run_tier == Tier.TRAINING)
-        production_demand = float(self.run_gpus[self.run_tier == Tier.PRODUCTION].sum())
         for w in self.waiting:
-            if w.problem is None:
-                asked = w.gpus + sum(p.gpu_amount for p in w.extras)
-                if w.tier is Tier.TRAINING:
-                    self.demand[w.team] += asked
-                elif w.tier is Tier.PRODUCTION:
-                    production_demand += asked
-        capacity = max(0.0, self.state.healthy_gpus() - production_demand)
+            if w.problem is None and w.tier is Tier.TRAINING:
+                self.demand[w.team] += w.gpus + sum(p.gpu_amount for p in w.extras)
         self.share = np.zeros(n_teams + 1)
-        self.share[:n_teams] = water_fill(
-            capacity,
-            [t.weight for t in self.teams],
-            list(self.demand[:n_teams]),
-            [t.guaranteed_gpus for t in self.teams],
-            [t.max_gpus for t in self.teams],
-        )
+        self._divide_training_capacity()
         decayed = [u.decayed_gpu_seconds for u in usage]
         self.factor = (
             fairshare_factors([t.weight for t in self.teams], decayed)
@@ -119,6 +107,19 @@ class _Cycle:
         self._releases = 0
         self._preemptors = 0
         self._diagnosed: dict[tuple, tuple[str, str]] = {}
+
+    def _divide_training_capacity(self) -> None:
+        """Fair shares of what production leaves: what it holds now, not what it waits for,
+        so a production gang that cannot start takes nothing from the training teams."""
+        n = len(self.teams)
+        capacity = max(0.0, self.state.healthy_gpus() - float(self.prod.sum()))
+        self.share[:n] = water_fill(
+            capacity,
+            [t.weight for t in self.teams],
+            list(self.demand[:n]),
+            [t.guaranteed_gpus for t in self.teams],
+            [t.max_gpus for t in self.teams],
+        )
 
     # ------------------------------------------------------------------ reading
 
@@ -243,7 +244,10 @@ class _Cycle:
 
     def _workload_mix(self) -> WorkloadMix:
         shapes: Counter[tuple[int, int]] = Counter()
+        # Scavenger work is left out: it must not steer where in-budget work goes.
         for w in self.waiting:
+            if w.tier is Tier.SCAVENGER:
+                continue
             for p in (*w.need, *w.extras):
                 shapes[(p.gpus, p.gpu_milli)] += 1
         if self.rt.pod_node.size:
@@ -350,8 +354,11 @@ class _Cycle:
         else:
             by_tier = {tier: [w for w in ready if w.tier is tier] for tier in Tier}
             self._simple_pass(by_tier[Tier.PRODUCTION], preempt=True)
+            self._divide_training_capacity()
             self._training_pass(by_tier[Tier.TRAINING])
-            self._simple_pass(by_tier[Tier.SCAVENGER], preempt=False)
+            # Work that chose the scavenger tier goes before work demoted there by a budget.
+            scavenging = self._scavenging()
+            self._simple_pass(by_tier[Tier.SCAVENGER], preempt=False, demoted=scavenging)
         return Decisions(
             tuple(self.out.binds),
             tuple(self.out.evictions),
@@ -364,8 +371,10 @@ class _Cycle:
     def _queue_key(w: _Waiting) -> tuple:
         return (-w.gang.priority, w.gang.submit_s, w.gang.id)
 
-    def _simple_pass(self, queue: list[_Waiting], preempt: bool) -> None:
-        for w in sorted(queue, key=self._queue_key):
+    def _simple_pass(self, queue: list[_Waiting], preempt: bool, demoted: np.ndarray | None = None) -> None:
+        """Priority then age; gangs of `demoted` teams (over budget) after all others."""
+        last = demoted if demoted is not None else np.zeros(len(self.teams) + 1, dtype=bool)
+        for w in sorted(queue, key=lambda w: (bool(last[w.team]), *self._queue_key(w))):
             self._schedule(w, preempt=preempt, reclaim=False)
 
     def _fifo_pass(self, queue: list[_Waiting]) -> None:
@@ -427,6 +436,9 @@ class _Cycle:
     def _schedule(self, w: _Waiting, preempt: bool, reclaim: bool) -> bool:
         """Try to place `w`; if it cannot, maybe preempt for it. True when it was bound."""
         assert w.request is not None
+        if not w.need:  # minMember already running: only extras, each as room allows
+            self._bind(w, Placement((), CLUSTER_LEVEL))
+            return True
         placed = self._try_place(w.request)
         if placed is not None:
             self._bind(w, placed)
@@ -541,7 +553,7 @@ class _Cycle:
             why = reasons.evicted(v, w.gang, w.tier, kind)
             for pod, h in zip(v.pods, v.held, strict=True):
                 self.out.evictions.append(
-                    Eviction(pod, v.gang, self.state.names[h.node], w.gang.id, kind, why)
+                    Eviction(pod, v.gang, self.state.names[h.node], w.gang.id, kind, why, v.tier, w.tier)
                 )
         self.state.commit()
         self._releases += 1

@@ -308,6 +308,8 @@ class Eviction:
     preemptor: str
     kind: str  # 'production', 'reclaim' or 'scavenger'
     reason: str
+    victim_tier: Tier
+    preemptor_tier: Tier
 
 
 @dataclass(frozen=True, slots=True)

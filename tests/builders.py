@@ -1,0 +1,90 @@
+"""Small constructors so tests read like the scenario they describe."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from scheduler.core import Decisions, Gang, Node, Pod, Snapshot, Team
+
+NOW = 1_800_000_000.0  # 2027-01-15, a Friday
+LEAF = "network.gpufair.io/leaf"
+CLIQUE = "nvidia.com/gpu.clique"
+SPINE = "network.gpufair.io/spine"
+
+
+def node(
+    name: str,
+    gpus: int = 8,
+    leaf: str | None = "leaf-0",
+    clique: str | None = None,
+    cpu: int = 128_000,
+    mem: int = 1_024_000,
+    model: str = "H100",
+    unhealthy: frozenset[int] = frozenset(),
+) -> Node:
+    labels = {"kubernetes.io/hostname": name, SPINE: "spine-0"}
+    if leaf:
+        labels[LEAF] = leaf
+    labels[CLIQUE] = clique or f"clique-{name}"
+    return Node(name, gpus, cpu, mem, model, unhealthy, labels)
+
+
+def nodes(count: int, per_leaf: int = 4, gpus: int = 8, **kw) -> tuple[Node, ...]:
+    return tuple(node(f"n{i:02d}", gpus, leaf=f"leaf-{i // per_leaf}", **kw) for i in range(count))
+
+
+def gang(
+    gid: str,
+    team: str,
+    pods: int = 1,
+    gpus: int = 1,
+    priority: int = 0,
+    submit: float = 0.0,
+    milli: int = 0,
+    cpu: int = 1_000,
+    mem: int = 1_000,
+    **kw,
+) -> Gang:
+    shape = {"gpu_milli": milli} if milli else {"gpus": gpus}
+    members = tuple(Pod(f"{gid}-{k}", cpu_milli=cpu, memory_mib=mem, **shape) for k in range(pods))
+    return Gang(gid, team, members, priority=priority, submit_s=NOW - 3600 + submit, **kw)
+
+
+def running(g: Gang, on: list[str] | str, started: float = 3600.0) -> Gang:
+    """`g` with every pod bound (to one node, or one node per pod), started `started` s ago."""
+    where = [on] * len(g.pods) if isinstance(on, str) else on
+    pods = tuple(replace(p, node=n, start_s=NOW - started) for p, n in zip(g.pods, where, strict=True))
+    return replace(g, pods=pods)
+
+
+def teams(*specs: tuple[str, float] | Team) -> tuple[Team, ...]:
+    return tuple(s if isinstance(s, Team) else Team(s[0], s[1], namespaces=(s[0],)) for s in specs)
+
+
+def snapshot(nodes_: tuple[Node, ...], teams_: tuple[Team, ...], gangs: list[Gang], **kw) -> Snapshot:
+    return Snapshot(NOW, nodes_, teams_, tuple(gangs), **kw)
+
+
+def bound_gpus(d: Decisions, snap: Snapshot, team: str) -> float:
+    pods = {p.name: p for g in snap.gangs if g.team == team for p in g.pods}
+    return sum(pods[b.pod].gpu_amount for b in d.binds if b.pod in pods)
+
+
+def apply(snap: Snapshot, d: Decisions, at: float | None = None) -> Snapshot:
+    """The cluster after `d`: binds run (started now), evicted gangs wait again from scratch."""
+    now = snap.now_s if at is None else at
+    binds = {b.pod: b for b in d.binds}
+    evicted = {e.gang for e in d.evictions}
+    gangs = []
+    for g in snap.gangs:
+        if g.id in evicted:
+            gangs.append(
+                replace(g, pods=tuple(replace(p, node=None, gpu_indices=(), start_s=None) for p in g.pods))
+            )
+            continue
+        pods = []
+        for p in g.pods:
+            b = binds.get(p.name)
+            pods.append(replace(p, node=b.node, gpu_indices=b.gpu_indices, start_s=snap.now_s) if b else p)
+        gangs.append(replace(g, pods=tuple(pods)))
+    return replace(snap, gangs=tuple(gangs), now_s=now)
