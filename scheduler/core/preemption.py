@@ -41,8 +41,13 @@ class Victim:
 @dataclass(frozen=True, slots=True)
 class Plan:
     victims: tuple[Victim, ...]
-    cost: float
+    cost: float  # GPU-seconds of work lost
     level: int
+
+    @property
+    def rank(self) -> float:
+        """Lost work, with any training victim outweighing every scavenger one."""
+        return sum(v.lost_gpu_seconds + v.tier * _TIER_PENALTY for v in self.victims)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +96,7 @@ def plan_preemption(
             if plan is not None:
                 plans.append(plan)
         if plans:
-            return min(plans, key=lambda p: (p.cost, len(p.victims)))
+            return min(plans, key=lambda p: (p.rank, len(p.victims)))
     return None
 
 
