@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from scheduler.core import Decisions, Gang, Node, Pod, Snapshot, Team
+import pytest
+
+from scheduler.core import Decisions, Gang, InvalidInput, Node, Pod, Snapshot, Team
 
 NOW = 1_800_000_000.0  # 2027-01-15, a Friday
 LEAF = "network.gpufair.io/leaf"
@@ -88,3 +90,21 @@ def apply(snap: Snapshot, d: Decisions, at: float | None = None) -> Snapshot:
             pods.append(replace(p, node=b.node, gpu_indices=b.gpu_indices, start_s=snap.now_s) if b else p)
         gangs.append(replace(g, pods=tuple(pods)))
     return replace(snap, gangs=tuple(gangs), now_s=now)
+
+
+def refused(func, *args, **kwargs) -> InvalidInput:
+    """The InvalidInput that `func(*args)` raises."""
+    with pytest.raises(InvalidInput) as info:
+        func(*args, **kwargs)
+    return info.value
+
+
+def names(err: InvalidInput, obj: str, field: str, *words: str) -> None:
+    """The message stands alone: it names the object, the field and a fix."""
+    text = str(err)
+    assert err.obj == obj
+    assert err.field == field
+    assert text.startswith(f"{obj}: {field}: ")
+    assert err.fix and err.fix in text
+    for word in words:
+        assert word in text, f"{word!r} missing from {text!r}"

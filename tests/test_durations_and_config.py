@@ -17,25 +17,7 @@ from scheduler.core.config import (
     policy_from_mapping,
 )
 from scheduler.core.durations import format_duration, parse_duration
-from scheduler.core.errors import InvalidInput
-
-
-def _raises(func, *args, **kwargs) -> InvalidInput:
-    with pytest.raises(InvalidInput) as info:
-        func(*args, **kwargs)
-    return info.value
-
-
-def _names(err: InvalidInput, obj: str, field: str, *words: str) -> None:
-    """The message stands alone: it names the object, the field and a fix."""
-    text = str(err)
-    assert err.obj == obj
-    assert err.field == field
-    assert text.startswith(f"{obj}: {field}: ")
-    assert err.fix and err.fix in text
-    for word in words:
-        assert word in text, f"{word!r} missing from {text!r}"
-
+from tests.builders import names, refused
 
 # ---------------------------------------------------------------- parse_duration
 
@@ -75,26 +57,26 @@ def test_parse_duration_bare_number_is_seconds(value: float, seconds: float) -> 
     ["", "   ", "15M", "nan", "inf", "-5", "15x", "m", "h15", "15m junk", "-5m", "15m-", "1,5h", "soon"],
 )
 def test_parse_duration_refuses_junk_strings(value: str) -> None:
-    err = _raises(parse_duration, value, "GPUTeam 'vision'", "spec.minRuntime")
-    _names(err, "GPUTeam 'vision'", "spec.minRuntime", "'15m'")
+    err = refused(parse_duration, value, "GPUTeam 'vision'", "spec.minRuntime")
+    names(err, "GPUTeam 'vision'", "spec.minRuntime", "'15m'")
 
 
 @pytest.mark.parametrize("value", [None, True, False, [15], {"m": 15}])
 def test_parse_duration_refuses_other_types(value: object) -> None:
-    err = _raises(parse_duration, value, "policy", "fairShare.usageHalfLife")
-    _names(err, "policy", "fairShare.usageHalfLife", "not a duration")
+    err = refused(parse_duration, value, "policy", "fairShare.usageHalfLife")
+    names(err, "policy", "fairShare.usageHalfLife", "not a duration")
 
 
 @pytest.mark.parametrize("value", [-1, -0.5])
 def test_parse_duration_refuses_negative_numbers(value: float) -> None:
-    err = _raises(parse_duration, value, "policy", "preemption.defaultMinRuntime")
-    _names(err, "policy", "preemption.defaultMinRuntime", "negative")
+    err = refused(parse_duration, value, "policy", "preemption.defaultMinRuntime")
+    names(err, "policy", "preemption.defaultMinRuntime", "negative")
 
 
 def test_parse_duration_refuses_nan() -> None:
     # NaN is no length of time: it would poison every comparison made with it.
-    err = _raises(parse_duration, math.nan, "GPUTeam 'a'", "spec.minRuntime")
-    _names(err, "GPUTeam 'a'", "spec.minRuntime")
+    err = refused(parse_duration, math.nan, "GPUTeam 'a'", "spec.minRuntime")
+    names(err, "GPUTeam 'a'", "spec.minRuntime")
 
 
 # ---------------------------------------------------------------- format_duration
@@ -196,8 +178,8 @@ def test_level_index() -> None:
     ],
 )
 def test_policy_config_refuses_inconsistent_values(kwargs: dict, field: str) -> None:
-    err = _raises(PolicyConfig, **kwargs)
-    _names(err, "policy", field)
+    err = refused(PolicyConfig, **kwargs)
+    names(err, "policy", field)
 
 
 def test_policy_thresholds_may_be_equal() -> None:
@@ -280,45 +262,45 @@ def test_policy_from_mapping_none_and_empty() -> None:
 
 
 def test_unknown_section_is_named() -> None:
-    err = _raises(load_policy, "tier:\n  productionMinPriority: 5\n")
-    _names(err, "policy", "tier", "unknown section", "tiers", "fairShare", "preemption")
+    err = refused(load_policy, "tier:\n  productionMinPriority: 5\n")
+    names(err, "policy", "tier", "unknown section", "tiers", "fairShare", "preemption")
 
 
 def test_unknown_key_is_named_with_its_section() -> None:
     # A typo must not silently leave the default in force.
-    err = _raises(load_policy, "tiers:\n  productionMinPrio: 5\n")
-    _names(err, "policy", "tiers.productionMinPrio", "unknown setting", "productionMinPriority")
+    err = refused(load_policy, "tiers:\n  productionMinPrio: 5\n")
+    names(err, "policy", "tiers.productionMinPrio", "unknown setting", "productionMinPriority")
 
 
 def test_unknown_key_in_preemption_lists_the_known_ones() -> None:
-    err = _raises(policy_from_mapping, {"preemption": {"enable": False}})
-    _names(err, "policy", "preemption.enable", "enabled", "reclaim", "maxPreemptorsPerCycle")
+    err = refused(policy_from_mapping, {"preemption": {"enable": False}})
+    names(err, "policy", "preemption.enable", "enabled", "reclaim", "maxPreemptorsPerCycle")
 
 
 def test_wrong_api_version() -> None:
-    err = _raises(load_policy, "apiVersion: gpufair.io/v1\nkind: PolicyConfig\n")
-    _names(err, "policy", "apiVersion", "'gpufair.io/v1'", API_VERSION)
+    err = refused(load_policy, "apiVersion: gpufair.io/v1\nkind: PolicyConfig\n")
+    names(err, "policy", "apiVersion", "'gpufair.io/v1'", API_VERSION)
 
 
 def test_wrong_kind() -> None:
-    err = _raises(load_policy, f"apiVersion: {API_VERSION}\nkind: GPUTeam\n")
-    _names(err, "policy", "kind", "'GPUTeam'", "PolicyConfig")
+    err = refused(load_policy, f"apiVersion: {API_VERSION}\nkind: GPUTeam\n")
+    names(err, "policy", "kind", "'GPUTeam'", "PolicyConfig")
 
 
 @pytest.mark.parametrize("text", ["- tiers\n- topology\n", "just a string\n", "42\n"])
 def test_policy_document_must_be_a_mapping(text: str) -> None:
-    err = _raises(load_policy, text)
-    _names(err, "policy", "(document)", "mapping")
+    err = refused(load_policy, text)
+    names(err, "policy", "(document)", "mapping")
 
 
 def test_section_must_be_a_mapping() -> None:
-    err = _raises(load_policy, "tiers: 5\n")
-    _names(err, "policy", "tiers", "not a mapping")
+    err = refused(load_policy, "tiers: 5\n")
+    names(err, "policy", "tiers", "not a mapping")
 
 
 def test_yaml_syntax_error() -> None:
-    err = _raises(load_policy, "tiers: {productionMinPriority: 5\n")
-    _names(err, "policy", "(yaml)", "cannot be parsed", "YAML")
+    err = refused(load_policy, "tiers: {productionMinPriority: 5\n")
+    names(err, "policy", "(yaml)", "cannot be parsed", "YAML")
 
 
 @pytest.mark.parametrize(
@@ -339,8 +321,8 @@ def test_yaml_syntax_error() -> None:
     ],
 )
 def test_bad_value_types_name_the_setting(text: str, field: str, word: str) -> None:
-    err = _raises(load_policy, text)
-    _names(err, "policy", field, word)
+    err = refused(load_policy, text)
+    names(err, "policy", field, word)
 
 
 @pytest.mark.parametrize(
@@ -360,11 +342,11 @@ def test_bad_value_types_name_the_setting(text: str, field: str, word: str) -> N
     ],
 )
 def test_inconsistent_policy_file_is_refused(text: str, field: str) -> None:
-    err = _raises(load_policy, text)
-    _names(err, "policy", field)
+    err = refused(load_policy, text)
+    names(err, "policy", field)
 
 
 def test_nan_half_life_is_refused() -> None:
     # YAML's .nan is a float; a NaN half-life would turn every decayed usage into NaN.
-    err = _raises(load_policy, "fairShare:\n  usageHalfLife: .nan\n")
-    _names(err, "policy", "fairShare.usageHalfLife")
+    err = refused(load_policy, "fairShare:\n  usageHalfLife: .nan\n")
+    names(err, "policy", "fairShare.usageHalfLife")

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from scheduler.core.config import API_VERSION
-from scheduler.core.errors import InvalidInput
 from scheduler.core.manifests import (
     load_teams,
     team_from_manifest,
@@ -16,6 +15,7 @@ from scheduler.core.manifests import (
     teams_from_manifests,
 )
 from scheduler.core.model import Budget, OnExhausted, Team
+from tests.builders import names, refused
 
 TEAMS_YAML = """\
 # Teams of the shared training cluster.
@@ -82,22 +82,6 @@ def _doc(name: str = "vision", **spec: Any) -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": spec,
     }
-
-
-def _raises(func, *args) -> InvalidInput:
-    with pytest.raises(InvalidInput) as info:
-        func(*args)
-    return info.value
-
-
-def _names(err: InvalidInput, obj: str, field: str, *words: str) -> None:
-    text = str(err)
-    assert err.obj == obj
-    assert err.field == field
-    assert text.startswith(f"{obj}: {field}: ")
-    assert err.fix and err.fix in text
-    for word in words:
-        assert word in text, f"{word!r} missing from {text!r}"
 
 
 # ---------------------------------------------------------------- a realistic file
@@ -231,8 +215,8 @@ def test_teams_from_manifests_skips_empty_documents() -> None:
 
 
 def test_team_defined_twice() -> None:
-    err = _raises(teams_from_manifests, [_doc("vision"), _doc("nlp"), _doc("vision")])
-    _names(err, "GPUTeam 'vision'", "metadata.name", "defined twice")
+    err = refused(teams_from_manifests, [_doc("vision"), _doc("nlp"), _doc("vision")])
+    names(err, "GPUTeam 'vision'", "metadata.name", "defined twice")
 
 
 def test_namespace_claimed_by_two_teams() -> None:
@@ -240,16 +224,16 @@ def test_namespace_claimed_by_two_teams() -> None:
         _doc("vision", namespaces=["vision", "shared"]),
         _doc("nlp", namespaces=["nlp", "shared"]),
     ]
-    err = _raises(teams_from_manifests, docs)
-    _names(err, "GPUTeam 'nlp'", "spec.namespaces", "'shared'", "'vision'", "one team only")
+    err = refused(teams_from_manifests, docs)
+    names(err, "GPUTeam 'nlp'", "spec.namespaces", "'shared'", "'vision'", "one team only")
 
 
 def test_namespace_claimed_twice_in_a_yaml_file() -> None:
     text = TEAMS_YAML + (
         f"apiVersion: {API_VERSION}\nkind: GPUTeam\nmetadata: {{name: thief}}\nspec:\n  namespaces: [nlp]\n"
     )
-    err = _raises(load_teams, text)
-    _names(err, "GPUTeam 'thief'", "spec.namespaces", "'nlp'", "team 'nlp'")
+    err = refused(load_teams, text)
+    names(err, "GPUTeam 'thief'", "spec.namespaces", "'nlp'", "team 'nlp'")
 
 
 def test_load_teams_of_an_empty_file() -> None:
@@ -258,14 +242,14 @@ def test_load_teams_of_an_empty_file() -> None:
 
 
 def test_load_teams_yaml_syntax_error() -> None:
-    err = _raises(load_teams, "apiVersion: [gpufair.io/v1alpha1\nkind: GPUTeam\n")
-    _names(err, "GPUTeam", "(yaml)", "cannot be parsed", "YAML")
+    err = refused(load_teams, "apiVersion: [gpufair.io/v1alpha1\nkind: GPUTeam\n")
+    names(err, "GPUTeam", "(yaml)", "cannot be parsed", "YAML")
 
 
 def test_one_bad_team_in_a_file_is_named() -> None:
     text = TEAMS_YAML.replace("weight: 1.5", "weight: -1.5")
-    err = _raises(load_teams, text)
-    _names(err, "GPUTeam 'nlp'", "spec.weight", "-1.5", "above 0")
+    err = refused(load_teams, text)
+    names(err, "GPUTeam 'nlp'", "spec.weight", "-1.5", "above 0")
 
 
 # ---------------------------------------------------------------- refused documents
@@ -273,48 +257,48 @@ def test_one_bad_team_in_a_file_is_named() -> None:
 
 @pytest.mark.parametrize("doc", [["a", "b"], "GPUTeam", 42])
 def test_document_must_be_a_mapping(doc: Any) -> None:
-    err = _raises(team_from_manifest, doc)
-    _names(err, "GPUTeam", "(document)", "mapping")
+    err = refused(team_from_manifest, doc)
+    names(err, "GPUTeam", "(document)", "mapping")
 
 
 def test_list_document_in_a_file() -> None:
-    err = _raises(load_teams, "- a\n- b\n")
-    _names(err, "GPUTeam", "(document)")
+    err = refused(load_teams, "- a\n- b\n")
+    names(err, "GPUTeam", "(document)")
 
 
 def test_wrong_api_version() -> None:
     doc = _doc("vision")
     doc["apiVersion"] = "gpufair.io/v1beta1"
-    err = _raises(team_from_manifest, doc)
-    _names(err, "GPUTeam 'vision'", "apiVersion", "'gpufair.io/v1beta1'", API_VERSION)
+    err = refused(team_from_manifest, doc)
+    names(err, "GPUTeam 'vision'", "apiVersion", "'gpufair.io/v1beta1'", API_VERSION)
 
 
 def test_missing_api_version() -> None:
     doc = _doc("vision")
     del doc["apiVersion"]
-    err = _raises(team_from_manifest, doc)
-    _names(err, "GPUTeam 'vision'", "apiVersion", API_VERSION)
+    err = refused(team_from_manifest, doc)
+    names(err, "GPUTeam 'vision'", "apiVersion", API_VERSION)
 
 
 def test_wrong_kind() -> None:
     doc = _doc("vision")
     doc["kind"] = "PolicyConfig"
-    err = _raises(team_from_manifest, doc)
-    _names(err, "GPUTeam 'vision'", "kind", "'PolicyConfig'", "kind: GPUTeam")
+    err = refused(team_from_manifest, doc)
+    names(err, "GPUTeam 'vision'", "kind", "'PolicyConfig'", "kind: GPUTeam")
 
 
 @pytest.mark.parametrize("metadata", [None, {}, {"name": ""}, {"namespace": "default"}])
 def test_missing_name(metadata: Any) -> None:
     doc = _doc()
     doc["metadata"] = metadata
-    err = _raises(team_from_manifest, doc)
-    _names(err, "GPUTeam", "metadata.name", "name")
+    err = refused(team_from_manifest, doc)
+    names(err, "GPUTeam", "metadata.name", "name")
 
 
 def test_name_that_is_not_a_string() -> None:
     doc = _doc()
     doc["metadata"] = {"name": 42}
-    err = _raises(team_from_manifest, doc)
+    err = refused(team_from_manifest, doc)
     assert err.field == "metadata.name"
     assert "42" in err.obj
 
@@ -325,7 +309,7 @@ def test_metadata_that_is_not_a_mapping(metadata: Any) -> None:
     # object), not as an AttributeError that stops the whole sync loop.
     doc = _doc()
     doc["metadata"] = metadata
-    err = _raises(team_from_manifest, doc)
+    err = refused(team_from_manifest, doc)
     assert err.field.startswith("metadata")
     assert err.fix
 
@@ -333,19 +317,19 @@ def test_metadata_that_is_not_a_mapping(metadata: Any) -> None:
 def test_spec_must_be_a_mapping() -> None:
     doc = _doc()
     doc["spec"] = ["weight", 3]
-    err = _raises(team_from_manifest, doc)
-    _names(err, "GPUTeam 'vision'", "spec", "not a mapping")
+    err = refused(team_from_manifest, doc)
+    names(err, "GPUTeam 'vision'", "spec", "not a mapping")
 
 
 def test_unknown_spec_field_names_the_field_and_the_known_ones() -> None:
-    err = _raises(team_from_manifest, _doc(maxGpus=8))
-    _names(err, "GPUTeam 'vision'", "spec.maxGpus", "unknown field", "maxGPUs", "guaranteedGPUs")
+    err = refused(team_from_manifest, _doc(maxGpus=8))
+    names(err, "GPUTeam 'vision'", "spec.maxGpus", "unknown field", "maxGPUs", "guaranteedGPUs")
 
 
 def test_pods_cannot_choose_a_team_by_labels() -> None:
     # Only spec.namespaces binds pods to a team; a selector field is refused, not ignored.
-    err = _raises(team_from_manifest, _doc(podSelector={"matchLabels": {"team": "vision"}}))
-    _names(err, "GPUTeam 'vision'", "spec.podSelector", "unknown field")
+    err = refused(team_from_manifest, _doc(podSelector={"matchLabels": {"team": "vision"}}))
+    names(err, "GPUTeam 'vision'", "spec.podSelector", "unknown field")
 
 
 @pytest.mark.parametrize(
@@ -373,8 +357,8 @@ def test_pods_cannot_choose_a_team_by_labels() -> None:
     ],
 )
 def test_bad_spec_values(spec: dict[str, Any], field: str, words: tuple[str, ...]) -> None:
-    err = _raises(team_from_manifest, _doc("vision", **spec))
-    _names(err, "GPUTeam 'vision'", field, *words)
+    err = refused(team_from_manifest, _doc("vision", **spec))
+    names(err, "GPUTeam 'vision'", field, *words)
 
 
 @pytest.mark.parametrize(
@@ -405,12 +389,12 @@ def test_bad_spec_values(spec: dict[str, Any], field: str, words: tuple[str, ...
     ],
 )
 def test_bad_budgets(budget: Any, field: str, words: tuple[str, ...]) -> None:
-    err = _raises(team_from_manifest, _doc("vision", budget=budget))
-    _names(err, "GPUTeam 'vision'", field, *words)
+    err = refused(team_from_manifest, _doc("vision", budget=budget))
+    names(err, "GPUTeam 'vision'", field, *words)
 
 
 @pytest.mark.parametrize("hours", [float("inf"), float("nan")])
 def test_non_finite_budget_names_the_team_and_the_field(hours: float) -> None:
     # Same contract as every other field: the error must name the team and the YAML path.
-    err = _raises(team_from_manifest, _doc("vision", budget={"gpuHours": hours}))
-    _names(err, "GPUTeam 'vision'", "spec.budget.gpuHours")
+    err = refused(team_from_manifest, _doc("vision", budget={"gpuHours": hours}))
+    names(err, "GPUTeam 'vision'", "spec.budget.gpuHours")

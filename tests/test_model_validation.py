@@ -18,23 +18,7 @@ from scheduler.core.model import (
     Team,
     Tier,
 )
-
-
-def _raises(func, *args, **kwargs) -> InvalidInput:
-    with pytest.raises(InvalidInput) as info:
-        func(*args, **kwargs)
-    return info.value
-
-
-def _names(err: InvalidInput, obj: str, field: str, *words: str) -> None:
-    text = str(err)
-    assert err.obj == obj
-    assert err.field == field
-    assert text.startswith(f"{obj}: {field}: ")
-    assert err.fix and err.fix in text
-    for word in words:
-        assert word in text, f"{word!r} missing from {text!r}"
-
+from tests.builders import names, refused
 
 # ---------------------------------------------------------------- the error type
 
@@ -79,20 +63,20 @@ def test_valid_budgets(kwargs: dict) -> None:
 
 @pytest.mark.parametrize("hours", [-1.0, -0.001, math.nan, math.inf])
 def test_budget_hours_must_be_finite_and_non_negative(hours: float) -> None:
-    err = _raises(Budget, hours)
-    _names(err, "budget", "gpuHours", ">= 0")
+    err = refused(Budget, hours)
+    names(err, "budget", "gpuHours", ">= 0")
 
 
 @pytest.mark.parametrize("period", ["year", "Week", "weekly", "", "30d"])
 def test_budget_unknown_period(period: str) -> None:
-    err = _raises(Budget, 10.0, period)
-    _names(err, "budget", "period", repr(period), "'week'", "'month'", "'30d'")
+    err = refused(Budget, 10.0, period)
+    names(err, "budget", "period", repr(period), "'week'", "'month'", "'30d'")
 
 
 @pytest.mark.parametrize("seconds", [None, 0.0, -3600.0])
 def test_fixed_period_needs_a_positive_length(seconds: float | None) -> None:
-    err = _raises(Budget, 10.0, "duration", OnExhausted.SCAVENGE, seconds)
-    _names(err, "budget", "period", "above zero")
+    err = refused(Budget, 10.0, "duration", OnExhausted.SCAVENGE, seconds)
+    names(err, "budget", "period", "above zero")
 
 
 def test_budget_is_frozen() -> None:
@@ -138,37 +122,37 @@ def test_valid_teams(kwargs: dict) -> None:
 
 
 def test_team_empty_name() -> None:
-    err = _raises(Team, "")
-    _names(err, "GPUTeam", "metadata.name", "empty", "name")
+    err = refused(Team, "")
+    names(err, "GPUTeam", "metadata.name", "empty", "name")
 
 
 @pytest.mark.parametrize("weight", [0.0, -1.0, math.nan, math.inf, -math.inf])
 def test_team_weight_must_be_positive_and_finite(weight: float) -> None:
-    err = _raises(Team, "vision", weight=weight)
-    _names(err, "GPUTeam 'vision'", "spec.weight", repr(weight), "above 0")
+    err = refused(Team, "vision", weight=weight)
+    names(err, "GPUTeam 'vision'", "spec.weight", repr(weight), "above 0")
 
 
 @pytest.mark.parametrize("floor", [-1.0, math.nan, math.inf])
 def test_team_guaranteed_gpus(floor: float) -> None:
-    err = _raises(Team, "vision", guaranteed_gpus=floor)
-    _names(err, "GPUTeam 'vision'", "spec.guaranteedGPUs", "0 or more")
+    err = refused(Team, "vision", guaranteed_gpus=floor)
+    names(err, "GPUTeam 'vision'", "spec.guaranteedGPUs", "0 or more")
 
 
 @pytest.mark.parametrize("cap", [-1.0, math.nan, math.inf])
 def test_team_max_gpus(cap: float) -> None:
     # An absent cap is spelled None, not infinity.
-    err = _raises(Team, "vision", max_gpus=cap)
-    _names(err, "GPUTeam 'vision'", "spec.maxGPUs", "leave it out")
+    err = refused(Team, "vision", max_gpus=cap)
+    names(err, "GPUTeam 'vision'", "spec.maxGPUs", "leave it out")
 
 
 def test_team_cap_below_floor() -> None:
-    err = _raises(Team, "vision", guaranteed_gpus=16.0, max_gpus=8.0)
-    _names(err, "GPUTeam 'vision'", "spec.maxGPUs", "8", "16", "guaranteedGPUs")
+    err = refused(Team, "vision", guaranteed_gpus=16.0, max_gpus=8.0)
+    names(err, "GPUTeam 'vision'", "spec.maxGPUs", "8", "16", "guaranteedGPUs")
 
 
 def test_team_negative_min_runtime() -> None:
-    err = _raises(Team, "vision", min_runtime_s=-1.0)
-    _names(err, "GPUTeam 'vision'", "spec.minRuntime", "negative", "'15m'")
+    err = refused(Team, "vision", min_runtime_s=-1.0)
+    names(err, "GPUTeam 'vision'", "spec.minRuntime", "negative", "'15m'")
 
 
 # ---------------------------------------------------------------- Node
@@ -182,26 +166,26 @@ def test_node_healthy_gpus() -> None:
 
 
 def test_node_empty_name() -> None:
-    err = _raises(Node, "", 8, 1000, 1000)
-    _names(err, "node", "metadata.name", "name")
+    err = refused(Node, "", 8, 1000, 1000)
+    names(err, "node", "metadata.name", "name")
 
 
 def test_node_negative_gpus() -> None:
-    err = _raises(Node, "gpu-01", -1, 1000, 1000)
-    _names(err, "node 'gpu-01'", "nvidia.com/gpu", "negative")
+    err = refused(Node, "gpu-01", -1, 1000, 1000)
+    names(err, "node 'gpu-01'", "nvidia.com/gpu", "negative")
 
 
 @pytest.mark.parametrize(("cpu", "mem"), [(-1, 1000), (1000, -1)])
 def test_node_negative_allocatable(cpu: int, mem: int) -> None:
-    err = _raises(Node, "gpu-01", 8, cpu, mem)
-    _names(err, "node 'gpu-01'", "allocatable", "negative")
+    err = refused(Node, "gpu-01", 8, cpu, mem)
+    names(err, "node 'gpu-01'", "allocatable", "negative")
 
 
 @pytest.mark.parametrize("bad", [{8}, {-1}, {3, 9}])
 def test_node_unhealthy_index_out_of_range(bad: set[int]) -> None:
-    err = _raises(Node, "gpu-01", 8, 1000, 1000, unhealthy_gpus=frozenset(bad))
+    err = refused(Node, "gpu-01", 8, 1000, 1000, unhealthy_gpus=frozenset(bad))
     outside = sorted(i for i in bad if not 0 <= i < 8)
-    _names(err, "node 'gpu-01'", "unhealthy_gpus", str(outside), "0..7")
+    names(err, "node 'gpu-01'", "unhealthy_gpus", str(outside), "0..7")
 
 
 # ---------------------------------------------------------------- Pod
@@ -217,25 +201,25 @@ def test_pod_amounts_and_binding() -> None:
 
 
 def test_pod_negative_gpus() -> None:
-    err = _raises(Pod, "trainer-0", gpus=-1)
-    _names(err, "pod 'trainer-0'", "nvidia.com/gpu", "negative")
+    err = refused(Pod, "trainer-0", gpus=-1)
+    names(err, "pod 'trainer-0'", "nvidia.com/gpu", "negative")
 
 
 @pytest.mark.parametrize("milli", [-1, 1000, 1500])
 def test_pod_gpu_milli_range(milli: int) -> None:
-    err = _raises(Pod, "trainer-0", gpu_milli=milli)
-    _names(err, "pod 'trainer-0'", "gpu_milli", str(milli), "0..999", "whole GPUs")
+    err = refused(Pod, "trainer-0", gpu_milli=milli)
+    names(err, "pod 'trainer-0'", "gpu_milli", str(milli), "0..999", "whole GPUs")
 
 
 def test_pod_whole_and_shared_gpus_together() -> None:
-    err = _raises(Pod, "trainer-0", gpus=1, gpu_milli=500)
-    _names(err, "pod 'trainer-0'", "gpu_milli", "not both", "gpus to 0")
+    err = refused(Pod, "trainer-0", gpus=1, gpu_milli=500)
+    names(err, "pod 'trainer-0'", "gpu_milli", "not both", "gpus to 0")
 
 
 @pytest.mark.parametrize(("cpu", "mem"), [(-100, 0), (0, -1)])
 def test_pod_negative_requests(cpu: int, mem: int) -> None:
-    err = _raises(Pod, "trainer-0", cpu_milli=cpu, memory_mib=mem)
-    _names(err, "pod 'trainer-0'", "resources.requests", "negative")
+    err = refused(Pod, "trainer-0", cpu_milli=cpu, memory_mib=mem)
+    names(err, "pod 'trainer-0'", "resources.requests", "negative")
 
 
 # ---------------------------------------------------------------- Gang
@@ -260,19 +244,19 @@ def test_gang_properties() -> None:
 
 
 def test_gang_with_zero_pods() -> None:
-    err = _raises(Gang, "job-1", "vision", ())
-    _names(err, "gang 'job-1'", "pods", "size 0", "at least one pod", "gang-size >= 1")
+    err = refused(Gang, "job-1", "vision", ())
+    names(err, "gang 'job-1'", "pods", "size 0", "at least one pod", "gang-size >= 1")
 
 
 @pytest.mark.parametrize("min_member", [0, -3])
 def test_gang_min_member_below_one(min_member: int) -> None:
-    err = _raises(Gang, "job-1", "vision", _pods(2), min_member=min_member)
-    _names(err, "gang 'job-1'", "minMember", str(min_member), "1 or more")
+    err = refused(Gang, "job-1", "vision", _pods(2), min_member=min_member)
+    names(err, "gang 'job-1'", "minMember", str(min_member), "1 or more")
 
 
 def test_gang_negative_min_runtime() -> None:
-    err = _raises(Gang, "job-1", "vision", _pods(1), min_runtime_s=-1.0)
-    _names(err, "gang 'job-1'", "gpufair.io/min-runtime", "negative", "'15m'")
+    err = refused(Gang, "job-1", "vision", _pods(1), min_runtime_s=-1.0)
+    names(err, "gang 'job-1'", "gpufair.io/min-runtime", "negative", "'15m'")
 
 
 def test_gang_zero_min_runtime_is_allowed() -> None:
@@ -281,14 +265,14 @@ def test_gang_zero_min_runtime_is_allowed() -> None:
 
 @pytest.mark.parametrize("checkpoint", [0.0, -60.0])
 def test_gang_checkpoint_interval_must_be_positive(checkpoint: float) -> None:
-    err = _raises(Gang, "job-1", "vision", _pods(1), checkpoint_s=checkpoint)
-    _names(err, "gang 'job-1'", "checkpoint", "above 0")
+    err = refused(Gang, "job-1", "vision", _pods(1), checkpoint_s=checkpoint)
+    names(err, "gang 'job-1'", "checkpoint", "above 0")
 
 
 def test_gang_pod_names_must_be_distinct() -> None:
     pods = (Pod("worker-0", gpus=8), Pod("worker-1", gpus=8), Pod("worker-0", gpus=8))
-    err = _raises(Gang, "job-1", "vision", pods)
-    _names(err, "gang 'job-1'", "pods", "share a name")
+    err = refused(Gang, "job-1", "vision", pods)
+    names(err, "gang 'job-1'", "pods", "share a name")
 
 
 # ---------------------------------------------------------------- Tier
