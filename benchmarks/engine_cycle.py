@@ -2,7 +2,8 @@
 
 Prints a table and writes JSON: median wall time of 5 cycles, and the peak memory the
 cycle allocates (tracemalloc, measured on a separate run so it does not slow the
-timed ones). Targets on a 2-core machine: (a) <= 0.1 s, (b) <= 0.5 s, (c) <= 2 s, each
+timed ones). The peer in the same run is the `fifo` baseline (strict FIFO, first-fit,
+no preemption) through the same engine: the ratio says what gpufair's policy costs. Targets on a 2-core machine: (a) <= 0.1 s, (b) <= 0.5 s, (c) <= 2 s, each
 under 2 GiB. Then shows how the time grows with nodes and with pending pods.
 
     python benchmarks/engine_cycle.py [--quick] [--out DIR]
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 import time
@@ -31,18 +33,19 @@ SCENARIOS = {
 MEMORY_TARGET_MIB = 2048
 
 
-def measure(nodes: int, pending_pods: int, running_pods: int, runs: int) -> dict:
+def measure(nodes: int, pending_pods: int, running_pods: int, runs: int, policy: str = "gpufair") -> dict:
     snap = make_snapshot(nodes, pending_pods, running_pods)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        decisions = decide(snap)
+        decisions = decide(snap, policy=policy)
         times.append(time.perf_counter() - start)
     tracemalloc.start()
-    decide(snap)
+    decide(snap, policy=policy)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {
+        "policy": policy,
         "nodes": nodes,
         "gpus": nodes * 8,
         "pending_pods": pending_pods,
@@ -89,6 +92,8 @@ def main() -> int:
             r = measure(2_000, pending, 0, 3)
             results["scaling_pending"].append(r)
             print(f"  {pending:>6} pending  {r['median_s']:.3f} s", flush=True)
+    results["process_max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\nprocess peak RSS (snapshots included): {results['process_max_rss_mib']:.0f} MiB")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "engine_cycle.json").write_text(json.dumps(results, indent=2))
