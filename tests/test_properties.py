@@ -7,6 +7,7 @@ second cycle's decisions against the rules of DESIGN.md.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import replace
 
@@ -334,3 +335,49 @@ def test_over_budget_team_takes_only_what_in_budget_work_cannot_use(snap: Snapsh
     ours = [b for b in with_them.binds if b.gang not in waiting]
     assert ours == list(without.binds)
     assert [e for e in with_them.evictions if e.preemptor not in waiting] == list(without.evictions)
+
+
+@st.composite
+def saturated(draw):
+    """An empty cluster of 8-GPU nodes and teams that each want far more than it has."""
+    cluster = tuple(node(f"n{i}", 8, leaf=f"leaf-{i // 4}") for i in range(draw(st.integers(1, 12))))
+    count = draw(st.integers(2, 5))
+    teams = tuple(
+        Team(
+            f"t{t}",
+            weight=draw(st.sampled_from([1.0, 2.0, 3.0, 4.0])),
+            guaranteed_gpus=draw(st.sampled_from([0.0, 0.0, 8.0])),
+            max_gpus=draw(st.sampled_from([None, None, 24.0])),
+            namespaces=(f"t{t}",),
+        )
+        for t in range(count)
+    )
+    gangs = []
+    capacity = 8 * len(cluster)
+    for team in teams:
+        gpus = draw(st.sampled_from([1, 2, 4, 8]))
+        for g in range(capacity // gpus + 1):
+            gid = f"{team.name}/g{g}"
+            gangs.append(
+                Gang(gid, team.name, (Pod(f"{gid}-0", gpus=gpus, cpu_milli=100),), submit_s=NOW - 1000 + g)
+            )
+    return Snapshot(NOW, cluster, teams, tuple(gangs))
+
+
+@given(saturated())
+def test_saturated_demand_without_history_matches_weighted_max_min_within_one_gang(snap: Snapshot) -> None:
+    d = decide(snap, CONFIG)
+    # Whole gangs make shares lumpy: a team can miss its share by the largest gang size
+    # (another team's share it could not use flows to whoever fits), never by more.
+    lump = max(g.pods[0].gpus for g in snap.gangs)
+    for team in snap.teams:
+        status = d.teams[team.name]
+        got = sum(b_pod_gpus(snap, b.pod) for b in d.binds if b.gang.startswith(f"{team.name}/"))
+        assert abs(got - status.fair_share_gpus) <= lump + 1e-6, (team.name, got, status)
+    wanted = sum(math.inf if t.max_gpus is None else t.max_gpus for t in snap.teams)
+    used = sum(b_pod_gpus(snap, b.pod) for b in d.binds)
+    assert used == min(8 * len(snap.nodes), wanted), "work-conserving: no GPU idles while a team wants it"
+
+
+def b_pod_gpus(snap: Snapshot, pod: str) -> int:
+    return next(p.gpus for g in snap.gangs for p in g.pods if p.name == pod)
