@@ -116,13 +116,13 @@ def test_shared_pods_go_to_the_best_fitting_slot() -> None:
     rows = [
         (0, 0, 300, 0, 0),  # indexed: slot 0 -> 700 free
         (0, 0, 600, 0, 0),  # indexed: slot 1 -> 400 free
-        (0, 0, 400, 0, 0),  # smallest free >= 400 is slot 1 (400) -> 0
-        (0, 0, 500, 0, 0),  # slot 0 (700) -> 200
-        (0, 0, 700, 0, 0),  # nothing partial is big enough: slot 2 (1000) -> 300
+        (0, 0, 400, 0, 0),  # placed last (largest first): slot 1 (400) -> 0
+        (0, 0, 500, 0, 0),  # placed second: slot 0 is taken, slot 2 (1000) -> 500
+        (0, 0, 700, 0, 0),  # placed first: smallest free >= 700 is slot 0 (700) -> 0
     ]
     held = load(st, rows, indices={0: (0,), 1: (1,)})
-    assert st.free[0].tolist() == [200, 0, 300, FULL]
-    assert [held[r].slots for r in range(5)] == [(0,), (1,), (1,), (0,), (2,)]
+    assert st.free[0].tolist() == [0, 0, 500, FULL]
+    assert [held[r].slots for r in range(5)] == [(0,), (1,), (1,), (2,), (0,)]
     assert [held[r].milli_per_slot for r in range(5)] == [300, 600, 400, 500, 700]
     assert st.whole_free.tolist() == [1]
     assert st.total_free.tolist() == [1500]
@@ -230,7 +230,7 @@ def test_every_change_is_logged_by_node() -> None:
     st.allocate(0, Shape(0, 100, 0, 0))
     st.release(held)
     st.rollback(mark)
-    assert st.change_log[start:start + 3] == [2, 0, 2]
+    assert st.change_log[start : start + 3] == [2, 0, 2]
     assert set(st.change_log[start + 3 :]) == {0, 2}
 
 
@@ -250,7 +250,11 @@ def test_release_of_an_anonymous_pod_frees_exactly_its_gpus() -> None:
 def test_release_of_an_anonymous_pod_never_frees_a_shared_slot() -> None:
     st = state(node("a", 4))
     # Two 500m pods fill slot 0 (free 0, like a whole-GPU slot); one anonymous GPU; one 300m pod.
-    load(st, [(0, 0, 500, 0, 0), (0, 0, 500, 0, 0), (0, 1, 0, 0, 0), (0, 0, 300, 0, 0)], indices={0: (0,), 1: (0,)})
+    load(
+        st,
+        [(0, 0, 500, 0, 0), (0, 0, 500, 0, 0), (0, 1, 0, 0, 0), (0, 0, 300, 0, 0)],
+        indices={0: (0,), 1: (0,)},
+    )
     assert st.free[0].tolist() == [0, 0, 700, FULL]
     st.release(Held(0, (), 0, 0, 0, anonymous_whole=1))
     assert st.free[0].tolist() == [0, FULL, 700, FULL]
@@ -358,7 +362,9 @@ def test_a_node_without_a_label_is_a_domain_of_its_own() -> None:
 
 def test_domains_use_the_configured_levels() -> None:
     config = PolicyConfig(topology_levels=("rack", "kubernetes.io/hostname"))
-    nodes_ = [Node(n, 8, 1_000, 1_000, labels={"rack": r}) for n, r in [("a", "r1"), ("b", "r2"), ("c", "r1")]]
+    nodes_ = [
+        Node(n, 8, 1_000, 1_000, labels={"rack": r}) for n, r in [("a", "r1"), ("b", "r2"), ("c", "r1")]
+    ]
     st = state(*nodes_, config=config)
     assert len(st.domains) == 2
     rack = st.domains[0].tolist()

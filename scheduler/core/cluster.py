@@ -142,13 +142,14 @@ class ClusterState:
         for row, slots in indices.items():
             i = int(node[row])
             amount = int(milli[row]) or FULL
-            slots = tuple(s for s in slots if 0 <= s < self.free.shape[1])
+            taken = []
             for s in slots:
-                if self.free[i, s] >= amount:
+                if 0 <= s < self.free.shape[1] and self.free[i, s] >= amount:
                     self.free[i, s] -= amount
-                else:
+                    taken.append(s)
+                else:  # an unhealthy or overbooked GPU: hold nothing there, trust the node less
                     self.overcommitted[i] = True
-            held[row] = Held(i, slots, amount, int(cpu[row]), int(mem[row]))
+            held[row] = Held(i, tuple(taken), amount, int(cpu[row]), int(mem[row]))
         if anon.any():
             want = np.bincount(node[anon], weights=gpus[anon], minlength=n).astype(np.int64)
             avail = self.free == FULL
@@ -158,6 +159,7 @@ class ClusterState:
             self.anon_mask |= take
             self.overcommitted |= take.sum(axis=1) < want
         shared = np.nonzero((milli > 0) & (gpus == 0))[0]
+        shared = shared[np.argsort(-milli[shared], kind="stable")]  # large shares first pack best
         for row in shared:
             row = int(row)
             if row in indices:

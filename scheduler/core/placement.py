@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from scheduler.core.cluster import ClusterState, Held, Shape
+from scheduler.core.cluster import FULL, ClusterState, Held, Shape
 from scheduler.core.scoring import ShapeCache
 
 CLUSTER_LEVEL = -1  # the whole cluster as one domain
@@ -84,7 +84,7 @@ def place_gang(state: ClusterState, cache: ShapeCache, req: GangRequest) -> Plac
             return None
     if len(req.shapes) == 1:
         return _fill(state, cache, req, None, CLUSTER_LEVEL)
-    levels = range(len(state.levels) - 1, req.widest_level - 1, -1)
+    levels = range(len(state.levels) - 1, max(req.widest_level, 0) - 1, -1)
     for level in levels:
         placed = _place_at_level(state, cache, req, caps, level)
         if placed is not None:
@@ -106,6 +106,13 @@ def _place_at_level(
     fits = np.ones(n_dom, dtype=bool)
     for s, c in req.counts.items():
         fits &= np.bincount(dom, weights=caps[s], minlength=n_dom) >= c
+    if len(req.counts) > 1:
+        # Pod sizes compete for the same GPUs: the domain needs their sum free as well.
+        ok = state.schedulable & ~state.overcommitted
+        if req.model_ok is not None:
+            ok = ok & req.model_ok
+        free = np.bincount(dom, weights=np.where(ok, state.total_free, 0), minlength=n_dom)
+        fits &= free >= sum(s.gpus * FULL + s.milli for s in req.shapes)
     candidates = np.nonzero(fits)[0]
     if candidates.size == 0:
         return None
@@ -118,7 +125,7 @@ def _place_at_level(
     else:
         free = np.bincount(dom, weights=state.total_free, minlength=n_dom)
         rank = free[candidates] + candidates * 1e-9
-    k = min(_DOMAINS_TRIED_PER_LEVEL, candidates.size)
+    k = min(_DOMAINS_TRIED_PER_LEVEL * len(req.counts), candidates.size)
     best = candidates[np.argpartition(rank, k - 1)[:k]] if candidates.size > k else candidates
     best = best[np.argsort(rank[np.searchsorted(candidates, best)], kind="stable")]
     for d in best:

@@ -141,27 +141,34 @@ def diagnose(state: ClusterState, cache: ShapeCache, req: GangRequest) -> tuple[
             )
     asked = sum(s.gpu_amount for s in req.shapes)
     free = float(np.where(ok, state.total_free, 0).sum()) / FULL
-    gpu_only = GangRequest(
+    anywhere = GangRequest(
         tuple(Shape(s.gpus, s.milli, 0, 0) for s in req.shapes),
         req.model_ok,
-        req.widest_level,
-        req.pinned,
+        CLUSTER_LEVEL,
+        None,
         req.whole_node_gpus,
     )
+    unpinned = GangRequest(req.shapes, req.model_ok, CLUSTER_LEVEL, None, req.whole_node_gpus)
     for s, c in req.counts.items():
-        if int(capacity_of(state, cache, Shape(s.gpus, s.milli, 0, 0), gpu_only).sum()) < c:
+        if int(capacity_of(state, cache, Shape(s.gpus, s.milli, 0, 0), anywhere).sum()) < c:
             return "NoRoom", (
                 f"waiting for {gpus(asked)} ({_pods(req.shapes)}); "
                 f"{gpus(free)} free in the cluster, "
                 "not enough on nodes that can take these pods"
             )
-        if int(capacity_of(state, cache, s, req).sum()) < c:
+        if int(capacity_of(state, cache, s, unpinned).sum()) < c:
             return "NoRoom", (
                 f"waiting for {gpus(asked)} ({_pods(req.shapes)}): GPUs are free but not with "
                 f"{s.cpu}m CPU and {s.mem}Mi memory beside them on the same nodes"
             )
     if req.widest_level != CLUSTER_LEVEL:
         label = state.levels[req.widest_level]
+        if req.pinned is not None:
+            room = float(np.where(ok & req.pinned, state.total_free, 0).sum())
+            return "TopologyWait", (
+                f"waiting for {gpus(asked)} ({_pods(req.shapes)}) in the {label} where the gang's "
+                f"running pods are; it has {gpus(room / FULL)} free"
+            )
         dom = state.domains[req.widest_level]
         room = np.bincount(
             dom,
