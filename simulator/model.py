@@ -61,6 +61,7 @@ class Trace:
     name: str
     jobs: tuple[Job, ...]
     skipped: tuple[str, ...] = ()  # one line per row left out on purpose, with why
+    epoch_s: float = 0.0  # UTC epoch seconds of the trace's time 0 (for calendar budget periods)
 
 
 @dataclass(slots=True)

@@ -1,0 +1,328 @@
+"""What the trace readers share: their options, per-row parsing that names the file, row and
+column of anything wrong, and the rule that splits a job's GPUs into equal pods.
+
+Row numbers are line numbers of the file, 1-based: in a file with a header the header is
+row 1; in the headerless Alibaba PAI tables the first job is row 1. For JSON lists (the
+Philly job log) row N is the N-th job object; for Parquet, row N is the (N-1)-th record,
+so that a CSV and a Parquet file of the same jobs give the same row numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from scheduler.core.errors import InvalidInput
+from simulator.model import TIERS, Job, Trace, TraceError
+
+DEFAULT_QOS_TIERS: Mapping[str, str] = {
+    "LS": "production",
+    "Burstable": "training",
+    "Guaranteed": "training",
+    "BE": "scavenger",
+}
+PAI_TEAMS = ("user", "group")
+
+
+def _default_qos_tiers() -> dict[str, str]:
+    return dict(DEFAULT_QOS_TIERS)
+
+
+@dataclass(frozen=True)
+class TraceOptions:
+    """How a trace is turned into jobs where the trace itself does not say.
+
+    strict: raise the first bad row's TraceError instead of skipping the row (a skipped
+        bad row is listed in `Trace.skipped` with the same message text).
+    tier: tier of every job of a trace that has no tiers (Philly, PAI, Helios).
+    max_gpus_per_pod: largest pod a job's GPUs are split into (the GPUs of one node).
+    qos_tiers: openb QoS class -> tier.
+    openb_teams: openb has no tenants; 1 puts every pod in team "openb", N > 1 puts a pod
+        in "team-K", K = CRC-32 of its name mod N (stable across runs and machines).
+    pai_team: "user" or "group" (the group tag of pai_group_tag_table.csv).
+    pai_task_table, pai_group_table: explicit paths; default: next to the job table.
+    """
+
+    strict: bool = False
+    tier: str = "training"
+    max_gpus_per_pod: int = 8
+    qos_tiers: Mapping[str, str] = field(default_factory=_default_qos_tiers)
+    openb_teams: int = 1
+    pai_team: str = "user"
+    pai_task_table: str | Path | None = None
+    pai_group_table: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.tier not in TIERS:
+            raise InvalidInput(
+                "TraceOptions", "tier", f"{self.tier!r} is not a tier", f"use one of {', '.join(TIERS)}"
+            )
+        if isinstance(self.max_gpus_per_pod, bool) or not (
+            isinstance(self.max_gpus_per_pod, int) and self.max_gpus_per_pod >= 1
+        ):
+            raise InvalidInput(
+                "TraceOptions",
+                "max_gpus_per_pod",
+                f"{self.max_gpus_per_pod!r} is not a whole number of GPUs above 0",
+                "use the GPUs of one node, e.g. 8",
+            )
+        for qos, tier in self.qos_tiers.items():
+            if tier not in TIERS:
+                raise InvalidInput(
+                    "TraceOptions",
+                    f"qos_tiers[{qos!r}]",
+                    f"{tier!r} is not a tier",
+                    f"map each QoS to one of {', '.join(TIERS)}",
+                )
+        if isinstance(self.openb_teams, bool) or not (
+            isinstance(self.openb_teams, int) and self.openb_teams >= 1
+        ):
+            raise InvalidInput(
+                "TraceOptions",
+                "openb_teams",
+                f"{self.openb_teams!r} is not a whole number above 0",
+                "use 1 for one team 'openb', or the number of teams to spread pods over",
+            )
+        if self.pai_team not in PAI_TEAMS:
+            raise InvalidInput(
+                "TraceOptions", "pai_team", f"{self.pai_team!r} is not known", "use 'user' or 'group'"
+            )
+
+
+class Rows:
+    """Collects what a reader leaves out of one file, and refuses what `strict` forbids.
+
+    Bad rows (unparseable or impossible values) go through `reject`: raised when strict,
+    else listed. Rows left out on purpose (a job that never ran) go through `skip` and are
+    listed in both modes, since they are not errors.
+    """
+
+    def __init__(self, path: str | Path, strict: bool, skipped: list[str] | None = None) -> None:
+        self.path = str(path)
+        self.strict = strict
+        self.skipped: list[str] = [] if skipped is None else skipped
+        self.seen: dict[str, int] = {}
+
+    def reject(self, error: TraceError) -> None:
+        if self.strict:
+            raise error
+        self.skipped.append(str(error))
+
+    def skip(self, row: int, why: str) -> None:
+        self.skipped.append(f"{self.path}, row {row}: skipped: {why}")
+
+    def claim(self, job_id: str, row: int, column: str) -> None:
+        """Refuses a job id a previous row already used: the engine keys jobs by id."""
+        first = self.seen.get(job_id)
+        if first is not None:
+            raise TraceError(
+                self.path,
+                row,
+                column,
+                f"{job_id!r} was already used by row {first}",
+                "give every job its own id, or remove the repeated row",
+            )
+        self.seen[job_id] = row
+
+
+def is_missing(value: object) -> bool:
+    """Empty cells, JSON null and the 'None'/'NaN' some exports write for missing values."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return math.isnan(value)
+    if isinstance(value, str):
+        return value.strip() in ("", "None", "none", "null", "NaN", "nan")
+    return False
+
+
+class Row:
+    """One record of a trace file with its position, so every parse error can name both."""
+
+    __slots__ = ("index", "line", "path", "values")
+
+    def __init__(self, path: str, number: int, values: Sequence[object], index: Mapping[str, int]) -> None:
+        self.path = path
+        self.line = number
+        self.values = values
+        self.index = index
+
+    def error(self, column: str, problem: str, fix: str) -> TraceError:
+        return TraceError(self.path, self.line, column, problem, fix)
+
+    def raw(self, column: str) -> object:
+        i = self.index.get(column)
+        if i is None or i >= len(self.values):
+            return None
+        return self.values[i]
+
+    def present(self, column: str) -> bool:
+        return not is_missing(self.raw(column))
+
+    def text(self, column: str, default: str | None = None) -> str:
+        value = self.raw(column)
+        if value is None or not str(value).strip():
+            if default is not None:
+                return default
+            raise self.error(column, "is empty", f"fill in {column} or remove the row")
+        return str(value).strip()
+
+    def number(
+        self, column: str, *, minimum: float | None = 0.0, unit: str = "seconds", default: float | None = None
+    ) -> float:
+        value = self.raw(column)
+        if is_missing(value):
+            if default is not None:
+                return default
+            problem = "is empty" if value is None or not str(value).strip() else f"{value!r} is missing"
+            raise self.error(column, problem, f"write {column} as a number of {unit}, or remove the row")
+        if isinstance(value, bool):
+            raise self.error(column, f"{value!r} is not a number", f"write {column} as a number of {unit}")
+        try:
+            result = float(value) if isinstance(value, int | float) else float(str(value).strip())
+        except ValueError:
+            raise self.error(
+                column, f"{value!r} is not a number", f"write {column} as a number of {unit}"
+            ) from None
+        if not math.isfinite(result):
+            raise self.error(column, f"{value!r} is not a finite number", f"write a finite number of {unit}")
+        if minimum is not None and result < minimum:
+            raise self.error(
+                column,
+                f"{result:g} is below {minimum:g}",
+                f"{column} must be at least {minimum:g} {unit}; correct the value or remove the row",
+            )
+        return result
+
+    def optional_number(
+        self, column: str, *, minimum: float | None = 0.0, unit: str = "seconds"
+    ) -> float | None:
+        return None if is_missing(self.raw(column)) else self.number(column, minimum=minimum, unit=unit)
+
+    def whole(self, column: str, *, minimum: int = 0, unit: str = "GPUs", default: int | None = None) -> int:
+        value = self.raw(column)
+        if is_missing(value) and default is not None:
+            return default
+        result = self.number(column, minimum=None, unit=unit)
+        if not result.is_integer():
+            raise self.error(
+                column, f"{value!r} is not a whole number", f"write {column} as a whole number of {unit}"
+            )
+        if result < minimum:
+            raise self.error(
+                column,
+                f"{int(result)} is below {minimum}",
+                f"{column} must be at least {minimum} {unit}; correct the value or remove the row",
+            )
+        return int(result)
+
+    def utc_seconds(self, column: str) -> float:
+        """A 'YYYY-MM-DD HH:MM:SS' time, read as UTC when it names no zone, as Unix seconds."""
+        return utc_seconds(self.text(column), self, column)
+
+
+def utc_seconds(text: str, row: Row, column: str | None = None) -> float:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise row.error(
+            column or "time",
+            f"{text!r} is not a date and time",
+            "write it as YYYY-MM-DD HH:MM:SS (UTC)",
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def header_index(
+    path: str, header: Sequence[str], required: Sequence[str], optional: Sequence[str] = ()
+) -> dict[str, int]:
+    """Column name -> position; refuses (row 1) a missing required column or a repeated name."""
+    names = [name.strip().lstrip("\ufeff") for name in header]
+    index: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in index:
+            raise TraceError(path, 1, name, "is named twice in the header", "keep one column of that name")
+        index[name] = i
+    for name in required:
+        if name not in index:
+            raise TraceError(
+                path,
+                1,
+                name,
+                "column is missing from the header",
+                f"the header must name {', '.join(required)}"
+                + (f" (optional: {', '.join(optional)})" if optional else ""),
+            )
+    return index
+
+
+def csv_rows(path: str | Path) -> Iterator[tuple[int, list[str]]]:
+    """(row number, fields) of each non-blank line of a CSV file; blank lines are not rows."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        for number, fields in enumerate(csv.reader(handle), start=1):
+            if fields and any(cell.strip() for cell in fields):
+                yield number, fields
+
+
+def check_width(row: Row, columns: Sequence[str]) -> None:
+    """Refuses a row with fewer or more fields than the header, naming the first odd column."""
+    width = len(row.values)
+    if width < len(columns):
+        raise row.error(
+            columns[width],
+            f"the row has {width} fields, the file has {len(columns)} columns",
+            "fill in every column (an empty field still needs its comma)",
+        )
+    if width > len(columns):
+        raise row.error(
+            f"field {len(columns) + 1}",
+            f"the row has {width} fields, the file has {len(columns)} columns",
+            "remove the extra fields, or quote a value that holds a comma",
+        )
+
+
+def split_pods(gpus: int, max_per_pod: int) -> tuple[int, int]:
+    """(pods, GPUs per pod): the fewest equal pods of at most `max_per_pod` GPUs.
+
+    The smallest p with gpus % p == 0 and gpus / p <= max_per_pod, so 16 -> 2 x 8,
+    12 -> 2 x 6, 24 -> 3 x 8, 10 -> 2 x 5, and a prime above the limit (11) -> 11 x 1.
+    Zero GPUs is one CPU-only pod.
+    """
+    if gpus <= max_per_pod:
+        return 1, gpus
+    for pods in range(-(-gpus // max_per_pod), gpus + 1):
+        if gpus % pods == 0:
+            return pods, gpus // pods
+    raise AssertionError("unreachable: pods == gpus always divides")
+
+
+def split_models(text: str) -> tuple[str, ...]:
+    """'A10|T4|T4' -> ('A10', 'T4'): allowed GPU models, first mention order, no repeats."""
+    models: list[str] = []
+    for part in text.split("|"):
+        model = part.strip()
+        if model and model not in models:
+            models.append(model)
+    return tuple(models)
+
+
+def stable_bucket(name: str, buckets: int) -> int:
+    """A bucket for `name` that is the same on every run and machine (unlike hash())."""
+    return zlib.crc32(name.encode("utf-8")) % buckets
+
+
+def make_trace(name: str, jobs: list[Job], skipped: list[str], epoch_s: float = 0.0) -> Trace:
+    """Jobs sorted by (submit_s, job_id), so every reader returns them in one fixed order.
+
+    `epoch_s` is the UTC Unix time of the trace's time 0 where the trace has real dates
+    (Philly, Helios), else 0.0 (openb, PAI and native times are offsets from an unknown date).
+    """
+    jobs.sort(key=lambda job: (job.submit_s, job.job_id))
+    return Trace(name, tuple(jobs), tuple(skipped), epoch_s=epoch_s)

@@ -1,0 +1,212 @@
+"""gpufair's own trace format: one job per row, in CSV (with a header) or Parquet.
+
+The same columns in both; names are exact, order is free, an unknown column is refused
+(a misspelt optional column would otherwise be dropped without a word).
+
+| column | required | meaning |
+| --- | --- | --- |
+| job_id | yes | unique id of the job (a gang of pods) |
+| submit_s | yes | submission, seconds from the trace's epoch, >= 0 |
+| duration_s | yes | run time once started, seconds, >= 0 |
+| pods | yes | pods of the gang, >= 1; they start together |
+| gpus_per_pod | yes | whole GPUs per pod, >= 0 (0 with gpu_milli 0: CPU-only) |
+| team | yes | team the job is charged to |
+| tier | yes | production, training or scavenger |
+| gpu_milli | no | thousandths of one shared GPU per pod, 1..999 (then gpus_per_pod is 0); default 0 |
+| gpu_model | no | allowed GPU models separated by '|', e.g. `A100|H100`; empty: any |
+| cpu_milli | no | CPU per pod in thousandths of a core; default 0 |
+| memory_mib | no | memory per pod in MiB; default 0 |
+| topology_required | no | node label the gang must stay within, e.g. `network.gpufair.io/leaf` |
+| topology_preferred | no | node label the gang would rather stay within |
+| min_runtime_s | no | seconds the job may not be preempted after it starts; empty: the team's |
+| checkpoint_s | no | checkpoint interval in seconds (lost work on preemption is since the last one) |
+
+Empty cells (CSV) and nulls (Parquet) of optional columns take the default. Integer columns
+accept integral floats (`8.0`). Row N is line N of a CSV (header = row 1); in Parquet it is
+record N-1 (the first record is row 2), so both name the same job the same way. Parquet is
+recognised by its magic bytes, whatever the file name. Bad rows raise with
+`TraceOptions.strict`, else are skipped and listed in `Trace.skipped`; a missing required
+column, an unknown column or an empty file is always refused.
+
+`write(jobs, path)` writes this format (Parquet for a `.parquet` / `.pq` name, else CSV),
+so any trace can be converted once and replayed fast.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from simulator.model import TIERS, Job, Trace, TraceError
+from simulator.traces.common import (
+    Row,
+    Rows,
+    TraceOptions,
+    check_width,
+    csv_rows,
+    header_index,
+    make_trace,
+    split_models,
+)
+
+REQUIRED = ("job_id", "submit_s", "duration_s", "pods", "gpus_per_pod", "team", "tier")
+OPTIONAL = (
+    "gpu_milli",
+    "gpu_model",
+    "cpu_milli",
+    "memory_mib",
+    "topology_required",
+    "topology_preferred",
+    "min_runtime_s",
+    "checkpoint_s",
+)
+COLUMNS = REQUIRED + OPTIONAL
+
+SCHEMA = pa.schema(
+    [
+        ("job_id", pa.string()),
+        ("submit_s", pa.float64()),
+        ("duration_s", pa.float64()),
+        ("pods", pa.int64()),
+        ("gpus_per_pod", pa.int64()),
+        ("team", pa.string()),
+        ("tier", pa.string()),
+        ("gpu_milli", pa.int64()),
+        ("gpu_model", pa.string()),
+        ("cpu_milli", pa.int64()),
+        ("memory_mib", pa.int64()),
+        ("topology_required", pa.string()),
+        ("topology_preferred", pa.string()),
+        ("min_runtime_s", pa.float64()),
+        ("checkpoint_s", pa.float64()),
+    ]
+)
+
+
+def _is_parquet(path: str | Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(4) == b"PAR1"
+
+
+def _index(path: str, names: list[str]) -> dict[str, int]:
+    index = header_index(path, names, REQUIRED, OPTIONAL)
+    for name in index:
+        if name not in COLUMNS:
+            raise TraceError(
+                path,
+                1,
+                name,
+                "is not a column of the gpufair trace format",
+                f"rename or remove it; the columns are {', '.join(COLUMNS)}",
+            )
+    return index
+
+
+def read(path: str | Path, options: TraceOptions) -> Trace:
+    rows = Rows(path, options.strict)
+    if _is_parquet(path):
+        table = pq.read_table(path)
+        index = _index(rows.path, table.column_names)
+        columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
+        records = (
+            (number, list(values)) for number, values in enumerate(zip(*columns, strict=True), start=2)
+        )
+        names: list[str] | None = None
+    else:
+        lines = csv_rows(path)
+        first = next(lines, None)
+        if first is None:
+            raise TraceError(
+                rows.path, 1, "header", "the file is empty", f"the header names {', '.join(REQUIRED)}"
+            )
+        index = _index(rows.path, first[1])
+        names = [name for name, _ in sorted(index.items(), key=lambda item: item[1])]
+        records = lines
+    jobs: list[Job] = []
+    for number, values in records:
+        row = Row(rows.path, number, values, index)
+        try:
+            if names is not None:
+                check_width(row, names)
+            job = _job(row)
+            rows.claim(job.job_id, number, "job_id")
+        except TraceError as error:
+            rows.reject(error)
+            continue
+        jobs.append(job)
+    return make_trace(Path(path).stem, jobs, rows.skipped)
+
+
+def _job(row: Row) -> Job:
+    gpus_per_pod = row.whole("gpus_per_pod")
+    gpu_milli = row.whole("gpu_milli", unit="thousandths of a GPU", default=0)
+    if gpu_milli > 999:
+        raise row.error(
+            "gpu_milli",
+            f"{gpu_milli} is above 999",
+            "gpu_milli is a share of one GPU (1..999); write a whole GPU as gpus_per_pod 1",
+        )
+    if gpu_milli and gpus_per_pod:
+        raise row.error(
+            "gpu_milli",
+            f"{gpu_milli} is set with gpus_per_pod {gpus_per_pod}",
+            "a pod has whole GPUs or a share of one: set gpus_per_pod to 0, or gpu_milli to 0",
+        )
+    tier = row.text("tier")
+    if tier not in TIERS:
+        raise row.error("tier", f"{tier!r} is not a tier", f"use one of {', '.join(TIERS)}")
+    return Job(
+        job_id=row.text("job_id"),
+        submit_s=row.number("submit_s"),
+        duration_s=row.number("duration_s"),
+        pods=row.whole("pods", minimum=1, unit="pods"),
+        gpus_per_pod=gpus_per_pod,
+        team=row.text("team"),
+        tier=tier,
+        gpu_milli=gpu_milli,
+        gpu_models=split_models(row.text("gpu_model", default="")),
+        cpu_milli=row.whole("cpu_milli", unit="thousandths of a CPU", default=0),
+        memory_mib=row.whole("memory_mib", unit="MiB", default=0),
+        topology_required=row.text("topology_required", default="") or None,
+        topology_preferred=row.text("topology_preferred", default="") or None,
+        min_runtime_s=row.optional_number("min_runtime_s"),
+        checkpoint_s=row.optional_number("checkpoint_s"),
+    )
+
+
+def _record(job: Job) -> dict[str, object]:
+    return {
+        "job_id": job.job_id,
+        "submit_s": float(job.submit_s),
+        "duration_s": float(job.duration_s),
+        "pods": job.pods,
+        "gpus_per_pod": job.gpus_per_pod,
+        "team": job.team,
+        "tier": job.tier,
+        "gpu_milli": job.gpu_milli,
+        "gpu_model": "|".join(job.gpu_models) or None,
+        "cpu_milli": job.cpu_milli,
+        "memory_mib": job.memory_mib,
+        "topology_required": job.topology_required,
+        "topology_preferred": job.topology_preferred,
+        "min_runtime_s": job.min_runtime_s,
+        "checkpoint_s": job.checkpoint_s,
+    }
+
+
+def write(jobs: Trace | Iterable[Job], path: str | Path) -> None:
+    """Writes jobs in the gpufair format: Parquet for a .parquet/.pq name, else CSV."""
+    records = [_record(job) for job in (jobs.jobs if isinstance(jobs, Trace) else jobs)]
+    if Path(path).suffix.lower() in (".parquet", ".pq"):
+        table = pa.Table.from_pylist(records, schema=SCHEMA)
+        pq.write_table(table, path)
+        return
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        for record in records:
+            writer.writerow(["" if record[name] is None else record[name] for name in COLUMNS])
