@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--teams", help="multi-document YAML of GPUTeam objects")
     check.add_argument("--policy", help="policy YAML document")
     check.set_defaults(func=_validate)
+    sim = sub.add_parser("simulate", help="replay a job trace under one or more policies")
+    from simulator.cli import add_arguments, run
+
+    add_arguments(sim)
+    sim.set_defaults(func=run)
     args = parser.parse_args(argv)
     if args.command == "validate" and not (args.teams or args.policy):
         parser.error("validate needs --teams and/or --policy")

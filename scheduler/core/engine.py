@@ -106,6 +106,7 @@ class _Cycle:
         self._failed: dict[tuple, int] = {}
         self._releases = 0
         self._preemptors = 0
+        self._no_victims: dict[tuple, int] = {}
         self._diagnosed: dict[tuple, tuple[str, str]] = {}
 
     def _divide_training_capacity(self) -> None:
@@ -176,6 +177,7 @@ class _Cycle:
         self.run_pod_milli = run.pod_gpus * 1000 + run.pod_milli
 
     def _read_waiting(self) -> None:
+        self._requests: dict[tuple, GangRequest] = {}
         gangs = [g for _, g in self.waiting_gangs]
         teams = np.fromiter(
             (self.team_index.get(g.team, self.sink) for g in gangs),
@@ -233,28 +235,45 @@ class _Cycle:
             if first is not None:
                 dom = self.state.domains[widest]
                 pinned = dom == dom[first]
-        w.request = GangRequest(
-            tuple(Shape.of(p) for p in need),
-            self.state.model_mask(gang.gpu_models),
-            widest,
-            pinned,
-            cfg.whole_node_gpus,
-        )
+        shapes = tuple(Shape.of(p) for p in need)
+        if pinned is not None:
+            w.request = GangRequest(
+                shapes, self.state.model_mask(gang.gpu_models), widest, pinned, cfg.whole_node_gpus
+            )
+            return w
+        # Many waiting gangs look alike: share one request (and its mask) between them.
+        key = (shapes, gang.gpu_models, widest)
+        w.request = self._requests.get(key)
+        if w.request is None:
+            w.request = GangRequest(
+                shapes, self.state.model_mask(gang.gpu_models), widest, None, cfg.whole_node_gpus
+            )
+            self._requests[key] = w.request
         return w
 
     def _workload_mix(self) -> WorkloadMix:
-        shapes: Counter[tuple[int, int]] = Counter()
+        """Pod types (GPUs, share, CPU, memory) of the waiting and running pods, counted."""
+        shapes: Counter[tuple[int, int, int, int]] = Counter()
         # Scavenger work is left out: it must not steer where in-budget work goes.
         for w in self.waiting:
             if w.tier is Tier.SCAVENGER:
                 continue
             for p in (*w.need, *w.extras):
-                shapes[(p.gpus, p.gpu_milli)] += 1
-        if self.rt.pod_node.size:
-            keys, counts = np.unique(self.rt.pod_gpus * 1000 + self.rt.pod_milli, return_counts=True)
-            for key, c in zip(keys.tolist(), counts.tolist(), strict=True):
-                shapes[divmod(key, 1000)] += c
-        return WorkloadMix.from_shapes(shapes.elements(), self.config.workload_types)
+                shapes[(p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib)] += 1
+        rt = self.rt
+        gpu_rows = np.nonzero((rt.pod_gpus > 0) | (rt.pod_milli > 0))[0]
+        if gpu_rows.size:
+            # Each column to small codes, then one 1-D unique over the combined code.
+            cols = (rt.pod_gpus * 1000 + rt.pod_milli, rt.pod_cpu, rt.pod_mem)
+            uniq, codes = zip(*(np.unique(c[gpu_rows], return_inverse=True) for c in cols), strict=True)
+            key = (codes[0] * len(uniq[1]) + codes[1]) * len(uniq[2]) + codes[2]
+            keys, counts = np.unique(key, return_counts=True)
+            for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
+                rest, m = divmod(k, len(uniq[2]))
+                g, cpu = divmod(rest, len(uniq[1]))
+                gpus, milli = divmod(int(uniq[0][g]), 1000)
+                shapes[(gpus, milli, int(uniq[1][cpu]), int(uniq[2][m]))] += c
+        return WorkloadMix.from_counts(shapes, self.config.workload_types)
 
     def _account(self, t: int, tier: Tier, gpus: float, sign: int, pods: tuple[Pod, ...]) -> None:
         if tier is Tier.PRODUCTION:
@@ -499,10 +518,26 @@ class _Cycle:
     def _preempt_for(self, w: _Waiting, reclaim: bool) -> bool:
         if self._preemptors >= self.config.max_preemptors_per_cycle:
             return False
-        cand = self._candidates(w, reclaim)
-        if cand is None:
-            return False
         assert w.request is not None
+        # Gangs of one team and shape fare alike: after one found no victims, the rest
+        # of the cycle does not search again until something is freed.
+        model = None if w.request.model_ok is None else w.request.model_ok.tobytes()
+        pinned = None if w.request.pinned is None else w.request.pinned.tobytes()
+        key = (
+            w.tier,
+            w.team if w.tier is Tier.TRAINING else -1,
+            reclaim,
+            w.request.shapes,
+            model,
+            w.request.widest_level,
+            pinned,
+        )
+        if self._no_victims.get(key) == self._releases:
+            return False
+        cand = self._candidates(w, reclaim)
+        if cand is None or not self._could_free_enough(w, cand):
+            self._no_victims[key] = self._releases
+            return False
         plan = plan_preemption(
             self.state,
             self.cache,
@@ -513,6 +548,7 @@ class _Cycle:
         )
         self.state.commit()
         if plan is None:
+            self._no_victims[key] = self._releases
             return False
         self._preemptors += 1
         self._evict(w, plan)
@@ -528,6 +564,19 @@ class _Cycle:
             Pending(w.gang.id, "Preempting", self._with_context(w, reasons.preempting(plan)))
         )
         return True
+
+    def _could_free_enough(self, w: _Waiting, cand: Candidates) -> bool:
+        """A cheap upper bound: free GPUs plus all a reclaim may take, against the need."""
+        free = float(self.state.total_free[self.state.schedulable].sum()) / 1000.0
+        if w.tier is Tier.PRODUCTION:
+            takeable = float(cand.pod_milli.sum()) / 1000.0
+        else:
+            scav = cand.tier[cand.pod_gang] == Tier.SCAVENGER
+            takeable = float(cand.pod_milli[scav].sum()) / 1000.0
+            slack = np.maximum(self.alloc - self.share, 0.0)
+            slack[[w.team, self.sink]] = 0.0
+            takeable += float(slack.sum())
+        return free + takeable >= w.gpus - _EPS
 
     def _evict(self, w: _Waiting, plan: Plan) -> None:
         if w.tier is Tier.PRODUCTION:

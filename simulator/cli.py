@@ -1,0 +1,155 @@
+"""`gpufair simulate`: replay a trace under one or more policies and write the report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from scheduler.core import InvalidInput, PolicyConfig, load_policy
+from scheduler.core.policies import POLICIES
+from simulator.cluster_spec import nodes_for_gpus, nodes_from_csv, nodes_from_spec
+from simulator.engine import FailureModel, Replay
+from simulator.model import Trace
+from simulator.report import side_by_side_table, write_report
+from simulator.summary import write_outputs
+from simulator.teams import team_of, teams_for_trace
+from simulator.traces import FORMATS, TraceOptions, read_trace
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--experiment",
+        choices=("replay", "packing"),
+        default="replay",
+        help="replay (default) or the FGD static packing experiment",
+    )
+    parser.add_argument("--trace", required=True, help="trace file")
+    parser.add_argument(
+        "--format", choices=sorted(FORMATS), default=None, help="trace format (required for replay)"
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--nodes", help="node list CSV (openb or alibaba-spot)")
+    where.add_argument("--cluster", help="cluster spec YAML")
+    where.add_argument("--gpus", type=int, help="N GPUs as N/8 nodes of 8 GPUs")
+    parser.add_argument("--teams", help="GPUTeam YAML; default: one team per trace tenant, equal weights")
+    parser.add_argument(
+        "--policy",
+        default=None,
+        help=f"comma-separated policies from {', '.join(POLICIES)} (default: all for "
+        "replay, gpufair and the baselines for packing)",
+    )
+    parser.add_argument("--policy-file", help="policy settings YAML (deploy/examples/policy.yaml)")
+    parser.add_argument("--seed", default="0", help="seed (packing: 42, 42-51 or 42,43)")
+    parser.add_argument("--out", default="sim-out", help="output folder")
+    parser.add_argument(
+        "--budget", type=float, default=None, help="GPU-hours per period for every team (without --teams)"
+    )
+    parser.add_argument("--budget-period", default="month", help="week, month or a duration such as 30d")
+    parser.add_argument("--on-exhausted", default="scavenge", choices=("scavenge", "block"))
+    parser.add_argument(
+        "--mtbf-hours",
+        type=float,
+        default=None,
+        help="mean time between whole-node failures, per node (default: no failures)",
+    )
+    parser.add_argument("--repair-hours", type=float, default=4.0, help="time to repair a failed node")
+    parser.add_argument(
+        "--openb-teams", type=int, default=1, help="openb has no tenants: spread pods over N teams"
+    )
+    parser.add_argument("--strict", action="store_true", help="stop at the first bad trace row")
+    parser.add_argument("--limit", type=int, default=None, help="replay only the first N jobs")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.experiment == "packing":
+        from simulator.packing import packing_command
+
+        packing = argparse.Namespace(
+            trace=args.trace,
+            nodes=args.nodes,
+            seed=None if args.seed == "0" else args.seed,
+            policies=args.policy or "gpufair,best-fit,gpu-packing,dot-product,random",
+            out=args.out,
+            no_progress=args.no_progress,
+        )
+        return packing_command(packing)
+    try:
+        return _replay(args)
+    except InvalidInput as exc:
+        print(f"gpufair simulate: {exc}", file=sys.stderr)
+        return 2
+
+
+def _replay(args: argparse.Namespace) -> int:
+    if args.format is None:
+        raise InvalidInput("simulate", "--format", "missing", f"give one of {', '.join(sorted(FORMATS))}")
+    config = load_policy(Path(args.policy_file).read_text()) if args.policy_file else PolicyConfig()
+    policies = [p.strip() for p in (args.policy or ",".join(POLICIES)).split(",") if p.strip()]
+    for p in policies:
+        if p not in POLICIES:
+            raise InvalidInput("simulate", "--policy", f"unknown policy {p!r}", f"use {', '.join(POLICIES)}")
+    options = TraceOptions(strict=args.strict, openb_teams=args.openb_teams)
+    started = time.perf_counter()
+    trace = read_trace(args.trace, args.format, options=options)
+    if args.limit is not None:
+        trace = replace(trace, jobs=trace.jobs[: args.limit])
+    print(
+        f"read {len(trace.jobs):,} jobs from {args.trace} in {time.perf_counter() - started:.1f} s"
+        + (f"; {len(trace.skipped):,} rows skipped" if trace.skipped else "")
+    )
+    for line in trace.skipped[:5]:
+        print(f"  skipped: {line}")
+    if args.nodes:
+        nodes = nodes_from_csv(args.nodes)
+    elif args.cluster:
+        nodes = nodes_from_spec(args.cluster)
+    elif args.gpus:
+        nodes = nodes_for_gpus(args.gpus)
+    else:
+        raise InvalidInput("simulate", "--gpus", "no cluster given", "give --nodes, --cluster or --gpus")
+    teams = teams_for_trace(
+        (j.team for j in trace.jobs),
+        Path(args.teams) if args.teams else None,
+        args.budget,
+        args.budget_period,
+        args.on_exhausted,
+    )
+    trace = _resolve_teams(trace, teams)
+    failures = FailureModel(args.mtbf_hours, args.repair_hours) if args.mtbf_hours else None
+    out = Path(args.out)
+    results, summaries = [], []
+    for policy in policies:
+        replay = Replay(trace, nodes, teams, policy, config, seed=int(args.seed), failures=failures)
+        with tqdm(
+            total=len(trace.jobs) * 2,
+            desc=f"{policy:>8}",
+            unit="ev",
+            disable=args.no_progress,
+            mininterval=1.0,
+        ) as bar:
+            replay.progress = bar.update
+            result = replay.run()
+        results.append(result)
+        summaries.append(write_outputs(result, out))
+    print(side_by_side_table(summaries))
+    report = write_report(results, summaries, out)
+    print(f"report: {report}")
+    return 0
+
+
+def _resolve_teams(trace: Trace, teams: tuple) -> Trace:
+    """Jobs name the trace's tenant; the replay needs the GPUTeam that tenant maps to."""
+    cache: dict[str, str] = {}
+    jobs = []
+    for job in trace.jobs:
+        team = cache.get(job.team)
+        if team is None:
+            team = cache[job.team] = team_of(job.team, teams)
+        jobs.append(job if team == job.team else replace(job, team=team))
+    return replace(trace, jobs=tuple(jobs))

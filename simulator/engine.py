@@ -1,0 +1,340 @@
+"""The discrete-event replay: a virtual clock, events, and the decision core after each batch.
+
+Events are arrivals, completions, budget-period rollovers, and node failures and
+repairs. After every batch of events at one timestamp the engine builds a Snapshot and
+calls `scheduler.core.decide`, exactly as the daemon does, then carries the decisions
+out: binds start jobs, evictions send jobs back to the queue (restarting from scratch,
+or from their last checkpoint when the job says how often it checkpoints). No policy
+lives here; the engine only keeps time and books.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from scheduler.core import Decisions, Gang, Node, Pod, PolicyConfig, Snapshot, Team, TeamUsage, decide
+from scheduler.core.budget import period_bounds
+from scheduler.core.fairshare import decay
+from simulator.model import Job, JobRecord, RunResult, Sample, Trace
+
+ARRIVAL, COMPLETION, ROLLOVER, FAILURE, REPAIR = range(5)
+
+
+@dataclass(frozen=True, slots=True)
+class FailureModel:
+    """Whole-node failures: exponential times between failures per node, fixed repair time."""
+
+    mtbf_hours: float
+    repair_hours: float = 4.0
+
+    def events(self, nodes: tuple[Node, ...], span_s: float, seed: int) -> list[tuple[float, int, str]]:
+        rng = random.Random(seed)
+        out = []
+        for node in nodes:
+            t = 0.0
+            while True:
+                t += rng.expovariate(1.0 / (self.mtbf_hours * 3600.0))
+                if t >= span_s:
+                    break
+                out.append((t, FAILURE, node.name))
+                out.append((t + self.repair_hours * 3600.0, REPAIR, node.name))
+                t += self.repair_hours * 3600.0
+        return out
+
+
+@dataclass(slots=True)
+class _JobState:
+    job: Job
+    record: JobRecord
+    gang: Gang  # as the core sees it now (pending, or bound with start times)
+    remaining_s: float  # work left if it (re)started now from its last checkpoint
+    started_s: float = math.nan  # start of the current run
+    attempt: int = 0  # bumps on every start, so a stale completion event is ignored
+
+
+@dataclass
+class _Usage:
+    decayed: float = 0.0
+    period_hours: float = 0.0
+
+
+@dataclass
+class Replay:
+    """One policy's replay of one trace on one cluster."""
+
+    trace: Trace
+    nodes: tuple[Node, ...]
+    teams: tuple[Team, ...]
+    policy: str
+    config: PolicyConfig = field(default_factory=PolicyConfig)
+    seed: int = 0
+    failures: FailureModel | None = None
+    sample_every_s: float | None = None  # None: about 20,000 samples over the span
+    progress: Callable[[int], None] | None = None  # called with the number of events done
+
+    def run(self) -> RunResult:
+        wall = time.perf_counter()
+        self._setup()
+        while self.events:
+            now = self.events[0][0]
+            batch = []
+            while self.events and self.events[0][0] == now:
+                batch.append(heapq.heappop(self.events))
+            self._accrue(now)
+            for _, _, kind, payload in batch:
+                self._handle(kind, payload, now)
+            if self.progress:
+                self.progress(len(batch))
+            # Evicted victims are gone at once in a replay, so the preemptors can bind
+            # in a second cycle at the same instant (the daemon's next cycle).
+            for _ in range(3):
+                if not self.pending or not self._cycle(now):
+                    break
+            self._sample(now)
+        result = RunResult(
+            policy=self.policy,
+            trace=self.trace.name,
+            gpus=sum(n.gpus for n in self.nodes),
+            jobs=[s.record for s in self.states],
+            samples=self.samples,
+            budgets={t.name: (t.budget.gpu_hours if t.budget else None) for t in self.teams},
+            teams=self.teams,
+        )
+        result.wall_seconds = time.perf_counter() - wall
+        return result
+
+    # ------------------------------------------------------------------ setup
+
+    def _setup(self) -> None:
+        self.team_names = {t.name for t in self.teams}
+        self.node_by_name = {n.name: n for n in self.nodes}
+        self.healthy = dict(self.node_by_name)
+        self.states: list[_JobState] = []
+        self.by_id: dict[str, _JobState] = {}
+        self.pending: dict[str, _JobState] = {}
+        self.running: dict[str, _JobState] = {}
+        self.usage = {t.name: _Usage() for t in self.teams}
+        self.running_gpus = dict.fromkeys(self.team_names, 0.0)
+        self.last_accrual = 0.0
+        self.samples: list[Sample] = []
+        self.last_sample = -math.inf
+        self.seq = 0
+        self.events: list[tuple[float, int, int, object]] = []
+        span = max((j.submit_s + j.duration_s for j in self.trace.jobs), default=0.0)
+        self.sample_every = (
+            self.sample_every_s if self.sample_every_s is not None else max(1.0, span / 20_000)
+        )
+        self.arrivals_left = len(self.trace.jobs)
+        for job in self.trace.jobs:
+            if job.team not in self.team_names:
+                raise ValueError(f"job {job.job_id}: team {job.team!r} has no GPUTeam in this replay")
+            self._push(job.submit_s, ARRIVAL, job)
+        for team in self.teams:
+            if team.budget is not None:
+                self._next_rollover(team, 0.0)
+        if self.failures is not None:
+            for t, kind, name in self.failures.events(self.nodes, span, self.seed):
+                self._push(t, kind, name)
+        self.total_events = len(self.events)
+
+    def _push(self, t: float, kind: int, payload: object) -> None:
+        self.seq += 1
+        heapq.heappush(self.events, (t, self.seq, kind, payload))
+
+    def _next_rollover(self, team: Team, t: float) -> None:
+        assert team.budget is not None
+        _, end = period_bounds(team.budget, self.trace.epoch_s + t)
+        self._push(end - self.trace.epoch_s, ROLLOVER, team.name)
+
+    def _priority(self, tier: str) -> int:
+        if tier == "production":
+            return self.config.production_min_priority
+        if tier == "scavenger":
+            return self.config.scavenger_below_priority - 1
+        return 0
+
+    def _pending_gang(self, job: Job) -> Gang:
+        pods = tuple(
+            Pod(
+                f"{job.job_id}-{k}",
+                gpus=job.gpus_per_pod,
+                gpu_milli=job.gpu_milli,
+                cpu_milli=job.cpu_milli,
+                memory_mib=job.memory_mib,
+            )
+            for k in range(job.pods)
+        )
+        return Gang(
+            job.job_id,
+            job.team,
+            pods,
+            priority=self._priority(job.tier),
+            submit_s=self.trace.epoch_s + job.submit_s,
+            gpu_models=frozenset(job.gpu_models),
+            topology_required=job.topology_required,
+            topology_preferred=job.topology_preferred,
+            min_runtime_s=job.min_runtime_s,
+            checkpoint_s=job.checkpoint_s,
+        )
+
+    # ------------------------------------------------------------------ events
+
+    def _handle(self, kind: int, payload: object, now: float) -> None:
+        if kind == ARRIVAL:
+            self.arrivals_left -= 1
+            job = payload  # type: ignore[assignment]
+            assert isinstance(job, Job)
+            record = JobRecord(job.job_id, job.team, job.tier, job.gpus, job.submit_s)
+            state = _JobState(job, record, self._pending_gang(job), job.duration_s)
+            self.states.append(state)
+            self.by_id[job.job_id] = state
+            self.pending[job.job_id] = state
+        elif kind == COMPLETION:
+            job_id, attempt = payload  # type: ignore[misc]
+            state = self.running.get(job_id)
+            if state is None or state.attempt != attempt:
+                return  # evicted or killed since: a stale completion
+            self._stop(state, now)
+            state.record.end_s = now
+        elif kind == ROLLOVER:
+            team = next(t for t in self.teams if t.name == payload)
+            self.usage[team.name].period_hours = 0.0
+            if self.pending or self.running or self.arrivals_left:
+                self._next_rollover(team, now + 1e-6)
+        elif kind == FAILURE:
+            name = str(payload)
+            node = self.node_by_name[name]
+            self.healthy[name] = replace(node, unhealthy_gpus=frozenset(range(node.gpus)))
+            for state in [s for s in self.running.values() if any(p.node == name for p in s.gang.pods)]:
+                self._interrupt(state, now)
+        elif kind == REPAIR:
+            self.healthy[str(payload)] = self.node_by_name[str(payload)]
+
+    def _stop(self, state: _JobState, now: float) -> None:
+        del self.running[state.job.job_id]
+        self.running_gpus[state.job.team] -= state.job.gpus
+
+    def _interrupt(self, state: _JobState, now: float) -> None:
+        """Evicted or lost to a failure: back to the queue, losing work since the last checkpoint."""
+        ran = now - state.started_s
+        ckpt = state.job.checkpoint_s
+        kept = (ran // ckpt) * ckpt if ckpt else 0.0
+        state.record.preemptions += 1
+        state.record.lost_gpu_hours += state.job.gpus * (ran - kept) / 3600.0
+        state.remaining_s = max(0.0, state.remaining_s - kept)
+        self._stop(state, now)
+        state.gang = self._pending_gang(state.job)
+        self.pending[state.job.job_id] = state
+
+    # ------------------------------------------------------------------ cycle
+
+    def _accrue(self, now: float) -> None:
+        dt = now - self.last_accrual
+        if dt <= 0:
+            return
+        half_life = self.config.usage_half_life_s
+        for name, gpus in self.running_gpus.items():
+            u = self.usage[name]
+            u.decayed = decay(u.decayed, dt, half_life) + gpus * dt
+            u.period_hours += gpus * dt / 3600.0
+        self.last_accrual = now
+
+    def _snapshot(self, now: float) -> Snapshot:
+        gangs = tuple(s.gang for s in self.running.values()) + tuple(s.gang for s in self.pending.values())
+        usage = {n: TeamUsage(u.decayed, u.period_hours) for n, u in self.usage.items()}
+        return Snapshot(self.trace.epoch_s + now, tuple(self.healthy.values()), self.teams, gangs, usage)
+
+    def _cycle(self, now: float) -> bool:
+        """One decision cycle; True when it evicted something (so another may bind)."""
+        d = decide(self._snapshot(now), self.config, self.policy)
+        self.last_decisions = d
+        self._apply(d, now)
+        return bool(d.evictions)
+
+    def _apply(self, d: Decisions, now: float) -> None:
+        for gid in {e.gang for e in d.evictions}:
+            state = self.running.get(gid)
+            if state is not None:
+                self._interrupt(state, now)
+        placed: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
+        for b in d.binds:
+            placed.setdefault(b.gang, {})[b.pod] = (b.node, b.gpu_indices)
+        start = self.trace.epoch_s + now
+        for gid, pods in placed.items():
+            state = self.pending.pop(gid)
+            state.gang = replace(
+                state.gang,
+                pods=tuple(
+                    replace(p, node=pods[p.name][0], gpu_indices=pods[p.name][1], start_s=start)
+                    for p in state.gang.pods
+                ),
+            )
+            state.started_s = now
+            state.attempt += 1
+            if math.isnan(state.record.start_s):
+                state.record.start_s = now
+            self.running[gid] = state
+            self.running_gpus[state.job.team] += state.job.gpus
+            self._push(now + state.remaining_s, COMPLETION, (gid, state.attempt))
+
+    # ------------------------------------------------------------------ samples
+
+    def _sample(self, now: float) -> None:
+        if now - self.last_sample < self.sample_every and self.events:
+            return
+        self.last_sample = now
+        allocated = dict.fromkeys(self.team_names, 0.0)
+        demand = dict.fromkeys(self.team_names, 0.0)
+        for s in self.running.values():
+            allocated[s.job.team] += s.job.gpus
+        for s in (*self.running.values(), *self.pending.values()):
+            demand[s.job.team] += s.job.gpus
+        d = getattr(self, "last_decisions", None)
+        share = {t: (d.teams[t].fair_share_gpus if d else 0.0) for t in self.team_names}
+        healthy = float(sum(n.healthy_gpus for n in self.healthy.values()))
+        busy = sum(allocated.values())
+        self.samples.append(
+            Sample(
+                t=now,
+                allocated=allocated,
+                fair_share=share,
+                demand=demand,
+                busy_gpus=busy,
+                fragmented_gpus=self._fragmented(),
+                budget_used={n: u.period_hours for n, u in self.usage.items()},
+                healthy_gpus=healthy,
+            )
+        )
+
+    def _fragmented(self) -> float:
+        """Free GPUs that no waiting job's pod could use (free but too scattered)."""
+        if not self.pending:
+            return 0.0
+        used: dict[str, float] = {}
+        for s in self.running.values():
+            for p in s.gang.pods:
+                used[p.node] = used.get(p.node, 0.0) + p.gpu_amount  # type: ignore[index]
+        smallest = min(
+            (s.job.gpus_per_pod if s.job.gpus_per_pod else 0.001 for s in self.pending.values()),
+            default=1,
+        )
+        free = np.array([n.healthy_gpus - used.get(n.name, 0.0) for n in self.healthy.values()])
+        return float(free[(free > 0) & (free < smallest)].sum())
+
+
+def replay(
+    trace: Trace,
+    nodes: tuple[Node, ...],
+    teams: tuple[Team, ...],
+    policies: Iterable[str],
+    **kw,
+) -> list[RunResult]:
+    """The same input under each policy, one after the other."""
+    return [Replay(trace, nodes, teams, policy, **kw).run() for policy in policies]
