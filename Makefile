@@ -4,7 +4,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint bench clean
+SHARED ?= ../shared
+REPLAY_GPUS ?= 512
+REPLAY_ARGS ?=
+
+.PHONY: test lint bench replay clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +25,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine_cycle.py --out benchmarks/results
+	$(BIN)/python benchmarks/simulator_speed.py --out benchmarks/results
+
+# Replays the Philly trace (15 teams) on a contended cluster under every policy.
+replay: $(STAMP)
+	$(BIN)/gpufair simulate --trace $(SHARED)/traces/philly/philly.csv --format philly \
+		--gpus $(REPLAY_GPUS) --policy gpufair,drf,fifo --out sim-out/philly $(REPLAY_ARGS)
+	@echo "open sim-out/philly/report.html"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

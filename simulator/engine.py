@@ -116,6 +116,7 @@ class Replay:
         self.team_names = {t.name for t in self.teams}
         self.node_by_name = {n.name: n for n in self.nodes}
         self.healthy = dict(self.node_by_name)
+        self._nodes_changed = True
         self.states: list[_JobState] = []
         self.by_id: dict[str, _JobState] = {}
         self.pending: dict[str, _JobState] = {}
@@ -132,6 +133,8 @@ class Replay:
             self.sample_every_s if self.sample_every_s is not None else max(1.0, span / 20_000)
         )
         self.arrivals_left = len(self.trace.jobs)
+        self.starts = 0
+        self.starts_at_rollover: dict[str, int] = {}
         for job in self.trace.jobs:
             if job.team not in self.team_names:
                 raise ValueError(f"job {job.job_id}: team {job.team!r} has no GPUTeam in this replay")
@@ -206,16 +209,22 @@ class Replay:
         elif kind == ROLLOVER:
             team = next(t for t in self.teams if t.name == payload)
             self.usage[team.name].period_hours = 0.0
-            if self.pending or self.running or self.arrivals_left:
+            # Keep the calendar going while anything can still happen: work runs or is to
+            # come, or the last period started something (a budget may be what held it).
+            progressed = self.starts != self.starts_at_rollover.get(team.name)
+            self.starts_at_rollover[team.name] = self.starts
+            if self.running or self.arrivals_left or (self.pending and progressed):
                 self._next_rollover(team, now + 1e-6)
         elif kind == FAILURE:
             name = str(payload)
             node = self.node_by_name[name]
             self.healthy[name] = replace(node, unhealthy_gpus=frozenset(range(node.gpus)))
+            self._nodes_changed = True
             for state in [s for s in self.running.values() if any(p.node == name for p in s.gang.pods)]:
                 self._interrupt(state, now)
         elif kind == REPAIR:
             self.healthy[str(payload)] = self.node_by_name[str(payload)]
+            self._nodes_changed = True
 
     def _stop(self, state: _JobState, now: float) -> None:
         del self.running[state.job.job_id]
@@ -249,7 +258,10 @@ class Replay:
     def _snapshot(self, now: float) -> Snapshot:
         gangs = tuple(s.gang for s in self.running.values()) + tuple(s.gang for s in self.pending.values())
         usage = {n: TeamUsage(u.decayed, u.period_hours) for n, u in self.usage.items()}
-        return Snapshot(self.trace.epoch_s + now, tuple(self.healthy.values()), self.teams, gangs, usage)
+        if self._nodes_changed:  # the same tuple while nothing failed lets the core reuse its topology
+            self._node_tuple = tuple(self.healthy.values())
+            self._nodes_changed = False
+        return Snapshot(self.trace.epoch_s + now, self._node_tuple, self.teams, gangs, usage)
 
     def _cycle(self, now: float) -> bool:
         """One decision cycle; True when it evicted something (so another may bind)."""
@@ -269,15 +281,24 @@ class Replay:
         start = self.trace.epoch_s + now
         for gid, pods in placed.items():
             state = self.pending.pop(gid)
+            # Whole GPUs are interchangeable (the device plugin picks them, not the
+            # scheduler): only a shared GPU's slot is worth remembering.
+            shared = state.job.gpu_milli > 0
             state.gang = replace(
                 state.gang,
                 pods=tuple(
-                    replace(p, node=pods[p.name][0], gpu_indices=pods[p.name][1], start_s=start)
+                    replace(
+                        p,
+                        node=pods[p.name][0],
+                        gpu_indices=pods[p.name][1] if shared else (),
+                        start_s=start,
+                    )
                     for p in state.gang.pods
                 ),
             )
             state.started_s = now
             state.attempt += 1
+            self.starts += 1
             if math.isnan(state.record.start_s):
                 state.record.start_s = now
             self.running[gid] = state

@@ -6,8 +6,10 @@ The definitions, exactly as computed:
 Time. Samples are sorted by `t` (stable, so of several samples at one instant the
 last one counts). Sample k is a step: it holds from `samples[k].t` to
 `samples[k+1].t`, so its weight is `dt_k = t_{k+1} - t_k`. The last sample holds for
-zero time: the replay span is `[samples[0].t, samples[-1].t]`. (A replay samples after
-every decision cycle, the last one after the last job ends, so nothing is lost.)
+zero time: the replay span is `[samples[0].t, samples[-1].t]`. (The engine samples
+after a decision cycle at most once per `sample_every_s` of virtual time, by default
+the span / 20,000, and always after the last event; a sample stands for the state
+until the next one.)
 "Time-weighted mean of y" is `sum_k dt_k y_k / sum_k dt_k` over the samples where y_k
 is defined; it is null when that weight is 0 (no samples, one sample, or y never
 defined).

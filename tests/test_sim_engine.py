@@ -197,3 +197,12 @@ def test_simulate_command_explains_bad_input(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "row 2" in err and "duration_s" in err
+
+
+def test_a_job_too_large_for_the_cluster_does_not_keep_the_calendar_running_forever():
+    budget = Budget(1_000.0, "week", OnExhausted.SCAVENGE)
+    trace = Trace("t", (job("fits", 0, 3_600, 8), job("never", 0, 3_600, 8, pods=4)), epoch_s=1_504_483_200.0)
+    result = Replay(trace, nodes_for_gpus(16), (team("a", budget=budget),), "gpufair").run()
+    r = records(result)
+    assert r["fits"].end_s == 3_600 and math.isnan(r["never"].start_s)
+    assert result.samples[-1].t < 30 * 86_400

@@ -50,6 +50,40 @@ class Held:
     anonymous_whole: int = 0  # whole GPUs of a running pod whose slot indices are unknown
 
 
+_TOPOLOGY_MEMO: dict[tuple[int, tuple[str, ...]], tuple] = {}
+
+
+def _topology(nodes: tuple[Node, ...], levels: tuple[str, ...]) -> tuple[list[np.ndarray], list[list[str]]]:
+    """Domain ids per level. Levels form a hierarchy: a domain is the path of labels from
+    the widest level down, so a narrower domain always lies inside one domain of every
+    wider level. A node without the label is a domain of its own at that level.
+
+    Remembered for the last few node tuples (by identity), since a simulator or daemon
+    passes the same tuple cycle after cycle while no node changes."""
+    key = (id(nodes), levels)
+    hit = _TOPOLOGY_MEMO.get(key)
+    if hit is not None and hit[0] is nodes:
+        return hit[1], hit[2]
+    n = len(nodes)
+    domains: list[np.ndarray] = []
+    names: list[list[str]] = []
+    path = [""] * n
+    for label in levels:
+        for i, node in enumerate(nodes):
+            value = node.labels.get(label)
+            if value is None and label == "kubernetes.io/hostname":
+                value = node.name
+            part = value if value is not None else f"(unlabelled:{node.name})"
+            path[i] = f"{path[i]}/{part}"
+        uniq, inverse = np.unique(np.array(path, dtype=object), return_inverse=True)
+        domains.append(inverse.astype(np.int64).reshape(n))
+        names.append([str(u).rsplit("/", 1)[-1] for u in uniq])
+    if len(_TOPOLOGY_MEMO) >= 4:
+        _TOPOLOGY_MEMO.pop(next(iter(_TOPOLOGY_MEMO)))
+    _TOPOLOGY_MEMO[key] = (nodes, domains, names)
+    return domains, names
+
+
 class ClusterState:
     """Mutable per-cycle view of free capacity. Index order is the snapshot's node order."""
 
@@ -72,22 +106,7 @@ class ClusterState:
         self.model_id = np.array([model_index[node.gpu_model] for node in nodes], dtype=np.int32)
         self.anon_mask = np.zeros(self.free.shape, dtype=bool)
         self.levels = config.topology_levels
-        self.domains: list[np.ndarray] = []
-        self.domain_names: list[list[str]] = []
-        # Levels form a hierarchy: a domain is the path of labels from the widest level
-        # down, so a narrower domain always lies inside one domain of every wider level.
-        path = [""] * n
-        for label in self.levels:
-            for i, node in enumerate(nodes):
-                value = node.labels.get(label)
-                if value is None and label == "kubernetes.io/hostname":
-                    value = node.name
-                # A node without the label is a domain of its own at that level.
-                part = value if value is not None else f"(unlabelled:{node.name})"
-                path[i] = f"{path[i]}/{part}"
-            uniq, inverse = np.unique(np.array(path, dtype=object), return_inverse=True)
-            self.domains.append(inverse.astype(np.int64).reshape(n))
-            self.domain_names.append([str(u).rsplit("/", 1)[-1] for u in uniq])
+        self.domains, self.domain_names = _topology(tuple(nodes), self.levels)
         self.overcommitted = np.zeros(n, dtype=bool)
         self.change_log: list[int] = []
         self.journal: list[tuple[int, Held]] = []

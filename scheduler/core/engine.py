@@ -8,6 +8,7 @@ the strategies used in each; the baselines run through this same code.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -108,6 +109,8 @@ class _Cycle:
         self._preemptors = 0
         self._no_victims: dict[tuple, int] = {}
         self._diagnosed: dict[tuple, tuple[str, str]] = {}
+        self._contexts: dict[tuple, str] = {}
+        self._victims: dict[int, Victim] = {}
 
     def _divide_training_capacity(self) -> None:
         """Fair shares of what production leaves: what it holds now, not what it waits for,
@@ -178,6 +181,7 @@ class _Cycle:
 
     def _read_waiting(self) -> None:
         self._requests: dict[tuple, GangRequest] = {}
+        self._shapes: dict[tuple[int, int, int, int], Shape] = {}
         gangs = [g for _, g in self.waiting_gangs]
         teams = np.fromiter(
             (self.team_index.get(g.team, self.sink) for g in gangs),
@@ -196,12 +200,17 @@ class _Cycle:
 
     def _waiting(self, gang: Gang, t: int, tier: Tier, scavenging: bool) -> _Waiting:
         cfg = self.config
-        bound = gang.bound_pods
-        pending = gang.pending_pods
+        pods = gang.pods
+        if len(pods) == 1:  # the common case, without the generic bookkeeping
+            bound: tuple[Pod, ...] = ()
+            pending = pods
+        else:
+            bound = gang.bound_pods
+            pending = gang.pending_pods
         required = gang.required_members
         short = max(0, required - len(bound))
         need, extras = pending[:short], pending[short:]
-        w = _Waiting(gang, t, tier, need, extras, sum(p.gpu_amount for p in need))
+        w = _Waiting(gang, t, tier, need, extras, sum(p.gpus + p.gpu_milli / 1000.0 for p in need))
         if t == self.sink:
             w.problem = Pending(gang.id, "NoTeam", reasons.no_team(gang))
             return w
@@ -219,15 +228,17 @@ class _Cycle:
             w.problem = Pending(gang.id, "BudgetBlocked", reasons.budget_blocked(team, budget))
             return w
         widest = CLUSTER_LEVEL
-        for label in (gang.topology_required, gang.topology_preferred):
-            if label is not None and cfg.level_index(label) is None:
-                w.problem = Pending(gang.id, "Invalid", reasons.unknown_level(gang, label, cfg))
-                return w
-        if gang.topology_required is not None:
-            widest = cfg.level_index(gang.topology_required)  # type: ignore[assignment]
-        too_big = [p for p in gang.pods if p.gpus > self.max_node_gpus]
-        if too_big:
-            w.problem = Pending(gang.id, "TooLarge", reasons.too_large(too_big[0], self.max_node_gpus))
+        if gang.topology_required is not None or gang.topology_preferred is not None:
+            for label in (gang.topology_required, gang.topology_preferred):
+                if label is not None and cfg.level_index(label) is None:
+                    w.problem = Pending(gang.id, "Invalid", reasons.unknown_level(gang, label, cfg))
+                    return w
+            if gang.topology_required is not None:
+                widest = cfg.level_index(gang.topology_required)  # type: ignore[assignment]
+        biggest = max(p.gpus for p in pods) if len(pods) > 1 else pods[0].gpus
+        if biggest > self.max_node_gpus:
+            too_big = next(p for p in pods if p.gpus == biggest)
+            w.problem = Pending(gang.id, "TooLarge", reasons.too_large(too_big, self.max_node_gpus))
             return w
         pinned = None
         if bound and widest != CLUSTER_LEVEL:
@@ -235,7 +246,7 @@ class _Cycle:
             if first is not None:
                 dom = self.state.domains[widest]
                 pinned = dom == dom[first]
-        shapes = tuple(Shape.of(p) for p in need)
+        shapes = tuple(self._shape(p) for p in need)
         if pinned is not None:
             w.request = GangRequest(
                 shapes, self.state.model_mask(gang.gpu_models), widest, pinned, cfg.whole_node_gpus
@@ -250,6 +261,13 @@ class _Cycle:
             )
             self._requests[key] = w.request
         return w
+
+    def _shape(self, pod: Pod) -> Shape:
+        key = (pod.gpus, pod.gpu_milli, pod.cpu_milli, pod.memory_mib)
+        shape = self._shapes.get(key)
+        if shape is None:
+            shape = self._shapes[key] = Shape(*key)
+        return shape
 
     def _workload_mix(self) -> WorkloadMix:
         """Pod types (GPUs, share, CPU, memory) of the waiting and running pods, counted."""
@@ -302,6 +320,12 @@ class _Cycle:
         )
 
     def _victim(self, g: int) -> Victim:
+        hit = self._victims.get(g)
+        if hit is None:
+            hit = self._victims[g] = self._make_victim(g)
+        return hit
+
+    def _make_victim(self, g: int) -> Victim:
         t = int(self.run_team[g])
         rows = self.rt.rows(g)
         return Victim(
@@ -415,14 +439,21 @@ class _Cycle:
             max(float(self.state.cpu_free.clip(min=0).sum() + self.alloc_cpu.sum()), 1.0),
             max(float(self.state.mem_free.clip(min=0).sum() + self.alloc_mem.sum()), 1.0),
         )
-        while queues:
+
+        def key(t: int) -> tuple:
             if dominant:
-                t = min(queues, key=lambda t: (self._dominant(t, totals), self.teams[t].name))
-            else:
-                t = min(queues, key=lambda t: self._fair_key(t, queues[t][-1]))
+                return (self._dominant(t, totals), self.teams[t].name)
+            return self._fair_key(t, queues[t][-1])
+
+        # Teams in a heap by how much they deserve the next GPUs. Only the team that was
+        # served changes its key, except when evictions lower other teams' holdings:
+        # then the heap is rebuilt.
+        heap = [(key(t), t) for t in queues]
+        heapq.heapify(heap)
+        while heap:
+            _, t = heapq.heappop(heap)
             w = queues[t].pop()
-            if not queues[t]:
-                del queues[t]
+            evicted_before = self._releases
             cap = self.teams[t].max_gpus
             if cap is not None and self.alloc[t] + w.gpus > cap + _EPS:
                 self.out.pending.append(
@@ -432,13 +463,20 @@ class _Cycle:
                         reasons.over_cap(self.teams[t], self.alloc[t], w.gpus),
                     )
                 )
-                continue
-            under = self.alloc[t] + w.gpus <= self.share[t] + _EPS
-            self._schedule(
-                w,
-                preempt=True,
-                reclaim=under and self.policy.reclaim and self.config.reclaim_enabled,
-            )
+            else:
+                under = self.alloc[t] + w.gpus <= self.share[t] + _EPS
+                self._schedule(
+                    w,
+                    preempt=True,
+                    reclaim=under and self.policy.reclaim and self.config.reclaim_enabled,
+                )
+            if not queues[t]:
+                del queues[t]
+            if self._releases != evicted_before:
+                heap = [(key(u), u) for u in queues]
+                heapq.heapify(heap)
+            elif t in queues:
+                heapq.heappush(heap, (key(t), t))
 
     def _fair_key(self, t: int, head: _Waiting) -> tuple:
         share = self.share[t]
@@ -472,8 +510,7 @@ class _Cycle:
     def _try_place(self, req: GangRequest) -> Placement | None:
         key = None
         if req.pinned is None:
-            model = None if req.model_ok is None else req.model_ok.tobytes()
-            key = (req.shapes, model, req.widest_level)
+            key = id(req)  # unpinned requests are shared by every look-alike gang
             if self._failed.get(key) == self._releases:
                 return None
         placed = place_gang(self.state, self.cache, req)
@@ -521,17 +558,7 @@ class _Cycle:
         assert w.request is not None
         # Gangs of one team and shape fare alike: after one found no victims, the rest
         # of the cycle does not search again until something is freed.
-        model = None if w.request.model_ok is None else w.request.model_ok.tobytes()
-        pinned = None if w.request.pinned is None else w.request.pinned.tobytes()
-        key = (
-            w.tier,
-            w.team if w.tier is Tier.TRAINING else -1,
-            reclaim,
-            w.request.shapes,
-            model,
-            w.request.widest_level,
-            pinned,
-        )
+        key = (w.tier, w.team if w.tier is Tier.TRAINING else -1, reclaim, id(w.request))
         if self._no_victims.get(key) == self._releases:
             return False
         cand = self._candidates(w, reclaim)
@@ -610,14 +637,7 @@ class _Cycle:
     # ------------------------------------------------------------------ explaining
 
     def _diagnose(self, req: GangRequest) -> tuple[str, str]:
-        key = (
-            req.shapes,
-            None if req.model_ok is None else req.model_ok.tobytes(),
-            req.widest_level,
-            None if req.pinned is None else req.pinned.tobytes(),
-            self._releases,
-            len(self.out.binds),
-        )
+        key = (id(req), self._releases, len(self.out.binds))
         hit = self._diagnosed.get(key)
         if hit is None:
             hit = reasons.diagnose(self.state, self.cache, req)
@@ -625,9 +645,14 @@ class _Cycle:
         return hit
 
     def _with_context(self, w: _Waiting, text: str) -> str:
-        if w.tier is not Tier.TRAINING or w.team < 0:
+        if w.tier is not Tier.TRAINING or w.team == self.sink:
             return text
-        return reasons.with_share(text, self.teams[w.team].name, self.alloc[w.team], self.share[w.team])
+        key = (text, w.team, float(self.alloc[w.team]), float(self.share[w.team]))
+        hit = self._contexts.get(key)
+        if hit is None:
+            hit = reasons.with_share(text, self.teams[w.team].name, key[2], key[3])
+            self._contexts[key] = hit
+        return hit
 
     def _team_status(self) -> dict[str, TeamStatus]:
         out = {}

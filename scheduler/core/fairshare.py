@@ -40,21 +40,27 @@ def water_fill(
     if all(math.isfinite(lim) for lim in limits) and sum(limits) <= capacity:
         return limits[:]
 
-    def filled(level: float) -> list[float]:
-        return [min(limits[i], max(base[i], weights[i] * level)) for i in range(n)]
+    def filled(level: float) -> float:
+        return sum(min(limits[i], max(base[i], weights[i] * level)) for i in range(n))
 
-    # The filled amount grows monotonically with the water level: bisect for it.
-    lo = 0.0
-    hi = max([b / w for b, w in zip(base, weights, strict=True)]) + capacity / min(weights) + 1.0
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        if sum(filled(mid)) < capacity:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo <= 1e-12 * max(1.0, hi):
+    # The filled amount is piecewise linear in the water level, bending where a team
+    # leaves its floor or reaches its limit: find the segment that crosses capacity.
+    points = sorted(
+        {b / w for b, w in zip(base, weights, strict=True)}
+        | {lim / w for lim, w in zip(limits, weights, strict=True) if math.isfinite(lim)}
+    )
+    lo, f_lo = 0.0, filled(0.0)
+    level = None
+    for p in points:
+        f_p = filled(p)
+        if f_p >= capacity:
+            level = p if f_p == f_lo else lo + (capacity - f_lo) * (p - lo) / (f_p - f_lo)
             break
-    return filled(hi)
+        lo, f_lo = p, f_p
+    if level is None:  # past every bend: only teams with no limit still rise
+        slope = sum(w for w, lim in zip(weights, limits, strict=True) if not math.isfinite(lim))
+        level = lo + (capacity - f_lo) / slope
+    return [min(limits[i], max(base[i], weights[i] * level)) for i in range(n)]
 
 
 def fairshare_factors(weights: Sequence[float], decayed_usage: Sequence[float]) -> list[float]:
