@@ -42,6 +42,7 @@ class PolicyConfig:
     default_min_runtime_s: float = 600.0
     whole_node_gpus: int = 8
     workload_types: int = 16
+    fragmentation_objective: str = "residual"
 
     def __post_init__(self) -> None:
         obj = "policy"
@@ -67,6 +68,13 @@ class PolicyConfig:
                 "preemption",
                 "maxPreemptorsPerCycle < 0 or candidateDomains < 1",
                 "use maxPreemptorsPerCycle >= 0 and candidateDomains >= 1",
+            )
+        if self.fragmentation_objective not in ("residual", "growth"):
+            raise InvalidInput(
+                obj,
+                "placement.fragmentationObjective",
+                f"unknown objective {self.fragmentation_objective!r}",
+                "use 'residual' or 'growth'",
             )
         if self.whole_node_gpus < 1 or self.workload_types < 1:
             raise InvalidInput(
@@ -100,6 +108,12 @@ def _duration(path: str, value: Any) -> float:
     return parse_duration(value, "policy", path)
 
 
+def _word(path: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput("policy", path, f"{value!r} is not a word", "write one of the documented values")
+    return value
+
+
 def _labels(path: str, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise InvalidInput(
@@ -130,6 +144,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
     "placement": {
         "wholeNodeGPUs": ("whole_node_gpus", _int),
         "workloadTypes": ("workload_types", _int),
+        "fragmentationObjective": ("fragmentation_objective", _word),
     },
 }
 

@@ -102,7 +102,11 @@ class _Cycle:
             else [1.0] * n_teams
         )
         scorer_cls = SCORERS[policy.scorer]
-        scorer = scorer_cls(self._workload_mix()) if scorer_cls is Fragmentation else scorer_cls()
+        scorer = (
+            Fragmentation(self._workload_mix(), config.fragmentation_objective)
+            if scorer_cls is Fragmentation
+            else scorer_cls()
+        )
         self.cache = ShapeCache(self.state, scorer)
         self._failed: dict[tuple, int] = {}
         self._releases = 0
