@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,17 @@ def names(err: InvalidInput, obj: str, field: str, *words: str) -> None:
     assert err.fix and err.fix in text
     for word in words:
         assert word in text, f"{word!r} missing from {text!r}"
+
+
+SHARED_TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+
+
+def shared_trace(*parts: str) -> Path:
+    """A file of ../shared/traces, read in place. Missing is a failure, never a skip: CI has it."""
+    path = SHARED_TRACES.joinpath(*parts)
+    if not path.is_file():
+        pytest.fail(
+            f"{path} is missing: the real traces must sit in {SHARED_TRACES} (the repository's "
+            "parent folder holds shared/traces); tests read them in place and never skip them"
+        )
+    return path

@@ -21,10 +21,10 @@ from simulator.cluster_spec import (
     nodes_from_spec,
 )
 from simulator.model import TraceError
-from tests.builders import names, refused
+from tests.builders import SHARED_TRACES, names, refused, shared_trace
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+TRACES = SHARED_TRACES
 OPENB_GPU = TRACES / "openb" / "openb_node_list_gpu_node.csv"
 OPENB_ALL = TRACES / "openb" / "openb_node_list_all_node.csv"
 SPOT = TRACES / "alibaba-spot-2026" / "node_info_df.csv"
@@ -32,12 +32,7 @@ EXAMPLE = ROOT / "deploy" / "examples" / "cluster.yaml"
 
 
 def _trace(path: Path) -> Path:
-    if not path.is_file():
-        pytest.fail(
-            f"trace file {path} is missing: these tests read ../shared/traces next to the "
-            "repository (see DESIGN.md, Data); check out the shared traces there"
-        )
-    return path
+    return shared_trace(*path.relative_to(TRACES).parts)
 
 
 def _gpus_by_model(nodes: tuple[Node, ...]) -> dict[str, int]:

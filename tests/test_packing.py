@@ -24,8 +24,9 @@ from simulator.packing import (
     run_one,
     run_packing,
 )
+from tests.builders import SHARED_TRACES
 
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
+TRACES = SHARED_TRACES
 OPENB = TRACES / "openb"
 PODS_CSV = OPENB / "openb_pod_list_default.csv"
 NODES_CSV = OPENB / "openb_node_list_gpu_node.csv"

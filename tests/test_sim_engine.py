@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +12,7 @@ from scheduler.core import Budget, OnExhausted, PolicyConfig, Team
 from simulator.cluster_spec import nodes_for_gpus
 from simulator.engine import FailureModel, Replay
 from simulator.model import Job, Trace
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
+from tests.builders import shared_trace
 
 
 def team(name: str, weight: float = 1.0, budget: Budget | None = None) -> Team:
@@ -137,8 +135,7 @@ def test_unknown_team_is_refused():
 
 
 def test_simulate_command_writes_summaries_jobs_and_report(tmp_path, capsys):
-    philly = SHARED / "philly" / "philly.csv"
-    assert philly.exists(), f"{philly} is missing: the shared traces must sit beside the repository"
+    philly = shared_trace("philly", "philly.csv")
     out = tmp_path / "out"
     code = main(
         [

@@ -22,31 +22,23 @@ from simulator.model import Job, Trace, TraceError
 from simulator.traces import FORMATS, TraceOptions, read_trace, write_native
 from simulator.traces.common import split_pods
 from simulator.traces.helios import pods_for
+from tests.builders import SHARED_TRACES as SHARED
+from tests.builders import shared_trace
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "traces"
 DATA = Path(__file__).resolve().parent / "data" / "traces"
 OPENB = SHARED / "openb" / "openb_pod_list_default.csv"
 PHILLY = SHARED / "philly" / "philly.csv"
 
 
-def shared(path: Path) -> Path:
-    if not path.exists():
-        pytest.fail(
-            f"{path} is missing: the real traces must sit in {SHARED} (the repository's parent "
-            "folder holds shared/traces); tests read them in place and never skip them"
-        )
-    return path
-
-
 @pytest.fixture(scope="module")
 def openb() -> Trace:
-    return read_trace(shared(OPENB), "openb")
+    return read_trace(shared_trace("openb", OPENB.name), "openb")
 
 
 @pytest.fixture(scope="module")
 def philly() -> tuple[Trace, float]:
     start = time.perf_counter()
-    trace = read_trace(shared(PHILLY), "philly")
+    trace = read_trace(shared_trace("philly", PHILLY.name), "philly")
     return trace, time.perf_counter() - start
 
 
@@ -116,7 +108,7 @@ def test_openb_known_rows(openb: Trace) -> None:
 
 
 def test_openb_gpu_spec_lists_models_once() -> None:
-    trace = read_trace(shared(SHARED / "openb" / "openb_pod_list_gpuspec33.csv"), "openb")
+    trace = read_trace(shared_trace("openb", "openb_pod_list_gpuspec33.csv"), "openb")
     # openb-pod-0598,...,V100M16|V100M32|V100M32,LS,Running,10261340,10267864,10261340
     pod = by_id(trace)["openb-pod-0598"]
     assert pod.gpu_models == ("V100M16", "V100M32")
@@ -125,39 +117,39 @@ def test_openb_gpu_spec_lists_models_once() -> None:
 
 
 def test_openb_teams_are_a_stable_hash_of_the_name(openb: Trace) -> None:
-    trace = read_trace(shared(OPENB), "openb", options=TraceOptions(openb_teams=4))
+    trace = read_trace(shared_trace("openb", OPENB.name), "openb", options=TraceOptions(openb_teams=4))
     teams = Counter(job.team for job in trace.jobs)
     assert set(teams) == {"team-0", "team-1", "team-2", "team-3"}
     assert sum(teams.values()) == 8152
     assert min(teams.values()) > 1800  # an even spread
     for job in trace.jobs[:50]:
         assert job.team == f"team-{zlib.crc32(job.job_id.encode()) % 4}"
-    again = read_trace(shared(OPENB), "openb", options=TraceOptions(openb_teams=4))
+    again = read_trace(shared_trace("openb", OPENB.name), "openb", options=TraceOptions(openb_teams=4))
     assert again == trace
     assert [replace(job, team="openb") for job in trace.jobs] == list(openb.jobs)
 
 
 def test_openb_qos_tiers_are_configurable() -> None:
     tiers = {"LS": "production", "Burstable": "production", "Guaranteed": "training", "BE": "training"}
-    trace = read_trace(shared(OPENB), "openb", options=TraceOptions(qos_tiers=tiers))
+    trace = read_trace(shared_trace("openb", OPENB.name), "openb", options=TraceOptions(qos_tiers=tiers))
     assert Counter(job.tier for job in trace.jobs) == {"production": 4747, "training": 3405}
 
 
 def test_openb_unmapped_qos_rows_are_listed_or_refused() -> None:
     options = TraceOptions(qos_tiers={"LS": "production", "BE": "scavenger"})
-    trace = read_trace(shared(OPENB), "openb", options=options)
+    trace = read_trace(shared_trace("openb", OPENB.name), "openb", options=options)
     assert len(trace.jobs) == 8152 - 107
     assert len(trace.skipped) == 107
     assert all(": qos: 'Burstable' has no tier" in line or "'Guaranteed'" in line for line in trace.skipped)
     with pytest.raises(TraceError) as caught:
-        read_trace(shared(OPENB), "openb", options=replace(options, strict=True))
+        read_trace(shared_trace("openb", OPENB.name), "openb", options=replace(options, strict=True))
     assert caught.value.column == "qos"
     assert str(caught.value) == trace.skipped[0]
 
 
 def test_openb_samples_without_times_are_refused() -> None:
     with pytest.raises(TraceError) as caught:
-        read_trace(shared(SHARED / "openb" / "openb_pod_list_multigpu50.csv"), "openb")
+        read_trace(shared_trace("openb", "openb_pod_list_multigpu50.csv"), "openb")
     assert (caught.value.row, caught.value.column) == (1, "creation_time")
     assert "openb_pod_list_default.csv" in str(caught.value)
 
