@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 
 SHARED ?= ../shared
 REPLAY_GPUS ?= 512
+REPLAY_JOBS ?= 5000
 REPLAY_ARGS ?=
 
 .PHONY: test lint bench replay clean
@@ -27,10 +28,12 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/engine_cycle.py --out benchmarks/results
 	$(BIN)/python benchmarks/simulator_speed.py --out benchmarks/results
 
-# Replays the Philly trace (15 teams) on a contended cluster under every policy.
+# Replays the Philly trace (15 teams) on a contended cluster under every policy: the
+# first REPLAY_JOBS jobs (REPLAY_JOBS=0 for all 82,247, which takes long: see the README).
 replay: $(STAMP)
 	$(BIN)/gpufair simulate --trace $(SHARED)/traces/philly/philly.csv --format philly \
-		--gpus $(REPLAY_GPUS) --policy gpufair,drf,fifo --out sim-out/philly $(REPLAY_ARGS)
+		--gpus $(REPLAY_GPUS) --policy gpufair,drf,fifo --out sim-out/philly \
+		$(if $(filter-out 0,$(REPLAY_JOBS)),--limit $(REPLAY_JOBS)) $(REPLAY_ARGS)
 	@echo "open sim-out/philly/report.html"
 
 clean:

@@ -133,7 +133,14 @@ def _replay(args: argparse.Namespace) -> int:
             disable=args.no_progress,
             mininterval=1.0,
         ) as bar:
-            replay.progress = bar.update
+
+            def advance(n: int, bar: tqdm = bar) -> None:
+                # Restarts add completions the total did not count: grow it, never overflow.
+                if bar.total is not None and bar.n + n > bar.total:
+                    bar.total = bar.n + n
+                bar.update(n)
+
+            replay.progress = advance
             result = replay.run()
         results.append(result)
         summaries.append(write_outputs(result, out))
