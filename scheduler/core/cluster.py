@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scheduler.core.config import PolicyConfig
-from scheduler.core.model import MILLI_PER_GPU, Node, Pod
+from scheduler.core.model import MILLI_PER_GPU, Node
 
 FULL = MILLI_PER_GPU
 UNUSABLE = -1
@@ -28,10 +28,6 @@ class Shape:
     milli: int
     cpu: int
     mem: int
-
-    @staticmethod
-    def of(pod: Pod) -> Shape:
-        return Shape(pod.gpus, pod.gpu_milli, pod.cpu_milli, pod.memory_mib)
 
     @property
     def gpu_amount(self) -> float:

@@ -538,7 +538,7 @@ class _Cycle:
         left = 0
         for pod in w.extras:
             one = GangRequest(
-                (Shape.of(pod),),
+                (self._shape(pod),),
                 w.request.model_ok,
                 w.request.widest_level,
                 pinned,

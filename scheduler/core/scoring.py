@@ -13,6 +13,7 @@ and refreshed only for nodes that changed since the last look.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ class WorkloadMix:
         return bool((self.cpu > 0).any() or (self.mem > 0).any())
 
 
-class NodeScorer:
+class NodeScorer(ABC):
     """A placement strategy: a vector of scores for putting one pod of `shape` on nodes."""
 
     name: ClassVar[str] = ""
@@ -123,8 +124,9 @@ class NodeScorer:
     # Whether scores change without any node changing (random): never cached.
     volatile: ClassVar[bool] = False
 
+    @abstractmethod
     def scores(self, state: ClusterState, shape: Shape, idx: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Scores of nodes `idx` for one pod of `shape`; lower is better."""
 
     def node_stats(self, state: ClusterState, idx: np.ndarray) -> np.ndarray | None:
         """Per-node figures every score needs whatever the pod, one row per node; the shape

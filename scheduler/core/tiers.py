@@ -9,11 +9,8 @@ from scheduler.core.model import Tier
 
 
 def tier_by_priority(priority: int, config: PolicyConfig) -> Tier:
-    if priority >= config.production_min_priority:
-        return Tier.PRODUCTION
-    if priority < config.scavenger_below_priority:
-        return Tier.SCAVENGER
-    return Tier.TRAINING
+    """The tier a PriorityClass value gives, budgets aside."""
+    return effective_tier(priority, False, config)
 
 
 def effective_tiers(priorities: np.ndarray, scavenging: np.ndarray, config: PolicyConfig) -> np.ndarray:

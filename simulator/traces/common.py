@@ -271,6 +271,15 @@ def csv_rows(path: str | Path) -> Iterator[tuple[int, list[str]]]:
                 yield number, fields
 
 
+def csv_header(path: str, lines: Iterator[tuple[int, list[str]]], expected: str) -> list[str]:
+    """The header fields of a CSV read with `csv_rows`; an empty file is refused as row 1,
+    with `expected` saying what the header should be."""
+    first = next(lines, None)
+    if first is None:
+        raise TraceError(path, 1, "header", "the file is empty", expected)
+    return first[1]
+
+
 def check_width(row: Row, columns: Sequence[str]) -> None:
     """Refuses a row with fewer or more fields than the header, naming the first odd column."""
     width = len(row.values)

@@ -28,6 +28,7 @@ from simulator.traces.common import (
     Rows,
     TraceOptions,
     check_width,
+    csv_header,
     csv_rows,
     header_index,
     make_trace,
@@ -63,16 +64,8 @@ def pods_for(gpus: int, nodes: int, max_per_pod: int) -> tuple[int, int]:
 def read(path: str | Path, options: TraceOptions) -> Trace:
     rows = Rows(path, options.strict)
     lines = csv_rows(path)
-    first = next(lines, None)
-    if first is None:
-        raise TraceError(
-            rows.path,
-            1,
-            "header",
-            "the file is empty",
-            f"a Helios cluster_log.csv starts with {','.join(COLUMNS)}",
-        )
-    index = header_index(rows.path, first[1], REQUIRED, [c for c in COLUMNS if c not in REQUIRED])
+    header = csv_header(rows.path, lines, f"a Helios cluster_log.csv starts with {','.join(COLUMNS)}")
+    index = header_index(rows.path, header, REQUIRED, [c for c in COLUMNS if c not in REQUIRED])
     if "duration" not in index and not ("start_time" in index and "end_time" in index):
         raise TraceError(
             rows.path,

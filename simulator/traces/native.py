@@ -47,6 +47,7 @@ from simulator.traces.common import (
     Rows,
     TraceOptions,
     check_width,
+    csv_header,
     csv_rows,
     header_index,
     make_trace,
@@ -118,12 +119,7 @@ def read(path: str | Path, options: TraceOptions) -> Trace:
         names: list[str] | None = None
     else:
         lines = csv_rows(path)
-        first = next(lines, None)
-        if first is None:
-            raise TraceError(
-                rows.path, 1, "header", "the file is empty", f"the header names {', '.join(REQUIRED)}"
-            )
-        index = _index(rows.path, first[1])
+        index = _index(rows.path, csv_header(rows.path, lines, f"the header names {', '.join(REQUIRED)}"))
         names = [name for name, _ in sorted(index.items(), key=lambda item: item[1])]
         records = lines
     jobs: list[Job] = []

@@ -33,6 +33,7 @@ from simulator.traces.common import (
     Rows,
     TraceOptions,
     check_width,
+    csv_header,
     csv_rows,
     header_index,
     make_trace,
@@ -60,12 +61,7 @@ def read(path: str | Path, options: TraceOptions) -> Trace:
     rows = Rows(path, options.strict)
     jobs: list[Job] = []
     lines = csv_rows(path)
-    first = next(lines, None)
-    if first is None:
-        raise TraceError(
-            rows.path, 1, "header", "the file is empty", f"an openb pod list starts with {','.join(COLUMNS)}"
-        )
-    _, header = first
+    header = csv_header(rows.path, lines, f"an openb pod list starts with {','.join(COLUMNS)}")
     names = [name.strip().lstrip("\ufeff") for name in header]
     missing_times = [name for name in TIMES if name not in names]
     if missing_times and "name" in names:

@@ -32,6 +32,7 @@ from simulator.traces.common import (
     Rows,
     TraceOptions,
     check_width,
+    csv_header,
     csv_rows,
     header_index,
     is_missing,
@@ -73,16 +74,10 @@ def _trace(path: str | Path, pending: list[_Pending], options: TraceOptions, ski
 def read_csv(path: str | Path, options: TraceOptions) -> Trace:
     rows = Rows(path, options.strict)
     lines = csv_rows(path)
-    first = next(lines, None)
-    if first is None:
-        raise TraceError(
-            rows.path,
-            1,
-            "header",
-            "the file is empty",
-            "a Philly CSV starts with timestamp,duration,num_gpus,gpu_time,cluster",
-        )
-    index = header_index(rows.path, first[1], CSV_COLUMNS, CSV_OPTIONAL)
+    header = csv_header(
+        rows.path, lines, "a Philly CSV starts with timestamp,duration,num_gpus,gpu_time,cluster"
+    )
+    index = header_index(rows.path, header, CSV_COLUMNS, CSV_OPTIONAL)
     columns = [name for name, _ in sorted(index.items(), key=lambda item: item[1])]
     pending: list[_Pending] = []
     for number, fields in lines:
