@@ -61,6 +61,19 @@ def main(argv: list[str] | None = None) -> int:
 
     add_arguments(sim)
     sim.set_defaults(func=run)
+    agent = sub.add_parser("agent", help="run the GPU node agent (NVML telemetry over MQTT)")
+    from scheduler.agent.cli import add_arguments as add_agent_arguments
+    from scheduler.agent.cli import run as run_agent
+
+    add_agent_arguments(agent)
+    agent.set_defaults(func=run_agent)
+    from scheduler.devcluster import cli as dev_cluster
+
+    dev = sub.add_parser("dev-cluster", help="a local Kubernetes control plane with fake GPU nodes (KWOK)")
+    dev_cluster.add_arguments(dev)
+    from scheduler.daemon.cli import add_daemon_commands
+
+    add_daemon_commands(sub)
     args = parser.parse_args(argv)
     if args.command == "validate" and not (args.teams or args.policy):
         parser.error("validate needs --teams and/or --policy")

@@ -1,0 +1,353 @@
+"""The scheduling loop: cache -> snapshot -> decide -> bind / evict / explain.
+
+The loop holds no policy. What it keeps between cycles is bookkeeping of its own calls:
+pods it has bound whose watch event has not come back yet (`assumed`, so the next cycle
+does not bind them again), and gangs whose victims are still terminating (`preempting`,
+held out of the snapshot so the core does not pick more victims for them while the first
+ones leave). Explanations and status writes go to a background worker with its own rate
+limiter, so thousands of pending pods never delay a bind.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from scheduler.core import decide
+from scheduler.core.model import Decisions, TeamUsage
+from scheduler.core.policies import get_policy
+from scheduler.daemon.actuator import Actuator, Outcome
+from scheduler.daemon.cache import Cache
+from scheduler.daemon.config import DaemonConfig
+from scheduler.daemon.explain import Explainer
+from scheduler.daemon.kube import Kube
+from scheduler.daemon.leader import LeaderElector
+from scheduler.daemon.translate import SnapshotBuilder, Translation, pod_key
+
+log = logging.getLogger("gpufair.daemon")
+
+ASSUME_TTL_S = 60.0
+PREEMPTION_TTL_S = 300.0
+
+
+class Hooks(Protocol):
+    """What the ledger, metrics and telemetry plug in (all optional)."""
+
+    def usage(self, now_s: float, snapshot_teams: tuple) -> dict[str, TeamUsage]: ...
+
+    def unhealthy(self) -> dict[str, list[int]]: ...
+
+    def cycle_done(self, tr: Translation, decisions: Decisions, seconds: float) -> None: ...
+
+    def acted(self, kind: str, outcomes: list[Outcome]) -> None: ...
+
+    def leader(self, leading: bool) -> None: ...
+
+
+class NoHooks:
+    def usage(self, now_s: float, snapshot_teams: tuple) -> dict[str, TeamUsage]:
+        return {}
+
+    def unhealthy(self) -> dict[str, list[int]]:
+        return {}
+
+    def cycle_done(self, tr: Translation, decisions: Decisions, seconds: float) -> None:
+        pass
+
+    def acted(self, kind: str, outcomes: list[Outcome]) -> None:
+        pass
+
+    def leader(self, leading: bool) -> None:
+        pass
+
+
+class _Worker:
+    """Runs the latest queued job per key in the background; a newer job for a key replaces
+    an older one that has not run yet."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, Any] = {}
+        self._cv = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="explain", daemon=True)
+        self._thread.start()
+
+    def submit(self, key: str, fn, *args) -> None:
+        with self._cv:
+            self._jobs[key] = (fn, args)
+            self._cv.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._jobs and not self._stop:
+                    self._cv.wait()
+                if self._stop:
+                    return
+                key = next(iter(self._jobs))
+                fn, args = self._jobs.pop(key)
+            try:
+                fn(*args)
+            except Exception:  # one bad write must not stop the others
+                log.exception("background API write %s failed", key)
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self._thread.join(timeout=5)
+
+
+@dataclass
+class CycleStats:
+    cycles: int = 0
+    last_cycle_at: float = 0.0
+    last_cycle_s: float = 0.0
+    binds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    evictions: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+class Daemon:
+    def __init__(self, cfg: DaemonConfig, kube: Kube, explain_kube: Kube, hooks: Hooks | None = None) -> None:
+        self.cfg = cfg
+        self.kube = kube
+        self.policy = get_policy(cfg.policy_name)
+        self.hooks: Hooks = hooks or NoHooks()
+        self._changed = threading.Event()
+        self._stop = threading.Event()
+        self.cache = Cache(kube, self._changed.set)
+        self.actuator = Actuator(kube, cfg.max_in_flight)
+        self.explainer = Explainer(explain_kube, identity=cfg.identity)
+        self.worker = _Worker()
+        self.elector = (
+            LeaderElector(
+                kube,
+                cfg.lease_namespace,
+                cfg.lease_name,
+                cfg.identity,
+                cfg.lease_s,
+                cfg.renew_deadline_s,
+                cfg.retry_s,
+            )
+            if cfg.leader_elect
+            else None
+        )
+        # pod -> (node, uid, when the bind succeeded; None while it is queued or in flight)
+        self.assumed: dict[str, tuple[str, str | None, float | None]] = {}
+        self._assumed_lock = threading.Lock()
+        self.preempting: dict[str, tuple[set[str], float]] = {}  # gang -> (victim pods, since)
+        self.stats = CycleStats()
+        self.last: tuple[Translation, Decisions] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def is_leader(self) -> bool:
+        return self.elector.is_leader if self.elector else True
+
+    @property
+    def ready(self) -> bool:
+        return self.cache.is_synced
+
+    def healthy(self, now: float | None = None) -> bool:
+        """The loop is turning: a cycle, or a wait as standby, within three intervals."""
+        now = time.time() if now is None else now
+        return now - self.stats.last_cycle_at < 3 * self.cfg.interval_s + 30
+
+    def start(self) -> None:
+        self.cache.start()
+        if self.elector:
+            self.elector.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._changed.set()
+        if self.elector:
+            self.elector.stop(release=True)
+        self.cache.stop()
+        self.worker.stop()
+        self.actuator.close()
+
+    def run(self) -> None:
+        """The loop; returns after `stop()`."""
+        self.start()
+        was_leader = False
+        self.stats.last_cycle_at = time.time()
+        while not self._stop.is_set():
+            self._changed.wait(self.cfg.interval_s)
+            if self._stop.is_set():
+                break
+            time.sleep(self.cfg.debounce_s)
+            self._changed.clear()
+            leading = self.is_leader
+            if leading != was_leader:
+                self.hooks.leader(leading)
+                was_leader = leading
+            if not leading or not self.cache.is_synced:
+                self.stats.last_cycle_at = time.time()
+                continue
+            try:
+                self.cycle()
+            except Exception:
+                log.exception("decision cycle failed; the next one starts from the cache again")
+            self.stats.last_cycle_at = time.time()
+
+    # ------------------------------------------------------------------ one cycle
+
+    def _pods_with_assumed(self, now: float) -> list[dict[str, Any]]:
+        pods = self.cache["pods"].values()
+        with self._assumed_lock:
+            if not self.assumed:
+                return pods
+            out = []
+            for pod in pods:
+                key = pod_key(pod)
+                hit = self.assumed.get(key)
+                if hit is not None:
+                    node, uid, when = hit
+                    expired = when is not None and now - when > ASSUME_TTL_S
+                    if pod["spec"].get("nodeName") or uid != pod["metadata"].get("uid") or expired:
+                        del self.assumed[key]
+                    else:
+                        pod = {**pod, "spec": {**pod["spec"], "nodeName": node}}
+                out.append(pod)
+            live = {pod_key(p) for p in pods}
+            for key in [k for k, v in self.assumed.items() if k not in live and v[2] is not None]:
+                del self.assumed[key]
+            return out
+
+    def _held_preemptors(self, now: float) -> set[str]:
+        live = self.cache["pods"]
+        held = set()
+        for gang, (victims, since) in list(self.preempting.items()):
+            if now - since > PREEMPTION_TTL_S or not any(live.get(v) is not None for v in victims):
+                del self.preempting[gang]
+            else:
+                held.add(gang)
+        return held
+
+    def snapshot(self, now: float) -> Translation:
+        builder = SnapshotBuilder(self.cache["gputeams"].values())
+        usage = self.hooks.usage(now, builder.teams)
+        return builder.build(
+            now,
+            self.cache["nodes"].values(),
+            self._pods_with_assumed(now),
+            self.cache["podgroups"].values(),
+            self.cache["pdbs"].values(),
+            usage=usage,
+            unhealthy=self.hooks.unhealthy(),
+            hold=self._held_preemptors(now),
+            priority_classes=self.cache["priorityclasses"].values(),
+        )
+
+    def cycle(self) -> Decisions:
+        started = time.perf_counter()
+        now = time.time()
+        tr = self.snapshot(now)
+        decisions = decide(tr.snapshot, self.cfg.policy, self.policy)
+        self._evict(tr, decisions, now)
+        self._bind(tr, decisions, now)
+        self._explain(tr, decisions, now)
+        seconds = time.perf_counter() - started
+        self.stats.cycles += 1
+        self.stats.last_cycle_s = seconds
+        self.last = (tr, decisions)
+        self.hooks.cycle_done(tr, decisions, seconds)
+        return decisions
+
+    def _evict(self, tr: Translation, decisions: Decisions, now: float) -> None:
+        if not decisions.evictions:
+            return
+        victims: dict[str, set[str]] = defaultdict(set)
+        calls = []
+        for ev in decisions.evictions:
+            pod = tr.pods.get(ev.pod)
+            if pod is None:
+                continue
+            victims[ev.preemptor].add(ev.pod)
+            self.explainer.preempted(pod, ev)
+            calls.append((self.actuator.evict, (pod,)))
+            log.info("evicting %s (gang %s) for %s: %s", ev.pod, ev.gang, ev.preemptor, ev.reason)
+        outcomes = self.actuator.run_all(-10, calls)  # before any queued bind
+        for o in outcomes:
+            self.stats.evictions[o.result] += 1
+        self.hooks.acted("evict", outcomes)
+        for gang, pods in victims.items():
+            self.preempting[gang] = (pods, now)
+
+    def _bind(self, tr: Translation, decisions: Decisions, now: float) -> None:
+        """Queues the binds without waiting: each pod counts as bound (assumed) from now on,
+        and a failed bind drops the assumption so the next cycle decides again."""
+        for b in decisions.binds:
+            if b.gang in self.preempting:
+                continue
+            pod = tr.pods.get(b.pod)
+            if pod is None:
+                continue
+            with self._assumed_lock:
+                if b.pod in self.assumed:  # already queued by an earlier cycle
+                    continue
+                self.assumed[b.pod] = (b.node, pod["metadata"].get("uid"), None)
+            # Production first, then training, then scavenger.
+            self.actuator.submit(
+                -int(b.tier), self.actuator.bind, (pod, b.node), self._bound_callback(pod, b.node)
+            )
+
+    def _bound_callback(self, pod: dict[str, Any], node: str):
+        def done(outcome: Outcome) -> None:
+            self.stats.binds[outcome.result] += 1
+            with self._assumed_lock:
+                if outcome.result == "ok":
+                    self.assumed[outcome.pod] = (node, pod["metadata"].get("uid"), time.time())
+                else:
+                    self.assumed.pop(outcome.pod, None)
+            if outcome.result == "ok":
+                self.worker.submit(f"bound:{outcome.pod}", self.explainer.bound, pod, node)
+            else:
+                self._changed.set()
+            self.hooks.acted("bind", [outcome])
+
+        return done
+
+    def _explain(self, tr: Translation, decisions: Decisions, now: float) -> None:
+        pending = {p.gang: p for p in decisions.pending}
+        live: set[str] = set()
+        for gang, why in tr.invalid.items():
+            for key in tr.gang_pods.get(gang, ()):
+                pod = tr.pods.get(key)
+                if pod is not None and not pod["spec"].get("nodeName"):
+                    live.add(key)
+                    self.worker.submit(key, self.explainer.pending, pod, "Invalid", why, now)
+        for gang, (victims, _since) in self.preempting.items():
+            left = sum(1 for v in victims if self.cache["pods"].get(v) is not None)
+            why = f"preempting: waiting for {left} evicted pod(s) to terminate before binding"
+            for key in tr.gang_pods.get(gang, ()):
+                pod = tr.pods.get(key)
+                if pod is not None and not pod["spec"].get("nodeName"):
+                    live.add(key)
+                    self.worker.submit(key, self.explainer.pending, pod, "Preempting", why, now)
+        for gang, p in pending.items():
+            for key in tr.gang_pods.get(gang, ()):
+                pod = tr.pods.get(key)
+                if pod is None or pod["spec"].get("nodeName"):
+                    continue
+                live.add(key)
+                self.worker.submit(key, self.explainer.pending, pod, p.code, p.reason, now)
+        team_problems = {p.name: p.message for p in tr.problems if p.kind == "GPUTeam"}
+        for obj in self.cache["gputeams"].values():
+            name = obj["metadata"]["name"]
+            if name in team_problems:
+                live.add(f"GPUTeam/{name}")
+                self.worker.submit(
+                    f"teamproblem:{name}", self.explainer.team_problem, obj, team_problems[name], now
+                )
+            status = decisions.teams.get(name)
+            self.worker.submit(
+                f"team:{name}", self.explainer.team_status, name, status, team_problems.get(name), now
+            )
+        self.worker.submit("forget", self.explainer.forget, live)

@@ -1,0 +1,411 @@
+"""API objects (plain JSON dicts from the cache) into the decision core's Snapshot.
+
+This is the only place that knows Kubernetes field names. It decides nothing: which team
+a pod belongs to comes from the GPUTeam that lists its namespace (never from the pod's own
+labels), and everything the core decides from is copied, not interpreted. A malformed
+object becomes a `Problem` naming the object, the field and the fix; it never stops the
+translation of the others.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity
+
+from scheduler.core.durations import parse_duration
+from scheduler.core.errors import InvalidInput
+from scheduler.core.manifests import team_from_manifest
+from scheduler.core.model import Gang, Node, Pod, Snapshot, Team, TeamUsage
+
+SCHEDULER_NAME = "gpufair"
+GPU_RESOURCE = "nvidia.com/gpu"
+POD_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
+GANG_LABEL = "gpufair.io/gang"
+GANG_SIZE = "gpufair.io/gang-size"
+MIN_RUNTIME = "gpufair.io/min-runtime"
+CHECKPOINT = "gpufair.io/checkpoint-interval"
+TOPOLOGY_REQUIRED = ("gpufair.io/topology-required", "kueue.x-k8s.io/podset-required-topology")
+TOPOLOGY_PREFERRED = ("gpufair.io/topology-preferred", "kueue.x-k8s.io/podset-preferred-topology")
+GPU_MODEL_LABEL = "gpufair.io/gpu-model"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Bad input found while translating: shown on the object as an event."""
+
+    kind: str  # 'Pod' or 'GPUTeam' or 'PodGroup'
+    namespace: str
+    name: str
+    message: str
+
+
+@dataclass(slots=True)
+class Translation:
+    snapshot: Snapshot
+    pods: dict[str, dict[str, Any]]  # core pod name (namespace/name) -> the API object
+    gang_pods: dict[str, list[str]]  # gang id -> its pod names
+    problems: list[Problem] = field(default_factory=list)
+    invalid: dict[str, str] = field(default_factory=dict)  # gang id -> why it cannot be read
+
+
+def pod_key(pod: Mapping[str, Any]) -> str:
+    meta = pod["metadata"]
+    return f"{meta.get('namespace', 'default')}/{meta['name']}"
+
+
+def timestamp(text: str | None) -> float | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _quantity(value: Any) -> float:
+    return float(parse_quantity(str(value)))
+
+
+def pod_requests(pod: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(GPUs, CPU millicores, memory MiB) the pod needs on its node, as the kubelet counts
+    them: the larger of the app containers' sum and any one init container, plus overhead."""
+    spec = pod.get("spec", {})
+
+    def of(container: Mapping[str, Any]) -> tuple[float, float, float]:
+        res = container.get("resources") or {}
+        req = {**(res.get("limits") or {}), **(res.get("requests") or {})}
+        gpu = req.get(GPU_RESOURCE)
+        cpu = req.get("cpu")
+        mem = req.get("memory")
+        return (
+            _quantity(gpu) if gpu is not None else 0.0,
+            _quantity(cpu) * 1000 if cpu is not None else 0.0,
+            _quantity(mem) / 2**20 if mem is not None else 0.0,
+        )
+
+    total = [0.0, 0.0, 0.0]
+    for c in spec.get("containers") or []:
+        for i, v in enumerate(of(c)):
+            total[i] += v
+    for c in spec.get("initContainers") or []:
+        for i, v in enumerate(of(c)):
+            total[i] = max(total[i], v)
+    overhead = spec.get("overhead") or {}
+    if "cpu" in overhead:
+        total[1] += _quantity(overhead["cpu"]) * 1000
+    if "memory" in overhead:
+        total[2] += _quantity(overhead["memory"]) / 2**20
+    return int(total[0]), math.ceil(total[1]), math.ceil(total[2])
+
+
+def _node_ready(node: Mapping[str, Any]) -> bool:
+    for cond in node.get("status", {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return cond.get("status") == "True"
+    return False
+
+
+def node_from_api(obj: Mapping[str, Any], unhealthy: Iterable[int] = ()) -> Node:
+    meta, status = obj["metadata"], obj.get("status", {})
+    alloc = status.get("allocatable") or status.get("capacity") or {}
+    labels = dict(meta.get("labels") or {})
+    gpus = int(_quantity(alloc.get(GPU_RESOURCE, 0)))
+    return Node(
+        name=meta["name"],
+        gpus=gpus,
+        cpu_milli=int(_quantity(alloc.get("cpu", 0)) * 1000),
+        memory_mib=int(_quantity(alloc.get("memory", 0)) / 2**20),
+        gpu_model=labels.get(GPU_MODEL_LABEL) or labels.get(GPU_PRODUCT_LABEL, ""),
+        unhealthy_gpus=frozenset(i for i in unhealthy if 0 <= i < gpus),
+        labels=labels,
+        schedulable=not obj.get("spec", {}).get("unschedulable", False) and _node_ready(obj),
+    )
+
+
+def _selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions), as the API server evaluates it."""
+    if selector is None:
+        return False
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        has = key in labels
+        if op == "In" and not (has and labels[key] in values):
+            return False
+        if op == "NotIn" and has and labels[key] in values:
+            return False
+        if op == "Exists" and not has:
+            return False
+        if op == "DoesNotExist" and has:
+            return False
+    return True
+
+
+def protected_by_pdb(pod: Mapping[str, Any], pdbs: Iterable[Mapping[str, Any]]) -> bool:
+    """True when a PodDisruptionBudget covering the pod allows no disruption now, so the
+    Eviction API would refuse it: the core must choose other victims."""
+    meta = pod["metadata"]
+    labels = meta.get("labels") or {}
+    for pdb in pdbs:
+        if pdb["metadata"].get("namespace") != meta.get("namespace"):
+            continue
+        if not _selector_matches(pdb.get("spec", {}).get("selector"), labels):
+            continue
+        if int((pdb.get("status") or {}).get("disruptionsAllowed", 0)) <= 0:
+            return True
+    return False
+
+
+def _annotation(annotations: Mapping[str, str], names: tuple[str, ...]) -> str | None:
+    for name in names:
+        if name in annotations:
+            return annotations[name]
+    return None
+
+
+@dataclass(slots=True)
+class _GangParts:
+    namespace: str
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    min_member: int | None = None
+
+
+class SnapshotBuilder:
+    """Turns one consistent read of the cache into a Translation."""
+
+    def __init__(self, teams_raw: Iterable[Mapping[str, Any]]) -> None:
+        self.problems: list[Problem] = []
+        self.priority_of: dict[str, int] = {}
+        self.default_priority = 0
+        self.teams = self._teams(teams_raw)
+
+    def _teams(self, raw: Iterable[Mapping[str, Any]]) -> tuple[Team, ...]:
+        teams: list[Team] = []
+        claimed: dict[str, str] = {}
+        for obj in sorted(raw, key=lambda o: o["metadata"]["name"]):
+            name = obj["metadata"]["name"]
+            try:
+                team = team_from_manifest(obj)
+            except InvalidInput as exc:
+                self.problems.append(Problem("GPUTeam", "", name, str(exc)))
+                continue
+            clash = [ns for ns in team.namespaces if ns in claimed]
+            if clash:
+                self.problems.append(
+                    Problem(
+                        "GPUTeam",
+                        "",
+                        name,
+                        f"GPUTeam {name!r}: spec.namespaces: namespace {clash[0]!r} already belongs to "
+                        f"GPUTeam {claimed[clash[0]]!r}; a namespace may belong to one team only, "
+                        "so this team is ignored until the overlap is removed",
+                    )
+                )
+                continue
+            for ns in team.namespaces:
+                claimed[ns] = name
+            teams.append(team)
+        self.team_of_ns = claimed
+        return tuple(teams)
+
+    def build(
+        self,
+        now_s: float,
+        nodes_raw: Iterable[Mapping[str, Any]],
+        pods_raw: Iterable[dict[str, Any]],
+        podgroups_raw: Iterable[Mapping[str, Any]] = (),
+        pdbs_raw: Iterable[Mapping[str, Any]] = (),
+        usage: Mapping[str, TeamUsage] | None = None,
+        unhealthy: Mapping[str, Iterable[int]] | None = None,
+        hold: Iterable[str] = (),
+        priority_classes: Iterable[Mapping[str, Any]] = (),
+    ) -> Translation:
+        """`hold` names gangs to leave out of this cycle (their preemption is in progress)."""
+        unhealthy = unhealthy or {}
+        self.priority_of = {c["metadata"]["name"]: int(c.get("value", 0)) for c in priority_classes}
+        self.default_priority = max(
+            (int(c.get("value", 0)) for c in priority_classes if c.get("globalDefault")), default=0
+        )
+        nodes = tuple(
+            node_from_api(n, unhealthy.get(n["metadata"]["name"], ()))
+            for n in sorted(nodes_raw, key=lambda n: n["metadata"]["name"])
+        )
+        node_names = {n.name for n in nodes}
+        groups = {f"{g['metadata'].get('namespace')}/{g['metadata']['name']}": g for g in podgroups_raw}
+        pdbs = list(pdbs_raw)
+        held = set(hold)
+        gangs: list[Gang] = []
+        pods_by_key: dict[str, dict[str, Any]] = {}
+        gang_pods: dict[str, list[str]] = {}
+        invalid: dict[str, str] = {}
+        parts: dict[str, _GangParts] = defaultdict(lambda: _GangParts(""))
+        for obj in pods_raw:
+            phase = obj.get("status", {}).get("phase")
+            if phase in TERMINAL_PHASES:
+                continue
+            spec, meta = obj.get("spec", {}), obj["metadata"]
+            key = pod_key(obj)
+            node = spec.get("nodeName")
+            if spec.get("schedulerName") != SCHEDULER_NAME:
+                if node in node_names:  # someone else's pod: it holds room, it is not ours to move
+                    gangs.append(self._foreign(obj, key, node))
+                continue
+            pods_by_key[key] = obj
+            labels = meta.get("labels") or {}
+            annotations = meta.get("annotations") or {}
+            ns = meta.get("namespace", "default")
+            try:
+                gid, min_member = self._gang_of(obj, ns, labels, annotations, groups)
+            except InvalidInput as exc:
+                gid = f"{ns}/{meta['name']}"
+                invalid[gid] = str(exc)
+                gang_pods[gid] = [key]
+                self.problems.append(Problem("Pod", ns, meta["name"], str(exc)))
+                continue
+            p = parts[gid]
+            p.namespace = ns
+            p.pods.append(obj)
+            if min_member is not None:
+                p.min_member = min_member
+        for gid, p in sorted(parts.items()):
+            gang_pods[gid] = [pod_key(o) for o in p.pods]
+            if gid in held:
+                continue
+            try:
+                gangs.append(self._gang(gid, p, node_names, pdbs))
+            except InvalidInput as exc:
+                invalid[gid] = str(exc)
+                first = p.pods[0]["metadata"]
+                self.problems.append(Problem("Pod", p.namespace, first["name"], str(exc)))
+        snapshot = Snapshot(
+            now_s=now_s, nodes=nodes, teams=self.teams, gangs=tuple(gangs), usage=dict(usage or {})
+        )
+        return Translation(snapshot, pods_by_key, gang_pods, list(self.problems), invalid)
+
+    def _gang_of(
+        self,
+        pod: Mapping[str, Any],
+        ns: str,
+        labels: Mapping[str, str],
+        annotations: Mapping[str, str],
+        groups: Mapping[str, Mapping[str, Any]],
+    ) -> tuple[str, int | None]:
+        obj = f"pod {pod_key(pod)}"
+        group = labels.get(POD_GROUP_LABEL)
+        if group:
+            pg = groups.get(f"{ns}/{group}")
+            if pg is None:
+                raise InvalidInput(
+                    obj,
+                    f"labels.{POD_GROUP_LABEL}",
+                    f"PodGroup {ns}/{group} does not exist",
+                    "create the PodGroup (its minMember says how many pods start together)",
+                )
+            raw = (pg.get("spec") or {}).get("minMember", 1)
+            if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+                raise InvalidInput(
+                    f"PodGroup {ns}/{group}", "spec.minMember", f"{raw!r} is not a count", "set 1 or more"
+                )
+            return f"{ns}/{group}", raw
+        gang = labels.get(GANG_LABEL)
+        if gang:
+            raw = annotations.get(GANG_SIZE)
+            if raw is None:
+                raise InvalidInput(
+                    obj,
+                    f"annotations.{GANG_SIZE}",
+                    f"missing on a pod labelled {GANG_LABEL}={gang}",
+                    f"add the annotation {GANG_SIZE}: '<number of pods that start together>'",
+                )
+            try:
+                size = int(raw)
+            except ValueError:
+                size = 0
+            if size < 1 or str(size) != raw.strip():
+                raise InvalidInput(
+                    obj, f"annotations.{GANG_SIZE}", f"{raw!r} is not a whole number >= 1", "write e.g. '4'"
+                )
+            return f"{ns}/{gang}", size
+        return f"{ns}/{pod['metadata']['name']}", None
+
+    def _priority(self, spec: Mapping[str, Any]) -> int:
+        """The admission plugin copies the PriorityClass value into spec.priority; a pod
+        created before its class existed falls back to the class, then the global default."""
+        if spec.get("priority") is not None:
+            return int(spec["priority"])
+        name = spec.get("priorityClassName")
+        if name in self.priority_of:
+            return self.priority_of[name]
+        return self.default_priority
+
+    def _foreign(self, obj: Mapping[str, Any], key: str, node: str) -> Gang:
+        gpus, cpu, mem = pod_requests(obj)
+        start = timestamp(obj.get("status", {}).get("startTime")) or 0.0
+        pod = Pod(key, gpus=gpus, cpu_milli=cpu, memory_mib=mem, node=node, start_s=start)
+        return Gang(f"{key}#other", "", (pod,), evictable=False)
+
+    def _gang(self, gid: str, p: _GangParts, node_names: set[str], pdbs: list[Mapping[str, Any]]) -> Gang:
+        pods: list[Pod] = []
+        priority: int | None = None
+        submit = math.inf
+        evictable = True
+        annotations: dict[str, str] = {}
+        models: set[str] = set()
+        for obj in sorted(p.pods, key=lambda o: o["metadata"]["name"]):
+            meta, spec = obj["metadata"], obj.get("spec", {})
+            key = pod_key(obj)
+            for k, v in (meta.get("annotations") or {}).items():
+                annotations.setdefault(k, v)
+            mine = self._priority(spec)
+            priority = mine if priority is None else max(priority, mine)
+            submit = min(submit, timestamp(meta.get("creationTimestamp")) or 0.0)
+            selector = spec.get("nodeSelector") or {}
+            model = selector.get(GPU_MODEL_LABEL) or selector.get(GPU_PRODUCT_LABEL)
+            if model:
+                models.add(model)
+            try:
+                gpus, cpu, mem = pod_requests(obj)
+            except (ValueError, TypeError) as exc:
+                raise InvalidInput(
+                    f"pod {key}",
+                    "spec.containers[].resources",
+                    f"unreadable quantity ({exc})",
+                    "write quantities such as '4', '500m' or '16Gi'",
+                ) from exc
+            node = spec.get("nodeName")
+            bound = node is not None
+            if bound and (meta.get("deletionTimestamp") or protected_by_pdb(obj, pdbs)):
+                evictable = False
+            start = None
+            if bound:
+                start = timestamp(obj.get("status", {}).get("startTime")) or timestamp(
+                    meta.get("creationTimestamp")
+                )
+            pods.append(Pod(key, gpus=gpus, cpu_milli=cpu, memory_mib=mem, node=node, start_s=start))
+        obj_name = f"gang {gid}"
+        min_runtime = checkpoint = None
+        if MIN_RUNTIME in annotations:
+            min_runtime = parse_duration(annotations[MIN_RUNTIME], obj_name, f"annotations.{MIN_RUNTIME}")
+        if CHECKPOINT in annotations:
+            checkpoint = parse_duration(annotations[CHECKPOINT], obj_name, f"annotations.{CHECKPOINT}")
+        return Gang(
+            id=gid,
+            team=self.team_of_ns.get(p.namespace, ""),
+            pods=tuple(pods),
+            priority=priority or 0,
+            min_member=p.min_member,
+            submit_s=submit if math.isfinite(submit) else 0.0,
+            gpu_models=frozenset(models),
+            topology_required=_annotation(annotations, TOPOLOGY_REQUIRED),
+            topology_preferred=_annotation(annotations, TOPOLOGY_PREFERRED),
+            min_runtime_s=min_runtime,
+            checkpoint_s=checkpoint,
+            evictable=evictable,
+        )
