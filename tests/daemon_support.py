@@ -94,7 +94,19 @@ def make_team(kube: Kube, name: str, namespaces: list[str], weight: float = 1, *
 
 
 def make_namespace(kube: Kube, name: str) -> None:
+    """A namespace, once its default ServiceAccount exists (pods are refused before that)."""
     apply(kube, "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
+    def has_account() -> bool:
+        try:
+            kube.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")
+        except KubeError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    wait_for(f"ServiceAccount {name}/default", has_account)
 
 
 def make_pod(

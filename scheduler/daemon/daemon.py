@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from scheduler.core import decide
-from scheduler.core.model import Decisions, TeamUsage
+from scheduler.core.model import Bind, Decisions, Gang, TeamUsage
 from scheduler.core.policies import get_policy
 from scheduler.daemon.actuator import Actuator, Outcome
 from scheduler.daemon.cache import Cache
@@ -47,6 +47,10 @@ class Hooks(Protocol):
 
     def leader(self, leading: bool) -> None: ...
 
+    def started(self, gang: Gang, tier: str, now: float) -> None: ...
+
+    def close(self) -> None: ...
+
 
 class NoHooks:
     def usage(self, now_s: float, snapshot_teams: tuple) -> dict[str, TeamUsage]:
@@ -62,6 +66,12 @@ class NoHooks:
         pass
 
     def leader(self, leading: bool) -> None:
+        pass
+
+    def started(self, gang: Gang, tier: str, now: float) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
 
@@ -171,6 +181,7 @@ class Daemon:
         self.cache.stop()
         self.worker.stop()
         self.actuator.close()
+        self.hooks.close()
 
     def run(self) -> None:
         """The loop; returns after `stop()`."""
@@ -283,6 +294,7 @@ class Daemon:
     def _bind(self, tr: Translation, decisions: Decisions, now: float) -> None:
         """Queues the binds without waiting: each pod counts as bound (assumed) from now on,
         and a failed bind drops the assumption so the next cycle decides again."""
+        gangs = {g.id: g for g in tr.snapshot.gangs} if decisions.binds else {}
         for b in decisions.binds:
             if b.gang in self.preempting:
                 continue
@@ -295,10 +307,15 @@ class Daemon:
                 self.assumed[b.pod] = (b.node, pod["metadata"].get("uid"), None)
             # Production first, then training, then scavenger.
             self.actuator.submit(
-                -int(b.tier), self.actuator.bind, (pod, b.node), self._bound_callback(pod, b.node)
+                -int(b.tier),
+                self.actuator.bind,
+                (pod, b.node),
+                self._bound_callback(pod, b, gangs.get(b.gang)),
             )
 
-    def _bound_callback(self, pod: dict[str, Any], node: str):
+    def _bound_callback(self, pod: dict[str, Any], bind: Bind, gang: Gang | None):
+        node = bind.node
+
         def done(outcome: Outcome) -> None:
             self.stats.binds[outcome.result] += 1
             with self._assumed_lock:
@@ -308,6 +325,8 @@ class Daemon:
                     self.assumed.pop(outcome.pod, None)
             if outcome.result == "ok":
                 self.worker.submit(f"bound:{outcome.pod}", self.explainer.bound, pod, node)
+                if gang is not None:
+                    self.hooks.started(gang, bind.tier.label, time.time())
             else:
                 self._changed.set()
             self.hooks.acted("bind", [outcome])

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from http.server import ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, generate_latest
-
 from scheduler.daemon.config import DaemonConfig
 from scheduler.daemon.daemon import Daemon
+from scheduler.daemon.hooks import DaemonHooks, TelemetryThread
 from scheduler.daemon.http import serve
 from scheduler.daemon.kube import Kube, api_client_from
 
@@ -17,7 +16,12 @@ def build_daemon(cfg: DaemonConfig) -> tuple[Daemon, ThreadingHTTPServer]:
     # their rate limit never slows a bind.
     kube = Kube(api_client_from(cfg.kubeconfig), cfg.qps, cfg.burst)
     explain_kube = Kube(api_client_from(cfg.kubeconfig), cfg.qps, cfg.burst)
-    registry = CollectorRegistry()
-    daemon = Daemon(cfg, kube, explain_kube)
-    server = serve(cfg.listen, daemon.healthy, lambda: daemon.ready, lambda: generate_latest(registry))
+    telemetry = None
+    if cfg.mqtt_broker:
+        telemetry = TelemetryThread(
+            cfg.mqtt_broker, cfg.mqtt_ca, cfg.mqtt_cert, cfg.mqtt_key, cfg.telemetry_stale_s
+        )
+    hooks = DaemonHooks(cfg.policy, cfg.ledger_url, telemetry=telemetry)
+    daemon = Daemon(cfg, kube, explain_kube, hooks)
+    server = serve(cfg.listen, daemon.healthy, lambda: daemon.ready, hooks.metrics.exposition)
     return daemon, server

@@ -1,0 +1,208 @@
+"""The daemon's side effects that are not API calls: the GPU-hour ledger, Prometheus
+metrics and node telemetry, plugged into the loop through the `Hooks` protocol.
+
+Accrual is derived from what runs, not from decisions: each accrual lists the gangs with
+bound pods now and the runs that ended since the last one (completed, failed or evicted),
+and the ledger charges each from its last charged instant. Accrual runs every
+`accrue_every_s`, not every cycle, since it writes to the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from scheduler.core.config import PolicyConfig
+from scheduler.core.model import Decisions, Gang, Team, TeamUsage
+from scheduler.core.tiers import tier_by_priority
+from scheduler.daemon.actuator import Outcome
+from scheduler.daemon.translate import Translation
+
+log = logging.getLogger("gpufair.hooks")
+
+
+def _gang_runs(tr: Translation, policy: PolicyConfig) -> dict[str, tuple]:
+    """Running gangs of known teams as ledger runs, by a run id unique over time (gang id
+    and the earliest pod start), so a gang restarted after eviction is a new run."""
+    from scheduler.ledger import GangRun
+
+    runs = {}
+    teams = {t.name for t in tr.snapshot.teams}
+    for g in tr.snapshot.gangs:
+        if g.team not in teams:
+            continue
+        bound = [p for p in g.pods if p.node is not None]
+        if not bound:
+            continue
+        start = min(p.start_s or tr.snapshot.now_s for p in bound)
+        runs[g.id] = GangRun(
+            gang_id=g.id,
+            team=g.team,
+            tier=tier_by_priority(g.priority, policy).label,
+            gpus=sum(p.gpu_amount for p in bound),
+            start_s=start,
+            namespace=g.id.split("/", 1)[0],
+            nodes=tuple(sorted({p.node for p in bound if p.node})),
+            submit_s=g.submit_s,
+        )
+    return runs
+
+
+class DaemonHooks:
+    def __init__(
+        self,
+        policy: PolicyConfig,
+        ledger_url: str | None = None,
+        metrics=None,
+        telemetry=None,
+        accrue_every_s: float = 30.0,
+    ) -> None:
+        from scheduler.metrics import SchedulerMetrics
+
+        self.policy = policy
+        self.metrics = metrics if metrics is not None else SchedulerMetrics()
+        self.ledger = None
+        if ledger_url:
+            from scheduler.ledger import Ledger
+
+            self.ledger = Ledger(ledger_url, half_life_s=policy.usage_half_life_s)
+        self.telemetry = telemetry
+        self.accrue_every_s = accrue_every_s
+        self._runs: dict[str, tuple] = {}
+        self._last_accrual = 0.0
+        self._usage: dict[str, TeamUsage] = {}
+        self._waited: set[str] = set()
+        self._teams: tuple[Team, ...] = ()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ Hooks
+
+    def usage(self, now_s: float, teams: tuple[Team, ...]) -> dict[str, TeamUsage]:
+        self._teams = teams
+        if self.ledger is None:
+            return {}
+        if not self._usage or now_s - self._last_accrual >= self.accrue_every_s:
+            self._usage = self.ledger.usage(now_s, teams)
+        return self._usage
+
+    def unhealthy(self) -> dict[str, list[int]]:
+        if self.telemetry is None:
+            return {}
+        state = self.telemetry.state
+        return {node: sorted(state.unhealthy_gpus(node)) for node in state.nodes()}
+
+    def cycle_done(self, tr: Translation, decisions: Decisions, seconds: float) -> None:
+        now = tr.snapshot.now_s
+        self.metrics.observe_cycle(decisions, tr.snapshot, seconds)
+        if self.ledger is not None and decisions.evictions:
+            self.metrics.observe_preemptions(self.ledger.record_evictions(now, decisions.evictions))
+        if self.ledger is not None and now - self._last_accrual >= self.accrue_every_s:
+            self.accrue(tr, now)
+        if self.telemetry is not None:
+            self._idle(tr, now)
+
+    def accrue(self, tr: Translation, now: float) -> None:
+        runs = _gang_runs(tr, self.policy)
+        ended = [
+            r._replace(end_s=now)
+            for gid, r in self._runs.items()
+            if gid not in runs or runs[gid].start_s != r.start_s
+        ]
+        try:
+            accrual = self.ledger.accrue(now, runs.values(), ended, tr.snapshot.teams)
+        except Exception:
+            log.exception("ledger accrual failed; usage is charged at the next one from the same checkpoint")
+            return
+        self.metrics.observe_accrual(accrual)
+        self._runs = runs
+        self._last_accrual = now
+        self._usage = self.ledger.usage(now, tr.snapshot.teams)
+
+    def _idle(self, tr: Translation, now: float) -> None:
+        """Idle allocated GPUs per team. Which GPU a pod holds is the device plugin's choice,
+        so a node's idle GPUs are attributed to its teams in proportion to what each holds."""
+        by_node: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        for g in tr.snapshot.gangs:
+            for p in g.pods:
+                if p.node is not None and g.team:
+                    by_node[p.node][g.team] += p.gpu_amount
+        gpus_of = {n.name: n.gpus for n in tr.snapshot.nodes}
+        allocations = {(node, i): "*" for node in by_node for i in range(gpus_of.get(node, 0))}
+        idle = self.telemetry.state.idle_allocated_gpus(now, allocations).get("*", [])
+        idle_on: dict[str, int] = defaultdict(int)
+        for node, _gpu in idle:
+            idle_on[node] += 1
+        per_team: dict[str, float] = defaultdict(float)
+        for node, teams in by_node.items():
+            held = sum(teams.values())
+            if held <= 0 or node not in idle_on:
+                continue
+            idle_held = min(idle_on[node], held)
+            for team, gpus in teams.items():
+                per_team[team] += idle_held * gpus / held
+        for team in {t.name for t in tr.snapshot.teams}:
+            self.metrics.set_idle_gpus(team, per_team.get(team, 0.0))
+
+    def acted(self, kind: str, outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            (self.metrics.observe_bind if kind == "bind" else self.metrics.observe_eviction)(o.result)
+
+    def started(self, gang: Gang, tier: str, now: float) -> None:
+        """A gang's first pod was bound: its queue wait ends."""
+        with self._lock:
+            if gang.id in self._waited:
+                return
+            self._waited.add(gang.id)
+        self.metrics.observe_wait(gang.team or "none", tier, max(0.0, now - gang.submit_s))
+
+    def leader(self, leading: bool) -> None:
+        self.metrics.set_leader(leading)
+
+    def close(self) -> None:
+        if self.telemetry is not None:
+            self.telemetry.stop()
+        if self.ledger is not None:
+            self.ledger.close()
+
+
+class TelemetryThread:
+    """The asyncio MQTT subscriber in a thread of its own, beside the threaded daemon."""
+
+    def __init__(
+        self, broker: str, ca: str | None, cert: str | None, key: str | None, stale_s: float
+    ) -> None:
+        from scheduler.telemetry import BrokerConfig, TelemetryState, TelemetrySubscriber
+
+        self.state = TelemetryState(stale_after_s=stale_s)
+        self._config = BrokerConfig.parse(
+            broker,
+            ca=Path(ca) if ca else None,
+            cert=Path(cert) if cert else None,
+            key=Path(key) if key else None,
+        )
+        self._subscriber_cls = TelemetrySubscriber
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="telemetry", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self.subscriber = self._subscriber_cls(
+            self.state, self._config, clock=time.time, identifier="gpufair-scheduler"
+        )
+        self._loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._done = asyncio.Event()
+        self.subscriber.start()
+        await self._done.wait()
+        await self.subscriber.stop()
+
+    def stop(self) -> None:
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._done.set)
+        self._thread.join(timeout=5)
