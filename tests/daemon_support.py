@@ -178,7 +178,7 @@ def condition(pod: dict, kind: str = "PodScheduled") -> dict:
 class InProcessDaemon:
     """The real daemon loop, in a thread of the test process."""
 
-    def __init__(self, kubeconfig: str | Path, **changes: Any) -> None:
+    def __init__(self, kubeconfig: str | Path, hooks: Any = None, **changes: Any) -> None:
         cfg = DaemonConfig(
             kubeconfig=str(kubeconfig),
             leader_elect=False,
@@ -187,7 +187,7 @@ class InProcessDaemon:
             listen="127.0.0.1:0",
         )
         self.cfg = replace(cfg, **changes)
-        self.daemon = Daemon(self.cfg, kube_for(kubeconfig), kube_for(kubeconfig))
+        self.daemon = Daemon(self.cfg, kube_for(kubeconfig), kube_for(kubeconfig), hooks)
         self.thread = threading.Thread(target=self.daemon.run, daemon=True)
 
     def __enter__(self) -> Daemon:
