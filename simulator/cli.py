@@ -64,6 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true", help="stop at the first bad trace row")
     parser.add_argument("--limit", type=int, default=None, help="replay only the first N jobs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--openmetrics",
+        metavar="DIR",
+        default=None,
+        help="also write DIR/<policy>/metrics.om: the daemon's metrics in virtual time "
+        "(load with promtool tsdb create-blocks-from openmetrics)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -125,7 +132,10 @@ def _replay(args: argparse.Namespace) -> int:
     out = Path(args.out)
     results, summaries = [], []
     for policy in policies:
-        replay = Replay(trace, nodes, teams, policy, config, seed=int(args.seed), failures=failures)
+        replay_class = Replay
+        if args.openmetrics:
+            from simulator.openmetrics import ObservedReplay as replay_class
+        replay = replay_class(trace, nodes, teams, policy, config, seed=int(args.seed), failures=failures)
         with tqdm(
             total=len(trace.jobs) * 2,
             desc=f"{policy:>8}",
@@ -144,6 +154,11 @@ def _replay(args: argparse.Namespace) -> int:
             result = replay.run()
         results.append(result)
         summaries.append(write_outputs(result, out))
+        if args.openmetrics:
+            from simulator.openmetrics import lookback_note, write_openmetrics
+
+            path, step = write_openmetrics(result, replay.observations, Path(args.openmetrics), trace.epoch_s)
+            print(f"openmetrics: {path}{lookback_note(step)}")
     print(side_by_side_table(summaries))
     report = write_report(results, summaries, out)
     print(f"report: {report}")

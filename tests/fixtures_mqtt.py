@@ -25,10 +25,15 @@ SCHEDULER_IDENTITY = "gpufair:scheduler"
 TEST_NODES = ("gpu-a", "gpu-b")
 PASSWORD_USER = "gpu-pw"
 PASSWORD = "s3cret-for-tests"
+PRODUCTION_ACL = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "acl"
 
 
 def _need(binary: str, env: str) -> str:
-    path = os.environ.get(env) or shutil.which(binary) or (f"/usr/sbin/{binary}" if binary == "mosquitto" else "")
+    path = (
+        os.environ.get(env)
+        or shutil.which(binary)
+        or (f"/usr/sbin/{binary}" if binary == "mosquitto" else "")
+    )
     if not path or not Path(path).exists():
         raise RuntimeError(
             f"{binary} not found; install the Debian package ({'mosquitto' if 'mosq' in binary else binary}) "
@@ -51,16 +56,45 @@ def make_pki(directory: Path, identities: tuple[str, ...]) -> dict[str, tuple[Pa
     """Create ca.crt, server.{crt,key} and <identity>.{crt,key}; returns identity -> (cert, key)."""
     directory.mkdir(parents=True, exist_ok=True)
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-             "-subj", "/CN=gpufair-test-ca", cwd=directory)
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=gpufair-test-ca",
+        cwd=directory,
+    )
     (directory / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     out: dict[str, tuple[Path, Path]] = {}
     for name, cn, ext in [("server", "localhost", ("-extfile", "server.ext"))] + [
         (f"client-{i}", ident, ()) for i, ident in enumerate(identities)
     ]:
-        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=directory)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", f"{name}.crt", "-days", "2", *ext, cwd=directory)
+        _openssl(
+            "req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}", cwd=directory
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "2",
+            *ext,
+            cwd=directory,
+        )
         if name != "server":
             out[cn] = (directory / f"{name}.crt", directory / f"{name}.key")
     return out
@@ -91,17 +125,22 @@ class Broker:
         return self.certs[identity]
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=open(self.log, "ab")
-        )
+        with open(self.log, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.process = subprocess.Popen(
+                [self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=log
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self.process.returncode}: {self.log.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"mosquitto exited with {self.process.returncode}: {self.log.read_text()[-2000:]}"
+                )
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    with socket.create_connection(("127.0.0.1", self.password_port), timeout=0.2):
-                        return
+                with (
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
+                    socket.create_connection(("127.0.0.1", self.password_port), timeout=0.2),
+                ):
+                    return
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"mosquitto did not listen on {self.port}: {self.log.read_text()[-2000:]}")
@@ -125,19 +164,15 @@ class Broker:
 
 
 def write_broker_config(directory: Path, port: int, password_port: int) -> None:
-    """The test twin of deploy/mosquitto: same ACL, loopback listeners, no persistence."""
+    """The test twin of deploy/mosquitto: its ACL file, loopback listeners, no persistence."""
     acl = directory / "acl"
-    acl.write_text(
-        "# nodes: write only under their own name (%u = certificate CN or username)\n"
-        "pattern write gpufair/nodes/%u/#\n\n"
-        f"user {SCHEDULER_IDENTITY}\n"
-        "topic read gpufair/nodes/#\n"
-    )
+    acl.write_text(PRODUCTION_ACL.read_text())  # the very ACL the Helm chart ships
     passwords = directory / "passwords"
     passwords.write_text("")
     subprocess.run(
         [_need("mosquitto_passwd", "MOSQUITTO_PASSWD"), "-b", str(passwords), PASSWORD_USER, PASSWORD],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     os.chmod(passwords, 0o600)
     (directory / "mosquitto.conf").write_text(

@@ -46,7 +46,9 @@ def require_binary(name: str, candidates: list[str], package: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    raise RuntimeError(f"{name} not found (looked in {candidates} and PATH); install it: apt-get install {package}")
+    raise RuntimeError(
+        f"{name} not found (looked in {candidates} and PATH); install it: apt-get install {package}"
+    )
 
 
 def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20.0) -> None:
@@ -66,7 +68,9 @@ def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20
 def postgres_bindir() -> Path:
     """The newest `/usr/lib/postgresql/*/bin` (Debian layout), or $GPUFAIR_PG_BINDIR."""
     env = os.environ.get("GPUFAIR_PG_BINDIR")
-    dirs = [env] if env else sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[-2]))
+    dirs = (
+        [env] if env else sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(d.split("/")[-2]))
+    )
     for d in reversed(dirs):
         if d and os.path.isfile(os.path.join(d, "initdb")):
             return Path(d)
@@ -101,8 +105,12 @@ class PostgresServer:
         return self.url(name)
 
 
-def _as_user(user: str | None) -> list[str]:
-    return ["runuser", "-u", user, "--"] if user else []
+def _as_user(user: str | None) -> dict:
+    """Popen arguments that run the child directly as `user` (signals then reach it, not a wrapper)."""
+    if not user:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [], "cwd": "/"}
 
 
 @pytest.fixture(scope="session")
@@ -133,19 +141,46 @@ def postgres() -> Iterator[PostgresServer]:
             os.chown(path, entry.pw_uid, entry.pw_gid)
     db_user = "gpufair"
     init = subprocess.run(
-        [*_as_user(os_user), str(bindir / "initdb"), "-D", str(data), "-U", db_user, "--auth=trust",
-         "-E", "UTF8", "--no-sync"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            db_user,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        **_as_user(os_user),
+    )
     if init.returncode != 0:
         raise RuntimeError(f"initdb failed ({init.returncode}): {init.stderr[-2000:]}")
     port = free_port()
     log = open(root / "postgres.log", "w")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen(
-        [*_as_user(os_user), str(bindir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port),
-         "-k", str(sockets), "-c", "fsync=off", "-c", "max_connections=200"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-k",
+            str(sockets),
+            "-c",
+            "fsync=off",
+            "-c",
+            "max_connections=200",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        **_as_user(os_user),
+    )
     server = PostgresServer(port, db_user, proc, root)
     try:
         _wait_for_postgres(server, root / "postgres.log")
@@ -168,7 +203,9 @@ def _wait_for_postgres(server: PostgresServer, log: Path) -> None:
                 return
         except psycopg.OperationalError:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"postgres did not accept connections: {log.read_text()[-2000:]}") from None
+                raise RuntimeError(
+                    f"postgres did not accept connections: {log.read_text()[-2000:]}"
+                ) from None
             time.sleep(0.1)
 
 
@@ -224,20 +261,28 @@ def start_prometheus(root: Path, config: dict, extra_args: tuple[str, ...] = ())
     port = free_port()
     log = open(root / "prometheus.log", "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
-        [binary, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=100y", *extra_args],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            binary,
+            f"--config.file={root / 'prometheus.yml'}",
+            f"--storage.tsdb.path={root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=100y",
+            *extra_args,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     log.close()
     prom = Prometheus(f"http://127.0.0.1:{port}", proc, root)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while True:
         if proc.poll() is not None:
-            raise RuntimeError(f"prometheus exited ({proc.returncode}): {(root / 'prometheus.log').read_text()[-3000:]}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{prom.url}/-/ready", timeout=2) as resp:
-                if resp.status == 200:
-                    return prom
+            raise RuntimeError(
+                f"prometheus exited ({proc.returncode}): {(root / 'prometheus.log').read_text()[-3000:]}"
+            )
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{prom.url}/-/ready", timeout=2) as resp:
+            if resp.status == 200:
+                return prom
         if time.monotonic() > deadline:
             _stop(proc)
             raise RuntimeError(f"prometheus not ready: {(root / 'prometheus.log').read_text()[-3000:]}")

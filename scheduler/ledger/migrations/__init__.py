@@ -1,0 +1,1 @@
+"""Alembic environment of the ledger; `scheduler.ledger.migrate` runs it in code."""
