@@ -4,8 +4,9 @@ kube-controller-manager, KWOK) on loopback, started once per session.
 - `kube_cluster` (session): the shared cluster, 8 fake nodes of 8 H100 GPUs on 2 leaves
   (`gpu-0000` ... `gpu-0007`; leaf-0 holds 0000-0003, leaf-1 holds 0004-0007). Tests
   that add nodes delete them again; tests that need another node set use the factory.
-- `kube_cluster_factory` (function): `factory(nodes=..., **DevCluster kwargs)` starts a
-  separate cluster that is stopped at the end of the test.
+- `kube_cluster_factory` (module): `factory(nodes, **DevCluster kwargs)` starts a separate
+  cluster (nodes: simulator Nodes, a ClusterSpec dict / YAML text / file path, or None for
+  the default 8), stopped at the end of the module or by its `.stop()`.
 - `kube_namespace` (function): a fresh namespace (its default ServiceAccount exists, so
   pods are admitted at once), deleted after the test.
 
@@ -15,10 +16,11 @@ with that instruction (never skips).
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from scheduler.core.model import Node
 from scheduler.devcluster.binaries import MissingBinary
 from scheduler.devcluster.cluster import DevCluster
 from scheduler.devcluster.nodes import LEAF, SPINE, gpu_nodes
+from simulator.cluster_spec import load_cluster_spec, nodes_from_spec
 
 DEFAULT_NODES = 8
 DEFAULT_GPUS_PER_NODE = 8
@@ -99,6 +102,17 @@ class KubeCluster:
     def serviceaccount_kubeconfig(self, namespace: str, name: str, **kwargs: Any) -> Path:
         return self.dev.serviceaccount_kubeconfig(namespace, name, **kwargs)
 
+    def static_kubeconfig(self, user: str) -> Path:
+        """Kubeconfig of a static-token user: `gpufair-admin`, `gpufair-nobody` (no rights), or
+        one passed as `tokens={user: [groups]}` to the factory."""
+        return self.dev.static_kubeconfig(user)
+
+    def stop(self) -> None:
+        """Stop this cluster now (the fixtures also stop it at the end of their scope)."""
+        if self.dev.procs:
+            self.api.close()
+            self.dev.stop()
+
     def new_api_client(self, kubeconfig: Path | None = None) -> client.ApiClient:
         """A separate ApiClient (admin by default) for code under test; close it after."""
         from scheduler.devcluster.kubeconfig import api_client
@@ -106,8 +120,41 @@ class KubeCluster:
         return api_client(kubeconfig or self.kubeconfig)
 
 
-def start_kube_cluster(nodes: Iterable[Node] | None = None, **kwargs: Any) -> KubeCluster:
-    """Start a DevCluster with `nodes` (default: `default_nodes()`); pytest.fail on missing binaries."""
+NodeSet = Iterable[Node] | Mapping[str, Any] | str | Path | None
+
+
+def resolve_nodes(nodes: NodeSet) -> tuple[Node, ...]:
+    """The nodes a cluster starts with: `None` (the default 8), simulator `Node` values, a
+    ClusterSpec as a dict (groups without CPU or memory get 112 cores and 2 TiB) or YAML
+    text, or the path of a ClusterSpec file."""
+    if nodes is None:
+        return default_nodes()
+    if isinstance(nodes, Mapping):
+        # Tests rarely care about host CPU and memory: HGX-class defaults where a group has none.
+        spec = dict(nodes)
+        if isinstance(spec.get("groups"), list):
+            spec["groups"] = [
+                {
+                    **({} if "cpuMilli" in g or "cpus" in g else {"cpus": 112}),
+                    "memoryMiB": 2 * 1024 * 1024,
+                    **g,
+                }
+                if isinstance(g, Mapping)
+                else g
+                for g in spec["groups"]
+            ]
+        return load_cluster_spec(json.dumps(spec), source="kube_cluster_factory")
+    if isinstance(nodes, Path) or (isinstance(nodes, str) and "\n" not in nodes):
+        return nodes_from_spec(nodes)
+    if isinstance(nodes, str):
+        return load_cluster_spec(nodes, source="kube_cluster_factory")
+    return tuple(nodes)
+
+
+def start_kube_cluster(nodes: NodeSet = None, **kwargs: Any) -> KubeCluster:
+    """Start a DevCluster with `nodes` (see `resolve_nodes`; kwargs go to DevCluster);
+    pytest.fail, never skip, when the binaries are missing."""
+    made = resolve_nodes(nodes)  # a bad spec fails before anything starts
     try:
         dev = DevCluster(**kwargs).start()
     except MissingBinary as exc:
@@ -115,7 +162,7 @@ def start_kube_cluster(nodes: Iterable[Node] | None = None, **kwargs: Any) -> Ku
     try:
         api = dev.api_client(pool_size=32)
         kube = KubeCluster(dev, api)
-        kube.create_nodes(default_nodes() if nodes is None else nodes)
+        kube.create_nodes(made)
     except BaseException:
         dev.stop()
         raise
@@ -123,8 +170,7 @@ def start_kube_cluster(nodes: Iterable[Node] | None = None, **kwargs: Any) -> Ku
 
 
 def stop_kube_cluster(kube: KubeCluster) -> None:
-    kube.api.close()
-    kube.dev.stop()
+    kube.stop()
 
 
 @pytest.fixture(scope="session")
@@ -137,12 +183,15 @@ def kube_cluster() -> Iterator[KubeCluster]:
         stop_kube_cluster(kube)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def kube_cluster_factory() -> Iterator[Callable[..., KubeCluster]]:
-    """Start separate clusters (each with its own etcd and node set) inside one test."""
+    """Start separate clusters, each with its own etcd and node set: `factory(nodes, **kwargs)`.
+
+    Module-scoped, so a module fixture can build its own cluster; clusters live until the
+    module ends unless a test calls `.stop()` on one it no longer needs."""
     made: list[KubeCluster] = []
 
-    def factory(nodes: Iterable[Node] | None = None, **kwargs: Any) -> KubeCluster:
+    def factory(nodes: NodeSet = None, **kwargs: Any) -> KubeCluster:
         kube = start_kube_cluster(nodes, **kwargs)
         made.append(kube)
         return kube
