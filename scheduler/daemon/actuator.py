@@ -86,14 +86,20 @@ class Actuator:
         self._queue.put((priority, next(self._order), (fn, args, future, done)))
         return future
 
-    def close(self) -> None:
-        while True:  # drop what has not started; finish what has
+    def cancel_pending(self) -> int:
+        """Drops every queued call that has not started; returns how many."""
+        dropped = 0
+        while True:
             try:
                 _p, _n, job = self._queue.get_nowait()
             except queue.Empty:
-                break
+                return dropped
             if job is not None:
                 job[2].cancel()
+                dropped += 1
+
+    def close(self) -> None:
+        self.cancel_pending()  # what has started finishes
         for _ in self._workers:
             self._queue.put((-(10**9), next(self._order), None))
         for t in self._workers:

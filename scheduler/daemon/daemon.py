@@ -197,6 +197,11 @@ class Daemon:
             leading = self.is_leader
             if leading != was_leader:
                 self.hooks.leader(leading)
+                if not leading:  # a new leader decides now: drop what this one queued
+                    dropped = self.actuator.cancel_pending()
+                    with self._assumed_lock:
+                        self.assumed.clear()
+                    log.info("lost the lease; dropped %d queued API calls", dropped)
                 was_leader = leading
             if not leading or not self.cache.is_synced:
                 self.stats.last_cycle_at = time.time()
@@ -285,11 +290,18 @@ class Daemon:
             calls.append((self.actuator.evict, (pod,)))
             log.info("evicting %s (gang %s) for %s: %s", ev.pod, ev.gang, ev.preemptor, ev.reason)
         outcomes = self.actuator.run_all(-10, calls)  # before any queued bind
+        refused = set()
         for o in outcomes:
             self.stats.evictions[o.result] += 1
+            if o.result in ("pdb_blocked", "error"):
+                refused.add(o.pod)
         self.hooks.acted("evict", outcomes)
         for gang, pods in victims.items():
-            self.preempting[gang] = (pods, now)
+            # Hold the preemptor only while victims that were really evicted still leave;
+            # a refused eviction (a PodDisruptionBudget) sends it back to the next cycle.
+            leaving = pods - refused
+            if leaving:
+                self.preempting[gang] = (leaving, now)
 
     def _bind(self, tr: Translation, decisions: Decisions, now: float) -> None:
         """Queues the binds without waiting: each pod counts as bound (assumed) from now on,

@@ -77,6 +77,7 @@ class DaemonHooks:
         self._usage: dict[str, TeamUsage] = {}
         self._waited: set[str] = set()
         self._teams: tuple[Team, ...] = ()
+        self._findings: tuple[str, ...] = ()
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ Hooks
@@ -104,6 +105,7 @@ class DaemonHooks:
             self.accrue(tr, now)
         if self.telemetry is not None:
             self._idle(tr, now)
+            self._telemetry_health(tr, now)
 
     def accrue(self, tr: Translation, now: float) -> None:
         runs = _gang_runs(tr, self.policy)
@@ -146,6 +148,22 @@ class DaemonHooks:
                 per_team[team] += idle_held * gpus / held
         for team in {t.name for t in tr.snapshot.teams}:
             self.metrics.set_idle_gpus(team, per_team.get(team, 0.0))
+
+    def _telemetry_health(self, tr: Translation, now: float) -> None:
+        """Stale nodes and telemetry that disagrees with the node objects: a metric, and a
+        log line when the set of findings changes (not every cycle)."""
+        state = self.telemetry.state
+        stale = state.stale_nodes(now)
+        unhealthy = sum(len(state.unhealthy_gpus(node)) for node in state.nodes())
+        self.metrics.observe_telemetry(len(stale), unhealthy, dict(state.dropped))
+        findings = tuple(state.disagreements(tr.snapshot.nodes)) + tuple(
+            f"node {node}: no telemetry for over {state.stale_after_s:g}s (stale, still schedulable)"
+            for node in stale
+        )
+        if findings != self._findings:
+            for line in findings:
+                log.warning("telemetry: %s", line)
+            self._findings = findings
 
     def acted(self, kind: str, outcomes: list[Outcome]) -> None:
         for o in outcomes:

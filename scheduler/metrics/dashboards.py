@@ -235,6 +235,14 @@ CLUSTER = Dashboard(
             "ops",
         ),
         Panel(
+            "Node telemetry: stale nodes and unhealthy GPUs",
+            (
+                Target(f"max({n.TELEMETRY_STALE.name})", "stale nodes"),
+                Target(f"max({n.TELEMETRY_UNHEALTHY.name})", "unhealthy GPUs"),
+            ),
+            "none",
+        ),
+        Panel(
             "Leader and time since the last cycle",
             (
                 Target(f"max({n.LEADER.name})", "leader"),

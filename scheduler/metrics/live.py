@@ -40,6 +40,7 @@ class SchedulerMetrics:
         self._m = {spec.name: _make(spec, self.registry) for spec in n.ALL}
         self._seen: dict[str, set[tuple[str, ...]]] = {spec.name: set() for spec in _PER_CYCLE}
         self._m[n.LEADER.name].set(0)
+        self._dropped_seen: dict[str, int] = {}
 
     def __getitem__(self, spec: n.MetricSpec):
         """The prometheus_client object of a metric, e.g. `metrics[names.JAIN]`."""
@@ -124,6 +125,16 @@ class SchedulerMetrics:
                 gauge.remove(team)
         else:
             gauge.labels(team).set(gpus)
+
+    def observe_telemetry(self, stale_nodes: int, unhealthy_gpus: int, dropped: Mapping[str, int]) -> None:
+        """Node telemetry health; `dropped` is the running count of refused messages by reason."""
+        self._m[n.TELEMETRY_STALE.name].set(stale_nodes)
+        self._m[n.TELEMETRY_UNHEALTHY.name].set(unhealthy_gpus)
+        seen = self._dropped_seen
+        for reason, total in dropped.items():
+            if total > seen.get(reason, 0):
+                self._m[n.TELEMETRY_DROPPED.name].labels(reason).inc(total - seen.get(reason, 0))
+                seen[reason] = total
 
     def set_leader(self, leader: bool) -> None:
         self._m[n.LEADER.name].set(1 if leader else 0)

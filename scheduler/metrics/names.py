@@ -95,11 +95,23 @@ HEALTHY_GPUS = _m("gpufair_cluster_healthy_gpus", "gauge", (), "Healthy GPUs in 
 ALLOCATED_GPUS = _m("gpufair_cluster_allocated_gpus", "gauge", (), "GPUs held by running pods, all teams")
 FRAGMENTED_GPUS = _m("gpufair_cluster_fragmented_gpus", "gauge", (), "Free GPUs too small for a waiting pod")
 LEADER = _m("gpufair_leader", "gauge", (), "1 while this replica holds the leader lease, else 0")
+TELEMETRY_STALE = _m(
+    "gpufair_telemetry_stale_nodes",
+    "gauge",
+    (),
+    "Nodes whose agent has not reported within the stale timeout",
+)
+TELEMETRY_UNHEALTHY = _m(
+    "gpufair_telemetry_unhealthy_gpus", "gauge", (), "GPUs the node agents report unhealthy (kept out of use)"
+)
+TELEMETRY_DROPPED = _m(
+    "gpufair_telemetry_dropped_messages", "counter", ("reason",), "Telemetry messages refused, by reason"
+)
 
 ALL: tuple[MetricSpec, ...] = (
     TEAM_ALLOCATED, TEAM_FAIR_SHARE, TEAM_DEMAND, TEAM_WEIGHT, TEAM_FACTOR, TEAM_PENDING_PODS, TEAM_GPU_HOURS,
     TEAM_BUDGET, TEAM_BUDGET_USED, TEAM_BUDGET_LEFT, TEAM_BUDGET_RESET, TEAM_IDLE, QUEUE_WAIT, PREEMPTIONS,
     LOST_GPU_HOURS, CYCLE_DURATION, LAST_CYCLE, BINDS, EVICTIONS, JAIN, HEALTHY_GPUS, ALLOCATED_GPUS,
-    FRAGMENTED_GPUS, LEADER,
+    FRAGMENTED_GPUS, LEADER, TELEMETRY_STALE, TELEMETRY_UNHEALTHY, TELEMETRY_DROPPED,
 )  # fmt: skip
 BY_NAME = {m.name: m for m in ALL}
