@@ -262,3 +262,40 @@ def _try_patch(node: str, labels: dict, api):
     except ApiException as exc:
         return exc
     return None
+
+
+def test_gpufair_status_and_explain_commands(kube_cluster, kube, team_ns):
+    import subprocess
+    import sys
+
+    make_team(kube, team_ns, [team_ns], weight=2, budget={"gpuHours": 1000, "period": "month"})
+    make_pod(kube, team_ns, "s0", gpus=4)
+    make_pod(kube, team_ns, "huge", gpus=16)
+    with InProcessDaemon(kube_cluster.kubeconfig):
+        wait_for("bound", lambda: bound(kube, team_ns).get("s0"))
+        wait_for(
+            "status written",
+            lambda: (
+                kube.request("GET", f"/apis/gpufair.io/v1alpha1/gputeams/{team_ns}")
+                .get("status", {})
+                .get("allocatedGPUs")
+                == 4
+            ),
+        )
+        wait_for("reason on huge", lambda: condition(pods_in(kube, team_ns)["huge"]).get("message"))
+
+    def gpufair(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "scheduler.cli", *args, "--kubeconfig", str(kube_cluster.kubeconfig)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        )
+        return out.stdout
+
+    row = next(line for line in gpufair("status").splitlines() if line.startswith(team_ns))
+    assert row.split()[1:4] == ["2", row.split()[2], "4.0"]  # weight, share, allocated
+    assert "/1000 h" in row
+    explained = gpufair("explain", f"{team_ns}/huge")
+    assert "waits" in explained and "16 GPUs" in explained and "8" in explained

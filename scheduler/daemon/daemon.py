@@ -192,7 +192,9 @@ class Daemon:
             self._changed.wait(self.cfg.interval_s)
             if self._stop.is_set():
                 break
-            time.sleep(self.cfg.debounce_s)
+            # Pace the loop: at least the debounce, and at least as long as the last cycle
+            # took, so deciding never takes more than half the time from binding and watching.
+            time.sleep(max(self.cfg.debounce_s, self.stats.last_cycle_s))
             self._changed.clear()
             leading = self.is_leader
             if leading != was_leader:
