@@ -8,8 +8,9 @@ SHARED ?= ../shared
 REPLAY_GPUS ?= 512
 REPLAY_JOBS ?= 5000
 REPLAY_ARGS ?=
+DEMO_SECONDS ?= 0
 
-.PHONY: test lint bench replay clean control-plane
+.PHONY: test lint bench replay clean control-plane demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,15 +18,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# kube-apiserver, kube-controller-manager, kube-scheduler, etcd and kwok at pinned versions, built
-# from their Go modules into GPUFAIR_CACHE (default ~/.cache/gpufair)/bin: about 12 minutes on
-# 2 cores the first time, instant once cached.
+# kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok and helm at pinned
+# versions, built from their Go modules into GPUFAIR_CACHE (default ~/.cache/gpufair)/bin: about
+# 17 minutes on 2 cores the first time, instant once cached.
 control-plane:
 	scripts/build-control-plane.sh
 
 test: $(STAMP) control-plane
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# A local GPU cluster playground: 16 fake nodes of 8 GPUs, three teams, the daemon and a mixed
+# workload in a live table; Ctrl-C stops it. DEMO_SECONDS=N runs N seconds unattended.
+demo: $(STAMP) control-plane
+	$(BIN)/gpufair dev-cluster demo --seconds $(DEMO_SECONDS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes control plane that gpufair's tests, demos and benchmarks run
-# against: kube-apiserver, kube-controller-manager, kube-scheduler (k8s.io/kubernetes),
-# etcd (go.etcd.io/etcd/server/v3) and kwok (sigs.k8s.io/kwok), each from its Go module at
-# the version pinned below, through the Go module proxy (go.sum pins every byte).
+# against: kube-apiserver, kube-controller-manager, kube-scheduler and kubectl
+# (k8s.io/kubernetes), etcd (go.etcd.io/etcd/server/v3) and kwok (sigs.k8s.io/kwok), plus helm
+# (helm.sh/helm/v3) for the chart in deploy/helm, each from its Go module at the version
+# pinned below, through the Go module proxy (go.sum pins every byte).
 #
 # Binaries are cached outside the work tree, keyed by version:
 #   ${GPUFAIR_CACHE:-$HOME/.cache/gpufair}/bin/<name>-<version>
@@ -18,11 +19,13 @@
 # (the Go here) and it matches the pinned Python client (kubernetes==37.x). etcd v3.7.3 is
 # the newest patch of the 3.7 line that Kubernetes 1.37 builds and tests against
 # (hack/lib/etcd.sh: 3.7.0). kwok v0.8.0 is the newest kwok release (built on client-go 0.36).
+# helm v3.22.0 is the newest Helm 3 release; kubectl comes from the same Kubernetes pin.
 set -euo pipefail
 
 K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.7.3
 KWOK_VERSION=v0.8.0
+HELM_VERSION=v3.22.0
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODS="$HERE/controlplane-go"
@@ -47,6 +50,8 @@ TARGETS=(
     "kube-apiserver|kubernetes|k8s.io/kubernetes/cmd/kube-apiserver|$K8S_VERSION"
     "kube-controller-manager|kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager|$K8S_VERSION"
     "kube-scheduler|kubernetes|k8s.io/kubernetes/cmd/kube-scheduler|$K8S_VERSION"
+    "kubectl|kubernetes|k8s.io/kubernetes/cmd/kubectl|$K8S_VERSION"
+    "helm|helm|helm.sh/helm/v3/cmd/helm|$HELM_VERSION"
 )
 
 # ---------------------------------------------------------------- --update: regenerate modules
@@ -70,7 +75,7 @@ write_module() { # dir [replace-lines]
 }
 
 update_modules() {
-    log "regenerating modules for kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION"
+    log "regenerating modules for kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION"
     local k8s_mod staging minor replaces
     # k8s.io/kubernetes refers to its staging modules as v0.0.0 => ./staging/...; pin each to
     # the published v0.<minor>.<patch> of the same release, as out-of-tree schedulers do.
@@ -80,6 +85,7 @@ update_modules() {
     replaces="$(for m in $staging; do printf '\t%s => %s %s\n' "$m" "$m" "$minor"; done)"
     write_module kubernetes "$replaces"
     write_module kwok
+    write_module helm
     # etcd's server module replaces its sibling modules with ../ paths, which only work in
     # etcd's own tree; pin those siblings to the same release instead.
     local etcd_siblings
@@ -92,7 +98,7 @@ update_modules() {
         IFS='|' read -r name dir pkg version <<<"$t"
         (cd "$MODS/$dir" && "$GO" get -tool "$pkg@$version")
     done
-    for dir in kubernetes etcd kwok; do
+    for dir in kubernetes etcd kwok helm; do
         (cd "$MODS/$dir" && "$GO" mod tidy)
     done
     log "modules written under $MODS"
@@ -111,7 +117,7 @@ fi
 ldflags_for() { # name version
     local flags="-s -w"
     case "$1" in
-    kube-*)
+    kube-* | kubectl)
         local v="$2" minor
         minor="${v#v1.}"
         minor="${minor%%.*}"
@@ -120,6 +126,16 @@ ldflags_for() { # name version
         flags+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
         flags+=" -X k8s.io/component-base/version.gitTreeState=clean"
         flags+=" -X k8s.io/client-go/pkg/version.gitVersion=$v"
+        ;;
+    helm)
+        # As helm's Makefile: its version, and the Kubernetes version it assumes by default
+        # (`helm template`, `helm lint`), taken from the client-go it is built with.
+        local k8s_minor
+        k8s_minor="$(sed -n 's#^\s*k8s.io/client-go v0\.\([0-9]*\)\..*#\1#p' "$MODS/helm/go.mod")"
+        flags+=" -X helm.sh/helm/v3/internal/version.version=$2"
+        flags+=" -X helm.sh/helm/v3/internal/version.metadata= -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+        flags+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$k8s_minor"
+        flags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$k8s_minor"
         ;;
     esac
     echo "$flags"

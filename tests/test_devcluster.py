@@ -88,15 +88,21 @@ def gone(core: client.CoreV1Api, ns: str, name: str) -> bool:
 
 def test_versions_match_the_build_script() -> None:
     script = (REPO / "scripts" / "build-control-plane.sh").read_text()
-    pinned = dict(re.findall(r"^(K8S|ETCD|KWOK)_VERSION=(v\S+)$", script, re.M))
+    pinned = dict(re.findall(r"^(K8S|ETCD|KWOK|HELM)_VERSION=(v\S+)$", script, re.M))
     assert pinned == {
         "K8S": binaries.K8S_VERSION,
         "ETCD": binaries.ETCD_VERSION,
         "KWOK": binaries.KWOK_VERSION,
+        "HELM": binaries.HELM_VERSION,
     }
-    mod = (REPO / "scripts" / "controlplane-go" / "kubernetes" / "go.mod").read_text()
+    targets = dict(re.findall(r'^\s*"([a-z-]+)\|[a-z]+\|\S+\|\$(\w+)_VERSION"$', script, re.M))
+    assert {name: pinned[var] for name, var in targets.items()} == binaries.VERSIONS
+    mods = REPO / "scripts" / "controlplane-go"
+    mod = (mods / "kubernetes" / "go.mod").read_text()
     assert f"k8s.io/kubernetes {binaries.K8S_VERSION}" in mod
     assert f"k8s.io/api => k8s.io/api v0.{binaries.K8S_VERSION[3:]}" in mod
+    assert "k8s.io/kubernetes/cmd/kubectl" in mod
+    assert f"helm.sh/helm/v3 {binaries.HELM_VERSION}" in (mods / "helm" / "go.mod").read_text()
 
 
 def test_missing_binaries_fail_with_the_build_command(

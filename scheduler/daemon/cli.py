@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -57,6 +58,9 @@ def _config(args: argparse.Namespace) -> DaemonConfig:
         "interval_s": args.interval,
     }
     changes = {k: v for k, v in flags.items() if v is not None}
+    # A database URL may hold a password: take it from the environment (a Secret), never argv.
+    if "ledger_url" not in changes and not cfg.ledger_url and os.environ.get("GPUFAIR_LEDGER_URL"):
+        changes["ledger_url"] = os.environ["GPUFAIR_LEDGER_URL"]
     if args.no_leader_elect:
         changes["leader_elect"] = False
     if args.lease_seconds is not None:
@@ -217,7 +221,9 @@ def add_daemon_commands(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--policy-name", help="gpufair (default), drf or fifo")
     run.add_argument("--listen", help="host:port of /healthz, /readyz, /metrics (default 0.0.0.0:10260)")
     run.add_argument("--identity", help="leader-election identity (default: POD_NAME or host-pid)")
-    run.add_argument("--ledger", help="ledger database: a SQLite path or a PostgreSQL URL")
+    run.add_argument(
+        "--ledger", help="ledger database: a SQLite path or a PostgreSQL URL (default: $GPUFAIR_LEDGER_URL)"
+    )
     run.add_argument("--mqtt-broker", help="telemetry broker host:port")
     run.add_argument("--qps", type=float, help="API calls per second (default 50)")
     run.add_argument("--burst", type=int, help="API call burst (default 100)")

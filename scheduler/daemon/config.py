@@ -42,7 +42,8 @@ class DaemonConfig:
     retry_s: float = 2.0
     identity: str = field(default_factory=default_identity)
     listen: str = "0.0.0.0:10260"  # /healthz, /readyz, /metrics
-    ledger_url: str | None = None  # SQLite path or database URL; None: no ledger
+    ledger_url: str | None = None  # SQLite path or database URL; None: $GPUFAIR_LEDGER_URL or no ledger
+    accrue_every_s: float = 30.0  # how often GPU-hours are written to the ledger
     mqtt_broker: str | None = None  # host:port of the telemetry broker; None: no telemetry
     mqtt_ca: str | None = None
     mqtt_cert: str | None = None
@@ -51,7 +52,7 @@ class DaemonConfig:
     log_format: str = "json"  # or 'text'
 
 
-_DURATIONS = {"interval", "debounce", "lease", "renewDeadline", "retry", "telemetryStale"}
+_DURATIONS = {"interval", "debounce", "lease", "renewDeadline", "retry", "telemetryStale", "accrueEvery"}
 _KEYS = {
     "kubeconfig": "kubeconfig",
     "policyName": "policy_name",
@@ -69,6 +70,7 @@ _KEYS = {
     "identity": "identity",
     "listen": "listen",
     "ledger": "ledger_url",
+    "accrueEvery": "accrue_every_s",
     "mqttBroker": "mqtt_broker",
     "mqttCA": "mqtt_ca",
     "mqttCert": "mqtt_cert",
@@ -126,7 +128,7 @@ def check(cfg: DaemonConfig) -> DaemonConfig:
             f"unknown policy {cfg.policy_name!r}",
             f"use one of {', '.join(sorted(POLICIES))}",
         )
-    for name in ("interval_s", "qps", "lease_s", "renew_deadline_s", "retry_s"):
+    for name in ("interval_s", "qps", "lease_s", "renew_deadline_s", "retry_s", "accrue_every_s"):
         if not isinstance(getattr(cfg, name), int | float) or getattr(cfg, name) <= 0:
             raise InvalidInput("scheduler config", name, "must be a positive number", "give a value above 0")
     if not cfg.lease_s > cfg.renew_deadline_s > cfg.retry_s:

@@ -65,11 +65,8 @@ class DaemonHooks:
 
         self.policy = policy
         self.metrics = metrics if metrics is not None else SchedulerMetrics()
-        self.ledger = None
-        if ledger_url:
-            from scheduler.ledger import Ledger
-
-            self.ledger = Ledger(ledger_url, half_life_s=policy.usage_half_life_s)
+        self.ledger_url = ledger_url
+        self._ledger = None
         self.telemetry = telemetry
         self.accrue_every_s = accrue_every_s
         self._runs: dict[str, tuple] = {}
@@ -79,6 +76,16 @@ class DaemonHooks:
         self._teams: tuple[Team, ...] = ()
         self._findings: tuple[str, ...] = ()
         self._lock = threading.Lock()
+
+    @property
+    def ledger(self):
+        """Opened (and migrated) on first use, which only the leader's cycles reach, so two
+        replicas never run the schema migration at once."""
+        if self._ledger is None and self.ledger_url:
+            from scheduler.ledger import Ledger
+
+            self._ledger = Ledger(self.ledger_url, half_life_s=self.policy.usage_half_life_s)
+        return self._ledger
 
     # ------------------------------------------------------------------ Hooks
 
@@ -183,8 +190,8 @@ class DaemonHooks:
     def close(self) -> None:
         if self.telemetry is not None:
             self.telemetry.stop()
-        if self.ledger is not None:
-            self.ledger.close()
+        if self._ledger is not None:
+            self._ledger.close()
 
 
 class TelemetryThread:

@@ -1,4 +1,5 @@
-"""Where the control-plane binaries live: built by `make control-plane`, cached by version.
+"""Where the control-plane binaries, kubectl and helm live: built by `make control-plane`,
+cached by version.
 
 The versions here must match `scripts/build-control-plane.sh` (a test checks that they do),
 so a version bump in the script is noticed before a stale binary is started.
@@ -13,6 +14,7 @@ from pathlib import Path
 K8S_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.7.3"
 KWOK_VERSION = "v0.8.0"
+HELM_VERSION = "v3.22.0"
 
 VERSIONS: dict[str, str] = {
     "etcd": ETCD_VERSION,
@@ -20,6 +22,8 @@ VERSIONS: dict[str, str] = {
     "kube-apiserver": K8S_VERSION,
     "kube-controller-manager": K8S_VERSION,
     "kube-scheduler": K8S_VERSION,
+    "kubectl": K8S_VERSION,
+    "helm": HELM_VERSION,
 }
 
 
@@ -42,6 +46,8 @@ class Binaries:
     kube_apiserver: Path
     kube_controller_manager: Path
     kube_scheduler: Path
+    kubectl: Path
+    helm: Path
 
 
 def binary(name: str) -> Path:

@@ -1,4 +1,5 @@
-"""`gpufair dev-cluster up | down | env | status`: a local control plane with fake GPU nodes.
+"""`gpufair dev-cluster up | down | env | status | demo`: a local control plane with fake GPU nodes
+(`demo`: the playground of `make demo`, see `scheduler.devcluster.demo`).
 
 `up` starts it detached (pids and logs in the state directory) and prints the kubeconfig
 path on stdout, so `export KUBECONFIG=$(gpufair dev-cluster up)` works; progress goes to
@@ -52,6 +53,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             default=default_state_dir(),
             help="where the cluster keeps certificates, data, logs and pids (default %(default)s)",
         )
+    demo = sub.add_parser(
+        "demo", help="a playground: 16 fake GPU nodes, three teams, the daemon and a mixed workload, live"
+    )
+    demo.add_argument("--seconds", type=float, default=0, help="stop after this long (default 0: at Ctrl-C)")
+    demo.add_argument(
+        "--state-dir",
+        type=Path,
+        default=default_state_dir().with_name(default_state_dir().name + "-demo"),
+        help="the demo cluster's state directory (default %(default)s)",
+    )
+    demo.add_argument("--metrics-port", type=int, default=10260, help="the daemon's /metrics port, if free")
+    demo.add_argument("--keep-state", action="store_true", help="keep logs, ledger and state after the demo")
+    demo.add_argument("--summary-json", type=Path, help="also write the summary here as JSON")
     parser.set_defaults(func=run)
 
 
@@ -128,6 +142,18 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if all(alive.values()) else 1
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from scheduler.devcluster.demo import run_demo
+
+    return run_demo(
+        args.seconds,
+        args.state_dir,
+        metrics_port=args.metrics_port,
+        keep_state=args.keep_state,
+        summary_json=args.summary_json,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run one dev-cluster subcommand; known failures print their fix and return 1."""
     # Imported here so `gpufair validate` does not pay for the Kubernetes client's import.
@@ -135,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     from scheduler.devcluster.cluster import DevClusterError
     from scheduler.devcluster.processes import ProcessFailed
 
-    commands = {"up": _up, "down": _down, "env": _env, "status": _status}
+    commands = {"up": _up, "down": _down, "env": _env, "status": _status, "demo": _demo}
     try:
         return commands[args.dev_command](args)
     except (MissingBinary, DevClusterError, ProcessFailed, InvalidInput, TimeoutError) as exc:

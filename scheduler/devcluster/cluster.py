@@ -59,6 +59,7 @@ CONTROLLERS = (
     "statefulset-controller",
     "job-controller",
     "ttl-after-finished-controller",
+    "validatingadmissionpolicy-status-controller",
 )
 
 START_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kwok", "kube-scheduler")
