@@ -209,3 +209,19 @@ def test_priority_falls_back_to_the_class_then_the_global_default():
     p1["spec"]["priorityClassName"] = "gpufair-production"
     tr = SnapshotBuilder([team("t", "ml")]).build(0.0, [node("n1")], [p1, p2, p3], priority_classes=classes)
     assert {g.id: g.priority for g in tr.snapshot.gangs} == {"ml/a": 100000, "ml/b": -5, "ml/c": 7}
+
+
+def test_ledger_url_comes_from_the_environment_when_no_flag_names_it(monkeypatch):
+    import argparse
+
+    from scheduler.daemon.cli import add_daemon_commands
+
+    parser = argparse.ArgumentParser()
+    add_daemon_commands(parser.add_subparsers(dest="command"))
+    from scheduler.daemon.cli import _config
+
+    monkeypatch.setenv("GPUFAIR_LEDGER_URL", "postgresql+psycopg://u:secret@db/ledger")
+    assert _config(parser.parse_args(["run"])).ledger_url == "postgresql+psycopg://u:secret@db/ledger"
+    assert _config(parser.parse_args(["run", "--ledger", "/tmp/l.db"])).ledger_url == "/tmp/l.db"
+    cfg = _config(parser.parse_args(["run", "--lease-seconds", "6", "--no-leader-elect"]))
+    assert not cfg.leader_elect and cfg.lease_s == 6 and cfg.lease_s > cfg.renew_deadline_s > cfg.retry_s
