@@ -1,11 +1,17 @@
 """The discrete-event replay: a virtual clock, events, and the decision core after each batch.
 
 Events are arrivals, completions, budget-period rollovers, and node failures and
-repairs. After every batch of events at one timestamp the engine builds a Snapshot and
-calls `scheduler.core.decide`, exactly as the daemon does, then carries the decisions
-out: binds start jobs, evictions send jobs back to the queue (restarting from scratch,
-or from their last checkpoint when the job says how often it checkpoints). No policy
-lives here; the engine only keeps time and books.
+repairs. After every batch of events at one timestamp the engine asks the decision
+core for decisions, then carries them out: binds start jobs, evictions send jobs back to
+the queue (restarting from scratch, or from their last checkpoint when the job says how
+often it checkpoints). No policy lives here; the engine only keeps time and books.
+
+The core's input is kept as a `scheduler.core.incremental.Core`, told of each change
+(a job arrives, starts, stops, is evicted; a node fails or is repaired), so a cycle does
+not read the whole cluster and queue again; `Core.decide` runs the same cycle as
+`scheduler.core.decide` and gives the same decisions on the same snapshot
+(`Replay.snapshot` builds it). The per-sample figures (allocation, demand, fragmented
+GPUs) are kept current the same way rather than summed over every job at each sample.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from scheduler.core import Decisions, Gang, Node, Pod, PolicyConfig, Snapshot, Team, TeamUsage, decide
+from scheduler.core import Decisions, Gang, Node, Pod, PolicyConfig, Snapshot, Team, TeamUsage
 from scheduler.core.budget import period_bounds
 from scheduler.core.fairshare import decay
+from scheduler.core.incremental import Core
 from simulator.model import Job, JobRecord, RunResult, Sample, Trace
 
 ARRIVAL, COMPLETION, ROLLOVER, FAILURE, REPAIR = range(5)
@@ -82,16 +89,22 @@ class Replay:
     def run(self) -> RunResult:
         wall = time.perf_counter()
         self._setup()
-        while self.events:
-            now = self.events[0][0]
-            batch = []
-            while self.events and self.events[0][0] == now:
-                batch.append(heapq.heappop(self.events))
+        while self._more():
+            now = self._next_time()
             self._accrue(now)
-            for _, _, kind, payload in batch:
+            # Arrivals first (trace order), then the queued events in the order they were
+            # pushed: the order a single heap would give with every arrival pushed first.
+            batch = 0
+            while self.next_arrival < len(self.arrival_order) and self._arrival_at(self.next_arrival) == now:
+                self._handle(ARRIVAL, self.trace.jobs[self.arrival_order[self.next_arrival]], now)
+                self.next_arrival += 1
+                batch += 1
+            while self.events and self.events[0][0] == now:
+                _, _, kind, payload = heapq.heappop(self.events)
                 self._handle(kind, payload, now)
+                batch += 1
             if self.progress:
-                self.progress(len(batch))
+                self.progress(batch)
             # Evicted victims are gone at once in a replay, so the preemptors can bind
             # in a second cycle at the same instant (the daemon's next cycle).
             for _ in range(3):
@@ -102,7 +115,7 @@ class Replay:
             policy=self.policy,
             trace=self.trace.name,
             gpus=sum(n.gpus for n in self.nodes),
-            jobs=[s.record for s in self.states],
+            jobs=self.records,
             samples=self.samples,
             budgets={t.name: (t.budget.gpu_hours if t.budget else None) for t in self.teams},
             teams=self.teams,
@@ -115,37 +128,62 @@ class Replay:
     def _setup(self) -> None:
         self.team_names = {t.name for t in self.teams}
         self.node_by_name = {n.name: n for n in self.nodes}
+        self.node_pos = {name: i for i, name in enumerate(self.node_by_name)}
         self.healthy = dict(self.node_by_name)
-        self._nodes_changed = True
-        self.states: list[_JobState] = []
-        self.by_id: dict[str, _JobState] = {}
+        self.core = Core(tuple(self.healthy.values()), self.teams, self.config, self.policy)
+        self._nodes_changed = False
+        self.records: list[JobRecord] = []
+        self.by_id: dict[str, _JobState] = {}  # jobs that arrived and have not finished
         self.pending: dict[str, _JobState] = {}
         self.running: dict[str, _JobState] = {}
         self.usage = {t.name: _Usage() for t in self.teams}
         self.running_gpus = dict.fromkeys(self.team_names, 0.0)
+        # Per-sample figures kept current (milli-GPUs, exact): what each team holds and
+        # waits for, what each node's running pods hold, and the pod sizes that wait.
+        self.running_milli = dict.fromkeys(self.team_names, 0)
+        self.pending_milli = dict.fromkeys(self.team_names, 0)
+        self.node_used_milli = np.zeros(len(self.node_by_name), dtype=np.int64)
+        self.pending_pod_sizes: dict[int, int] = {}  # smallest usable free amount -> jobs
+        self._healthy_changed()
         self.last_accrual = 0.0
         self.samples: list[Sample] = []
         self.last_sample = -math.inf
         self.seq = 0
         self.events: list[tuple[float, int, int, object]] = []
-        span = max((j.submit_s + j.duration_s for j in self.trace.jobs), default=0.0)
+        jobs = self.trace.jobs
+        submits = np.fromiter((j.submit_s for j in jobs), dtype=np.float64, count=len(jobs))
+        self.arrival_order = np.argsort(submits, kind="stable")
+        self.arrival_times = submits[self.arrival_order]
+        self.next_arrival = 0
+        span = max((j.submit_s + j.duration_s for j in jobs), default=0.0)
         self.sample_every = (
             self.sample_every_s if self.sample_every_s is not None else max(1.0, span / 20_000)
         )
-        self.arrivals_left = len(self.trace.jobs)
+        self.arrivals_left = len(jobs)
         self.starts = 0
         self.starts_at_rollover: dict[str, int] = {}
-        for job in self.trace.jobs:
+        for job in jobs:
             if job.team not in self.team_names:
                 raise ValueError(f"job {job.job_id}: team {job.team!r} has no GPUTeam in this replay")
-            self._push(job.submit_s, ARRIVAL, job)
         for team in self.teams:
             if team.budget is not None:
                 self._next_rollover(team, 0.0)
         if self.failures is not None:
             for t, kind, name in self.failures.events(self.nodes, span, self.seed):
                 self._push(t, kind, name)
-        self.total_events = len(self.events)
+        self.total_events = len(self.events) + len(jobs)
+
+    def _arrival_at(self, k: int) -> float:
+        return float(self.arrival_times[k])
+
+    def _more(self) -> bool:
+        return bool(self.events) or self.next_arrival < len(self.arrival_order)
+
+    def _next_time(self) -> float:
+        t = self.events[0][0] if self.events else math.inf
+        if self.next_arrival < len(self.arrival_order):
+            t = min(t, self._arrival_at(self.next_arrival))
+        return t
 
     def _push(self, t: float, kind: int, payload: object) -> None:
         self.seq += 1
@@ -196,15 +234,17 @@ class Replay:
             assert isinstance(job, Job)
             record = JobRecord(job.job_id, job.team, job.tier, job.gpus, job.submit_s)
             state = _JobState(job, record, self._pending_gang(job), job.duration_s)
-            self.states.append(state)
+            self.records.append(record)
             self.by_id[job.job_id] = state
-            self.pending[job.job_id] = state
+            self._enqueue(state)
         elif kind == COMPLETION:
             job_id, attempt = payload  # type: ignore[misc]
             state = self.running.get(job_id)
             if state is None or state.attempt != attempt:
                 return  # evicted or killed since: a stale completion
             self._stop(state, now)
+            self.core.remove(job_id)
+            del self.by_id[job_id]
             state.record.end_s = now
         elif kind == ROLLOVER:
             team = next(t for t in self.teams if t.name == payload)
@@ -219,16 +259,52 @@ class Replay:
             name = str(payload)
             node = self.node_by_name[name]
             self.healthy[name] = replace(node, unhealthy_gpus=frozenset(range(node.gpus)))
-            self._nodes_changed = True
+            self._healthy_changed()
             for state in [s for s in self.running.values() if any(p.node == name for p in s.gang.pods)]:
                 self._interrupt(state, now)
         elif kind == REPAIR:
             self.healthy[str(payload)] = self.node_by_name[str(payload)]
-            self._nodes_changed = True
+            self._healthy_changed()
+
+    def _healthy_changed(self) -> None:
+        self._nodes_changed = True
+        self.healthy_gpus = float(sum(n.healthy_gpus for n in self.healthy.values()))
+        self.node_healthy_milli = np.array(
+            [n.healthy_gpus * 1000 for n in self.healthy.values()], dtype=np.int64
+        )
+
+    def _enqueue(self, state: _JobState) -> None:
+        """The job waits (arrived, or back in the queue)."""
+        job = state.job
+        self.pending[job.job_id] = state
+        self.core.put(state.gang)
+        self.pending_milli[job.team] += _milli(job)
+        size = job.gpus_per_pod * 1000 if job.gpus_per_pod else 1
+        self.pending_pod_sizes[size] = self.pending_pod_sizes.get(size, 0) + 1
+
+    def _dequeue(self, state: _JobState) -> None:
+        job = state.job
+        del self.pending[job.job_id]
+        self.pending_milli[job.team] -= _milli(job)
+        size = job.gpus_per_pod * 1000 if job.gpus_per_pod else 1
+        left = self.pending_pod_sizes[size] - 1
+        if left:
+            self.pending_pod_sizes[size] = left
+        else:
+            del self.pending_pod_sizes[size]
+
+    def _hold(self, state: _JobState, sign: int) -> None:
+        """Count (sign +1) or uncount (-1) what a running job holds, per team and node."""
+        job = state.job
+        self.running_milli[job.team] += sign * _milli(job)
+        each = job.gpus_per_pod * 1000 + job.gpu_milli
+        for p in state.gang.pods:
+            self.node_used_milli[self.node_pos[p.node]] += sign * each  # type: ignore[index]
 
     def _stop(self, state: _JobState, now: float) -> None:
         del self.running[state.job.job_id]
         self.running_gpus[state.job.team] -= state.job.gpus
+        self._hold(state, -1)
 
     def _interrupt(self, state: _JobState, now: float) -> None:
         """Evicted or lost to a failure: back to the queue, losing work since the last checkpoint."""
@@ -240,7 +316,7 @@ class Replay:
         state.remaining_s = max(0.0, state.remaining_s - kept)
         self._stop(state, now)
         state.gang = self._pending_gang(state.job)
-        self.pending[state.job.job_id] = state
+        self._enqueue(state)
 
     # ------------------------------------------------------------------ cycle
 
@@ -255,17 +331,23 @@ class Replay:
             u.period_hours += gpus * dt / 3600.0
         self.last_accrual = now
 
-    def _snapshot(self, now: float) -> Snapshot:
-        gangs = tuple(s.gang for s in self.running.values()) + tuple(s.gang for s in self.pending.values())
-        usage = {n: TeamUsage(u.decayed, u.period_hours) for n, u in self.usage.items()}
-        if self._nodes_changed:  # the same tuple while nothing failed lets the core reuse its topology
-            self._node_tuple = tuple(self.healthy.values())
+    def _usage_now(self) -> dict[str, TeamUsage]:
+        return {n: TeamUsage(u.decayed, u.period_hours) for n, u in self.usage.items()}
+
+    def snapshot(self, now: float) -> Snapshot:
+        """The snapshot the next cycle decides on (`decide` on it gives the cycle's decisions)."""
+        self._sync_nodes()
+        return self.core.snapshot(self.trace.epoch_s + now, self._usage_now())
+
+    def _sync_nodes(self) -> None:
+        if self._nodes_changed:
+            self.core.set_nodes(tuple(self.healthy.values()))
             self._nodes_changed = False
-        return Snapshot(self.trace.epoch_s + now, self._node_tuple, self.teams, gangs, usage)
 
     def _cycle(self, now: float) -> bool:
         """One decision cycle; True when it evicted something (so another may bind)."""
-        d = decide(self._snapshot(now), self.config, self.policy)
+        self._sync_nodes()
+        d = self.core.decide(self.trace.epoch_s + now, self._usage_now())
         self.last_decisions = d
         self._apply(d, now)
         return bool(d.evictions)
@@ -280,7 +362,8 @@ class Replay:
             placed.setdefault(b.gang, {})[b.pod] = (b.node, b.gpu_indices)
         start = self.trace.epoch_s + now
         for gid, pods in placed.items():
-            state = self.pending.pop(gid)
+            state = self.pending[gid]
+            self._dequeue(state)
             # Whole GPUs are interchangeable (the device plugin picks them, not the
             # scheduler): only a shared GPU's slot is worth remembering.
             shared = state.job.gpu_milli > 0
@@ -303,23 +386,20 @@ class Replay:
                 state.record.start_s = now
             self.running[gid] = state
             self.running_gpus[state.job.team] += state.job.gpus
+            self.core.put(state.gang)
+            self._hold(state, +1)
             self._push(now + state.remaining_s, COMPLETION, (gid, state.attempt))
 
     # ------------------------------------------------------------------ samples
 
     def _sample(self, now: float) -> None:
-        if now - self.last_sample < self.sample_every and self.events:
+        if now - self.last_sample < self.sample_every and self._more():
             return
         self.last_sample = now
-        allocated = dict.fromkeys(self.team_names, 0.0)
-        demand = dict.fromkeys(self.team_names, 0.0)
-        for s in self.running.values():
-            allocated[s.job.team] += s.job.gpus
-        for s in (*self.running.values(), *self.pending.values()):
-            demand[s.job.team] += s.job.gpus
+        allocated = {t: self.running_milli[t] / 1000.0 for t in self.team_names}
+        demand = {t: (self.running_milli[t] + self.pending_milli[t]) / 1000.0 for t in self.team_names}
         d = getattr(self, "last_decisions", None)
         share = {t: (d.teams[t].fair_share_gpus if d else 0.0) for t in self.team_names}
-        healthy = float(sum(n.healthy_gpus for n in self.healthy.values()))
         busy = sum(allocated.values())
         self.samples.append(
             Sample(
@@ -330,7 +410,7 @@ class Replay:
                 busy_gpus=busy,
                 fragmented_gpus=self._fragmented(),
                 budget_used={n: u.period_hours for n, u in self.usage.items()},
-                healthy_gpus=healthy,
+                healthy_gpus=self.healthy_gpus,
             )
         )
 
@@ -338,16 +418,14 @@ class Replay:
         """Free GPUs that no waiting job's pod could use (free but too scattered)."""
         if not self.pending:
             return 0.0
-        used: dict[str, float] = {}
-        for s in self.running.values():
-            for p in s.gang.pods:
-                used[p.node] = used.get(p.node, 0.0) + p.gpu_amount  # type: ignore[index]
-        smallest = min(
-            (s.job.gpus_per_pod if s.job.gpus_per_pod else 0.001 for s in self.pending.values()),
-            default=1,
-        )
-        free = np.array([n.healthy_gpus - used.get(n.name, 0.0) for n in self.healthy.values()])
-        return float(free[(free > 0) & (free < smallest)].sum())
+        smallest = min(self.pending_pod_sizes)
+        free = self.node_healthy_milli - self.node_used_milli
+        return float(free[(free > 0) & (free < smallest)].sum()) / 1000.0
+
+
+def _milli(job: Job) -> int:
+    """Milli-GPUs of the whole job (exact, so running sums never drift)."""
+    return job.pods * (job.gpus_per_pod * 1000 + job.gpu_milli)
 
 
 def replay(

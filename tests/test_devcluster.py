@@ -335,6 +335,7 @@ def test_clients_and_controllers_survive_an_apiserver_restart(kube_cluster: Kube
     eventually(
         lambda: policy.read_namespaced_pod_disruption_budget("after", ns).status.current_healthy == 1,
         what="PDB status after restart",
+        timeout_s=120,  # the controller manager's informers back off (up to 30 s, jittered) while it was down
     )
     core.delete_namespace(ns)
 

@@ -108,6 +108,22 @@ class ClusterState:
         self.journal: list[tuple[int, Held]] = []
         self._refresh(np.arange(n))
 
+    def copy(self) -> ClusterState:
+        """A state with the same nodes and the same free capacity, free to change on its own.
+
+        The node-derived parts that never change in a cycle (names, topology, models) are
+        shared; what placement and release change is copied."""
+        other = object.__new__(ClusterState)
+        for name in ("names", "index", "usable", "schedulable", "models", "model_id", "levels"):
+            setattr(other, name, getattr(self, name))
+        other.domains, other.domain_names = self.domains, self.domain_names
+        mutable = ("free", "cpu_free", "mem_free", "anon_mask", "overcommitted", "whole_free", "total_free")
+        for name in mutable:
+            setattr(other, name, getattr(self, name).copy())
+        other.change_log = []
+        other.journal = []
+        return other
+
     # ------------------------------------------------------------ derived columns
 
     def _refresh(self, idx: np.ndarray) -> None:

@@ -11,16 +11,17 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from scheduler.core import reasons
 from scheduler.core.budget import BudgetState, budget_state
-from scheduler.core.cluster import ClusterState, Held, Shape
+from scheduler.core.cluster import Held, Shape
 from scheduler.core.config import PolicyConfig
 from scheduler.core.fairshare import fairshare_factors, water_fill
-from scheduler.core.intake import read_running
+from scheduler.core.incremental import Core
 from scheduler.core.model import (
     Bind,
     Decisions,
@@ -35,10 +36,11 @@ from scheduler.core.model import (
     Tier,
 )
 from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, Placement, place_gang
-from scheduler.core.policies import Policy, get_policy
+from scheduler.core.policies import Policy
 from scheduler.core.preemption import Candidates, Plan, Victim, plan_preemption
 from scheduler.core.scoring import SCORERS, Fragmentation, ShapeCache, WorkloadMix
 from scheduler.core.tiers import effective_tiers
+from scheduler.core.waiting import GangClass, Lane, PendingLog, View, merged_run, problems_in_order
 
 _EPS = 1e-6
 
@@ -47,7 +49,13 @@ def decide(
     snapshot: Snapshot, config: PolicyConfig | None = None, policy: str | Policy = "gpufair"
 ) -> Decisions:
     """Run one decision cycle. Same snapshot, config and policy: same decisions."""
-    return _Cycle(snapshot, config or PolicyConfig(), get_policy(policy)).run()
+    d = Core.from_snapshot(snapshot, config, policy).decide(snapshot.now_s, snapshot.usage)
+    return replace(d, pending=tuple(d.pending))
+
+
+def run_cycle(core: Core, now_s: float, usage: Mapping[str, TeamUsage]) -> Decisions:
+    """One cycle on a Core's input (what `decide` and `Core.decide` both run)."""
+    return _Cycle(core, now_s, usage).run()
 
 
 @dataclass(slots=True)
@@ -66,33 +74,31 @@ class _Waiting:
 class _Outcome:
     binds: list[Bind] = field(default_factory=list)
     evictions: list[Eviction] = field(default_factory=list)
-    pending: list[Pending] = field(default_factory=list)
+    pending: PendingLog = field(default_factory=PendingLog)
     nominations: dict[str, str] = field(default_factory=dict)
 
 
 class _Cycle:
-    def __init__(self, snap: Snapshot, config: PolicyConfig, policy: Policy) -> None:
-        self.snap = snap
-        self.config = config
-        self.policy = policy
-        self.now = snap.now_s
-        self.teams = list(snap.teams)
-        self.team_index = {t.name: i for i, t in enumerate(self.teams)}
+    def __init__(self, core: Core, now_s: float, usage_of: Mapping[str, TeamUsage]) -> None:
+        self.core = core
+        self.config = config = core.config
+        self.policy = policy = core.policy
+        self.now = now_s
+        self.teams = list(core.teams)
+        self.team_index = core.team_index
         n_teams = len(self.teams)
         self.sink = n_teams  # per-team arrays have one more slot, for gangs without a team
-        usage = [snap.usage.get(t.name, TeamUsage()) for t in self.teams]
+        usage = [usage_of.get(t.name, TeamUsage()) for t in self.teams]
         self.budgets: list[BudgetState] = [
             budget_state(t.budget, u, self.now) for t, u in zip(self.teams, usage, strict=True)
         ]
-        self.state = ClusterState(snap.nodes, config)
-        self.max_node_gpus = int(self.state.usable.max()) if self.state.node_count else 0
+        self.state = core.base.copy()
+        self.max_node_gpus = core.max_node_gpus
         self.out = _Outcome()
         self._read_running()
         self._read_waiting()
         self.demand = self._team_sum(self.run_gpus, self.run_tier == Tier.TRAINING)
-        for w in self.waiting:
-            if w.problem is None and w.tier is Tier.TRAINING:
-                self.demand[w.team] += w.gpus + sum(p.gpu_amount for p in w.extras)
+        self.demand += self.waiting_demand_milli / 1000.0
         self.share = np.zeros(n_teams + 1)
         self._divide_training_capacity()
         decayed = [u.decayed_gpu_seconds for u in usage]
@@ -121,6 +127,10 @@ class _Cycle:
         so a production gang that cannot start takes nothing from the training teams."""
         n = len(self.teams)
         capacity = max(0.0, self.state.healthy_gpus() - float(self.prod.sum()))
+        key = (capacity, self.demand[:n].tobytes())
+        if key == getattr(self, "_divided", None):
+            return  # the same input as last time: the same shares
+        self._divided = key
         self.share[:n] = water_fill(
             capacity,
             [t.weight for t in self.teams],
@@ -153,9 +163,7 @@ class _Cycle:
         )
 
     def _read_running(self) -> None:
-        run, self.waiting_gangs = read_running(
-            self.snap.gangs, self.team_index, self.sink, self.state.index, self.now
-        )
+        run = self.core.running.table(self.now)
         self.rt = run
         self.run_team = run.team
         self.run_tier = self._tiers(run.priority, run.team)
@@ -184,23 +192,108 @@ class _Cycle:
         self.run_pod_milli = run.pod_gpus * 1000 + run.pod_milli
 
     def _read_waiting(self) -> None:
+        """Views of the waiting classes and singles: tier, request or problem, once per class."""
         self._requests: dict[tuple, GangRequest] = {}
         self._shapes: dict[tuple[int, int, int, int], Shape] = {}
-        gangs = [g for _, g in self.waiting_gangs]
+        store = self.core.waiting
+        classes = list(store.classes.values())
+        singles = list(store.singles.values())
+        n = len(self.teams) + 1
         teams = np.fromiter(
-            (self.team_index.get(g.team, self.sink) for g in gangs),
-            dtype=np.int64,
-            count=len(gangs),
+            (self.team_index.get(c.team, self.sink) for c in classes), dtype=np.int64, count=len(classes)
         )
-        prios = np.fromiter((g.priority for g in gangs), dtype=np.int64, count=len(gangs))
-        tiers = self._tiers(prios, teams)
+        prios = np.fromiter((c.priority for c in classes), dtype=np.int64, count=len(classes))
+        tiers = self._tiers(prios, teams).tolist()
+        s_teams = np.fromiter(
+            (self.team_index.get(g.team, self.sink) for g, _ in singles), dtype=np.int64, count=len(singles)
+        )
+        s_prios = np.fromiter((g.priority for g, _ in singles), dtype=np.int64, count=len(singles))
+        s_tiers = self._tiers(s_prios, s_teams).tolist()
         scav = self._scavenging()
-        self.waiting = []
-        self.pending_pods = np.zeros(len(self.teams) + 1, dtype=np.int64)
-        for gang, t, tier in zip(gangs, teams.tolist(), tiers.tolist(), strict=True):
+        self.views: list[View] = []
+        self.pending_pods = np.zeros(n, dtype=np.int64)
+        self.waiting_demand_milli = np.zeros(n, dtype=np.int64)
+        self.mix_waiting: Counter[tuple[int, int, int, int]] = Counter()
+        for c, t, tier in zip(classes, teams.tolist(), tiers, strict=True):
+            v = self._class_view(c, t, Tier(tier), bool(scav[t]))
+            count = len(c)
+            self.pending_pods[t] += count * c.pods
+            if v.problem is None and v.tier is Tier.TRAINING:
+                self.waiting_demand_milli[t] += count * c.milli
+            if v.tier is not Tier.SCAVENGER:
+                for shape in c.shapes:
+                    self.mix_waiting[shape] += count
+            self.views.append(v)
+        for (gang, seq), t, tier in zip(singles, s_teams.tolist(), s_tiers, strict=True):
             w = self._waiting(gang, t, Tier(tier), bool(scav[t]))
             self.pending_pods[t] += len(w.need) + len(w.extras)
-            self.waiting.append(w)
+            if w.problem is None and w.tier is Tier.TRAINING:
+                self.waiting_demand_milli[t] += sum(p.gpus * 1000 + p.gpu_milli for p in (*w.need, *w.extras))
+            if w.tier is not Tier.SCAVENGER:
+                for p in (*w.need, *w.extras):
+                    self.mix_waiting[(p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib)] += 1
+            key = [(gang.submit_s, gang.id)]
+            problem = w.problem
+            self.views.append(
+                View(
+                    t,
+                    w.tier,
+                    w.gpus,
+                    key,
+                    [gang.id],
+                    [gang],
+                    [seq],
+                    w.request,
+                    None if problem is None else (lambda _g, p=problem: p),
+                    w,
+                )
+            )
+
+    def _class_view(self, c: GangClass, t: int, tier: Tier, scavenging: bool) -> View:
+        """What `_waiting` finds for each gang of the class, found once for all of them."""
+        cfg = self.config
+        gang = c.sample
+        v = View(t, tier, c.gpus, c.keys, c.ids, c.gangs, c.seqs)
+        team, budget = self.teams[t], self.budgets[t]
+        blocked = (
+            self.policy.budgets
+            and budget.exhausted
+            and not scavenging
+            and (tier is not Tier.PRODUCTION or cfg.budget_applies_to_production)
+        )
+        if blocked:
+            text = reasons.budget_blocked(team, budget)
+            v.problem = lambda g: Pending(g.id, "BudgetBlocked", text)
+            return v
+        widest = CLUSTER_LEVEL
+        if gang.topology_required is not None or gang.topology_preferred is not None:
+            for label in (gang.topology_required, gang.topology_preferred):
+                if label is not None and cfg.level_index(label) is None:
+                    v.problem = lambda g, label=label: Pending(
+                        g.id, "Invalid", reasons.unknown_level(g, label, cfg)
+                    )
+                    return v
+            if gang.topology_required is not None:
+                widest = cfg.level_index(gang.topology_required)  # type: ignore[assignment]
+        biggest = c.biggest
+        if biggest > self.max_node_gpus:
+            largest = self.max_node_gpus
+
+            def too_large(g: Gang) -> Pending:
+                too_big = next(p for p in g.pods if p.gpus == biggest)
+                return Pending(g.id, "TooLarge", reasons.too_large(too_big, largest))
+
+            v.problem = too_large
+            return v
+        shapes = c.shape_objs
+        key = (shapes, gang.gpu_models, widest)
+        v.request = self._requests.get(key)
+        if v.request is None:
+            v.request = GangRequest(
+                shapes, self.state.model_mask(gang.gpu_models), widest, None, cfg.whole_node_gpus
+            )
+            self._requests[key] = v.request
+        return v
 
     def _waiting(self, gang: Gang, t: int, tier: Tier, scavenging: bool) -> _Waiting:
         cfg = self.config
@@ -275,13 +368,8 @@ class _Cycle:
 
     def _workload_mix(self) -> WorkloadMix:
         """Pod types (GPUs, share, CPU, memory) of the waiting and running pods, counted."""
-        shapes: Counter[tuple[int, int, int, int]] = Counter()
-        # Scavenger work is left out: it must not steer where in-budget work goes.
-        for w in self.waiting:
-            if w.tier is Tier.SCAVENGER:
-                continue
-            for p in (*w.need, *w.extras):
-                shapes[(p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib)] += 1
+        # Scavenger work is left out (see _read_waiting): it must not steer where in-budget work goes.
+        shapes: Counter[tuple[int, int, int, int]] = Counter(self.mix_waiting)
         rt = self.rt
         gpu_rows = np.nonzero((rt.pod_gpus > 0) | (rt.pod_milli > 0))[0]
         if gpu_rows.size:
@@ -374,32 +462,41 @@ class _Cycle:
             self.run_pod_gang[pods],
             self.run_pod_milli[pods],
             self._victim,
+            self._acceptable(w),
         )
 
     def _accept_for(self, w: _Waiting):
         if w.tier is Tier.PRODUCTION:
-            return lambda chosen, v: True
+            return lambda taken, v: True
 
-        def accept(chosen: list[Victim], v: Victim) -> bool:
+        def accept(taken: Mapping[str, float], v: Victim) -> bool:
             if v.tier is Tier.SCAVENGER:
                 return True
             t = int(self.run_team[v.ref])
-            taken = sum(c.gpus for c in chosen if c.team == v.team and c.tier is Tier.TRAINING)
-            return self.alloc[t] - taken - v.gpus >= self.share[t] - _EPS
+            return self.alloc[t] - taken.get(v.team, 0) - v.gpus >= self.share[t] - _EPS
 
         return accept
+
+    def _acceptable(self, w: _Waiting) -> np.ndarray:
+        """Per running gang: whether `_accept_for(w)` takes it when nothing else is chosen yet."""
+        if w.tier is Tier.PRODUCTION:
+            return np.ones(len(self.run_team), dtype=bool)
+        alloc, share = self.alloc[self.run_team], self.share[self.run_team]
+        return (self.run_tier == Tier.SCAVENGER) | (alloc - self.run_gpus >= share - _EPS)
 
     # ------------------------------------------------------------------ passes
 
     def run(self) -> Decisions:
-        for w in self.waiting:
-            if w.problem is not None:
-                self.out.pending.append(w.problem)
-        ready = [w for w in self.waiting if w.problem is None]
+        problems = [v for v in self.views if v.problem is not None]
+        if problems:
+            self.out.pending.extend_lazy(problems_in_order(problems))
+        ready = [v for v in self.views if v.problem is None]
         if self.policy.ordering == "fifo":
             self._fifo_pass(ready)
         else:
-            by_tier = {tier: [w for w in ready if w.tier is tier] for tier in Tier}
+            by_tier: dict[Tier, list[View]] = {tier: [] for tier in Tier}
+            for v in ready:
+                by_tier[v.tier].append(v)
             self._simple_pass(by_tier[Tier.PRODUCTION], preempt=True)
             self._divide_training_capacity()
             self._training_pass(by_tier[Tier.TRAINING])
@@ -409,45 +506,94 @@ class _Cycle:
         return Decisions(
             tuple(self.out.binds),
             tuple(self.out.evictions),
-            tuple(self.out.pending),
+            self.out.pending.freeze(),  # type: ignore[arg-type]
             self._team_status(),
             dict(self.out.nominations),
         )
 
     @staticmethod
-    def _queue_key(w: _Waiting) -> tuple:
-        return (-w.gang.priority, w.gang.submit_s, w.gang.id)
+    def _member(v: View, i: int) -> _Waiting:
+        """The i-th gang of a view, as the passes handle it."""
+        if v.waiting is not None:
+            return v.waiting
+        gang = v.gangs[i]
+        return _Waiting(gang, v.team, v.tier, gang.pods, (), v.gpus, v.request)
 
-    def _simple_pass(self, queue: list[_Waiting], preempt: bool, demoted: np.ndarray | None = None) -> None:
+    def _doomed(self, v: View, preempt: bool, reclaim: bool) -> bool:
+        """Whether trying a gang of `v` now can only fail, changing nothing: its request
+        found no room since the last eviction, and it may not, or already failed to,
+        preempt. Binds only take room away, so this holds until the next eviction."""
+        if v.waiting is not None or self._failed.get(id(v.request)) != self._releases:
+            return False
+        if not (preempt and self.policy.preemption and self.config.preemption_enabled):
+            return True
+        if self._preemptors >= self.config.max_preemptors_per_cycle:
+            return True
+        key = (v.tier, v.team if v.tier is Tier.TRAINING else -1, reclaim, id(v.request))
+        return self._no_victims.get(key) == self._releases
+
+    def _waits_why(self, v: View) -> tuple[str, str]:
+        """The reason a doomed gang of `v` gets (what `_schedule` would say)."""
+        code, text = self._diagnose(v.request)
+        return code, self._with_context(_Waiting(v.gangs[0], v.team, v.tier, (), (), v.gpus), text)
+
+    def _simple_pass(self, queue: list[View], preempt: bool, demoted: np.ndarray | None = None) -> None:
         """Priority then age; gangs of `demoted` teams (over budget) after all others."""
         last = demoted if demoted is not None else np.zeros(len(self.teams) + 1, dtype=bool)
-        for w in sorted(queue, key=lambda w: (bool(last[w.team]), *self._queue_key(w))):
-            self._schedule(w, preempt=preempt, reclaim=False)
-
-    def _fifo_pass(self, queue: list[_Waiting]) -> None:
-        blocker: _Waiting | None = None
-        for w in sorted(queue, key=lambda w: (w.gang.submit_s, w.gang.id)):
-            if blocker is not None:
-                self.out.pending.append(Pending(w.gang.id, "QueuedBehind", reasons.behind(blocker.gang)))
+        lane = Lane(queue, lambda v: (bool(last[v.team]), -v.gangs[0].priority))
+        while lane:
+            if self._doomed(lane.head(), preempt, False):
+                runs = lane.skip(lambda v: not self._doomed(v, preempt, False))
+                self.out.pending.extend_lazy(merged_run(runs, self._waits_why))
                 continue
-            if not self._schedule(w, preempt=False, reclaim=False):
-                blocker = w
+            v, i = lane.pop()
+            self._schedule(self._member(v, i), preempt=preempt, reclaim=False)
 
-    def _training_pass(self, queue: list[_Waiting]) -> None:
-        queues: dict[int, list[_Waiting]] = {}
-        for w in sorted(queue, key=self._queue_key, reverse=True):
-            queues.setdefault(w.team, []).append(w)  # reversed: pop() takes the head
+    def _fifo_pass(self, queue: list[View]) -> None:
+        lane = Lane(queue, lambda v: ())
+        while lane:
+            v, i = lane.pop()
+            w = self._member(v, i)
+            if not self._schedule(w, preempt=False, reclaim=False):
+                behind = ("QueuedBehind", reasons.behind(w.gang))
+                self.out.pending.extend_lazy(merged_run(lane.rest(), lambda _v, b=behind: b))
+
+    def _training_pass(self, queue: list[View]) -> None:
+        by_team: dict[int, list[View]] = {}
+        for v in queue:
+            by_team.setdefault(v.team, []).append(v)
+        queues = {t: Lane(views, lambda v: (-v.gangs[0].priority,)) for t, views in by_team.items()}
+        queues = {t: lane for t, lane in queues.items() if lane}
         dominant = self.policy.ordering == "dominant-share"
         totals = (
             max(self.state.healthy_gpus(), 1),
             max(float(self.state.cpu_free.clip(min=0).sum() + self.alloc_cpu.sum()), 1.0),
             max(float(self.state.mem_free.clip(min=0).sum() + self.alloc_mem.sum()), 1.0),
         )
+        reclaim_on = self.policy.reclaim and self.config.reclaim_enabled
 
         def key(t: int) -> tuple:
             if dominant:
                 return (self._dominant(t, totals), self.teams[t].name)
-            return self._fair_key(t, queues[t][-1])
+            return self._fair_key(t, queues[t].head().gpus)
+
+        def over_cap(t: int, gpus: float) -> bool:
+            cap = self.teams[t].max_gpus
+            return cap is not None and self.alloc[t] + gpus > cap + _EPS
+
+        def below(t: int, gpus: float) -> bool:
+            return self.alloc[t] + gpus <= self.share[t] + _EPS
+
+        def doomed(t: int, v: View) -> bool:
+            if v.waiting is not None:
+                return False
+            return over_cap(t, v.gpus) or self._doomed(v, True, below(t, v.gpus) and reclaim_on)
+
+        def why(v: View) -> tuple[str, str]:
+            t = v.team
+            if over_cap(t, v.gpus):
+                return "OverMaxGPUs", reasons.over_cap(self.teams[t], self.alloc[t], v.gpus)
+            return self._waits_why(v)
 
         # Teams in a heap by how much they deserve the next GPUs. Only the team that was
         # served changes its key, except when evictions lower other teams' holdings:
@@ -456,25 +602,27 @@ class _Cycle:
         heapq.heapify(heap)
         while heap:
             _, t = heapq.heappop(heap)
-            w = queues[t].pop()
+            lane = queues[t]
             evicted_before = self._releases
-            cap = self.teams[t].max_gpus
-            if cap is not None and self.alloc[t] + w.gpus > cap + _EPS:
-                self.out.pending.append(
-                    Pending(
-                        w.gang.id,
-                        "OverMaxGPUs",
-                        reasons.over_cap(self.teams[t], self.alloc[t], w.gpus),
-                    )
-                )
+            head = lane.head()
+            if doomed(t, head):
+                # Nothing changes while gangs fail, so this team stays first until a gang
+                # that may succeed, or (when it came first by being below its share) a
+                # gang that would take it above: pass over all before that in one step.
+                if not dominant and below(t, head.gpus):
+                    runs = lane.skip(lambda v, t=t: not doomed(t, v) or not below(t, v.gpus))
+                else:
+                    runs = lane.skip(lambda v, t=t: not doomed(t, v))
+                self.out.pending.extend_lazy(merged_run(runs, why))
             else:
-                under = self.alloc[t] + w.gpus <= self.share[t] + _EPS
-                self._schedule(
-                    w,
-                    preempt=True,
-                    reclaim=under and self.policy.reclaim and self.config.reclaim_enabled,
-                )
-            if not queues[t]:
+                v, i = lane.pop()
+                w = self._member(v, i)
+                if over_cap(t, w.gpus):
+                    text = reasons.over_cap(self.teams[t], self.alloc[t], w.gpus)
+                    self.out.pending.append(Pending(w.gang.id, "OverMaxGPUs", text))
+                else:
+                    self._schedule(w, preempt=True, reclaim=below(t, w.gpus) and reclaim_on)
+            if not lane:
                 del queues[t]
             if self._releases != evicted_before:
                 heap = [(key(u), u) for u in queues]
@@ -482,9 +630,9 @@ class _Cycle:
             elif t in queues:
                 heapq.heappush(heap, (key(t), t))
 
-    def _fair_key(self, t: int, head: _Waiting) -> tuple:
+    def _fair_key(self, t: int, head_gpus: float) -> tuple:
         share = self.share[t]
-        below = self.alloc[t] + head.gpus <= share + _EPS
+        below = self.alloc[t] + head_gpus <= share + _EPS
         ratio = self.alloc[t] / share if share > _EPS else math.inf
         return (0 if below else 1, -self.factor[t], ratio, self.teams[t].name)
 
@@ -606,7 +754,17 @@ class _Cycle:
             takeable = float(cand.pod_milli[scav].sum()) / 1000.0
             slack = np.maximum(self.alloc - self.share, 0.0)
             slack[[w.team, self.sink]] = 0.0
-            takeable += float(slack.sum())
+            if free + takeable + float(slack.sum()) < w.gpus - _EPS:
+                return False
+            # Tighter: a training victim is accepted only while its team stays at or above
+            # its share, so one larger than its team's slack is never taken, and no team
+            # gives more than its slack (see _accept_for).
+            gangs = np.unique(cand.pod_gang[~scav])
+            if gangs.size:
+                team, gpus = self.run_team[gangs], self.run_gpus[gangs]
+                alone = gpus <= slack[team] + _EPS
+                most = np.bincount(team[alone], weights=gpus[alone], minlength=len(self.teams) + 1)
+                takeable += float(np.minimum(slack + _EPS, most).sum())
         return free + takeable >= w.gpus - _EPS
 
     def _evict(self, w: _Waiting, plan: Plan) -> None:

@@ -49,14 +49,22 @@ def water_fill(
         {b / w for b, w in zip(base, weights, strict=True)}
         | {lim / w for lim, w in zip(limits, weights, strict=True) if math.isfinite(lim)}
     )
-    lo, f_lo = 0.0, filled(0.0)
+    # `filled` never falls as the level rises: a binary search finds the first bend that
+    # reaches capacity, with the same arithmetic as walking the bends one by one.
+    first, last = 0, len(points)
+    while first < last:
+        mid = (first + last) // 2
+        if filled(points[mid]) >= capacity:
+            last = mid
+        else:
+            first = mid + 1
+    lo = points[first - 1] if first > 0 else 0.0
+    f_lo = filled(lo)
     level = None
-    for p in points:
+    if first < len(points):
+        p = points[first]
         f_p = filled(p)
-        if f_p >= capacity:
-            level = p if f_p == f_lo else lo + (capacity - f_lo) * (p - lo) / (f_p - f_lo)
-            break
-        lo, f_lo = p, f_p
+        level = p if f_p == f_lo else lo + (capacity - f_lo) * (p - lo) / (f_p - f_lo)
     if level is None:  # past every bend: only teams with no limit still rise
         slope = sum(w for w, lim in zip(weights, limits, strict=True) if not math.isfinite(lim))
         level = lo + (capacity - f_lo) / slope

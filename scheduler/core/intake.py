@@ -131,3 +131,169 @@ def read_running(
         indices=indices,
     )
     return table, waiting
+
+
+def _known_rows(gang: Gang, node_index: dict[str, int]) -> list[Pod] | None:
+    """The gang's bound pods on known nodes (the table's rows), or None when no pod is bound."""
+    pods = gang.pods
+    if len(pods) == 1:
+        pod = pods[0]
+        if pod.node is None:
+            return None
+        return [pod] if pod.node in node_index else []
+    bound = [p for p in pods if p.node is not None]
+    if not bound:
+        return None
+    return [p for p in bound if p.node in node_index]
+
+
+_GANG_COLS = (
+    "team",
+    "priority",
+    "gpus",
+    "cpu",
+    "mem",
+    "start_known",
+    "min_runtime",
+    "checkpoint",
+    "evictable",
+)
+_POD_COLS = ("pod_node", "pod_gpus", "pod_milli", "pod_cpu", "pod_mem", "pod_indexed")
+_DTYPES = {
+    "team": np.int64,
+    "priority": np.int64,
+    "evictable": bool,
+    "pod_indexed": bool,
+    "pod_node": np.int64,
+    "pod_gpus": np.int64,
+    "pod_milli": np.int64,
+    "pod_cpu": np.int64,
+    "pod_mem": np.int64,
+}
+
+
+class RunningStore:
+    """The running table kept current gang by gang, in the order gangs were added.
+
+    `table(now)` gives the same RunningTable that `read_running` builds from the same
+    gangs in the same order, without reading every running gang again each cycle."""
+
+    def __init__(self, team_index: dict[str, int], sink: int, node_index: dict[str, int]) -> None:
+        self.team_index, self.sink, self.node_index = team_index, sink, node_index
+        self.ids: list[str] = []
+        self.gangs: list[Gang] = []
+        self.sizes = np.zeros(0, dtype=np.int64)
+        for name in (*_GANG_COLS, *_POD_COLS):
+            setattr(self, name, np.zeros(0, dtype=_DTYPES.get(name, np.float64)))
+        self.pod_names: list[str] = []
+        self.pod_slots: list[tuple[int, ...]] = []
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def load(self, gangs: Sequence[Gang]) -> list[tuple[int, Gang]]:
+        """Replace the contents with `gangs` read all at once (far cheaper than adding them
+        one by one); returns the (position, gang) of those with pending pods."""
+        table, waiting = read_running(gangs, self.team_index, self.sink, self.node_index, np.inf)
+        self.ids = [g.id for g in table.gangs]
+        self.gangs = list(table.gangs)
+        self.sizes = np.diff(table.offsets)
+        for name in _GANG_COLS:
+            if name != "start_known":
+                setattr(self, name, np.asarray(getattr(table, name), dtype=_DTYPES.get(name, np.float64)))
+        self.start_known = table.start
+        for name in _POD_COLS:
+            if name != "pod_indexed":
+                setattr(self, name, getattr(table, name))
+        self.pod_indexed = np.zeros(len(table.pod_names), dtype=bool)
+        self.pod_indexed[list(table.indices)] = True
+        self.pod_names = list(table.pod_names)
+        self.pod_slots = [()] * len(self.pod_names)
+        for row, slots in table.indices.items():
+            self.pod_slots[row] = slots
+        return waiting
+
+    def add(self, gang: Gang) -> bool:
+        """Append `gang` if it has a bound pod; False (nothing added) when it has none."""
+        rows = _known_rows(gang, self.node_index)
+        if rows is None:
+            return False
+        amount = 0.0
+        cpu = mem = 0.0
+        known = np.inf
+        for p in rows:
+            amount += p.gpus + p.gpu_milli / 1000.0
+            cpu += p.cpu_milli
+            mem += p.memory_mib
+            if p.start_s is not None and p.start_s < known:
+                known = p.start_s
+        gang_vals = {
+            "team": self.team_index.get(gang.team, self.sink),
+            "priority": gang.priority,
+            "gpus": amount,
+            "cpu": cpu,
+            "mem": mem,
+            "start_known": known,
+            "min_runtime": np.nan if gang.min_runtime_s is None else gang.min_runtime_s,
+            "checkpoint": np.nan if gang.checkpoint_s is None else gang.checkpoint_s,
+            "evictable": gang.evictable,
+        }
+        for name, value in gang_vals.items():
+            col = getattr(self, name)
+            setattr(self, name, np.append(col, np.array([value], dtype=col.dtype)))
+        self.sizes = np.append(self.sizes, len(rows))
+        if rows:
+            pod_vals = {
+                "pod_node": [self.node_index[p.node] for p in rows],  # type: ignore[index]
+                "pod_gpus": [p.gpus for p in rows],
+                "pod_milli": [p.gpu_milli for p in rows],
+                "pod_cpu": [p.cpu_milli for p in rows],
+                "pod_mem": [p.memory_mib for p in rows],
+                "pod_indexed": [bool(p.gpu_indices) for p in rows],
+            }
+            for name, values in pod_vals.items():
+                col = getattr(self, name)
+                setattr(self, name, np.concatenate([col, np.array(values, dtype=col.dtype)]))
+            self.pod_names.extend(p.name for p in rows)
+            self.pod_slots.extend(p.gpu_indices for p in rows)
+        self.ids.append(gang.id)
+        self.gangs.append(gang)
+        return True
+
+    def remove(self, gang_id: str) -> None:
+        g = self.ids.index(gang_id)
+        start = int(self.sizes[:g].sum())
+        stop = start + int(self.sizes[g])
+        for name in _GANG_COLS:
+            setattr(self, name, np.delete(getattr(self, name), g))
+        if stop > start:
+            for name in _POD_COLS:
+                setattr(self, name, np.delete(getattr(self, name), np.s_[start:stop]))
+            del self.pod_names[start:stop], self.pod_slots[start:stop]
+        self.sizes = np.delete(self.sizes, g)
+        del self.ids[g], self.gangs[g]
+
+    def table(self, now: float) -> RunningTable:
+        offsets = np.zeros(len(self.ids) + 1, dtype=np.int64)
+        np.cumsum(self.sizes, out=offsets[1:])
+        indexed = np.nonzero(self.pod_indexed)[0].tolist()
+        return RunningTable(
+            gangs=self.gangs,
+            team=self.team,
+            priority=self.priority,
+            gpus=self.gpus,
+            cpu=self.cpu,
+            mem=self.mem,
+            start=np.minimum(self.start_known, now),
+            min_runtime=self.min_runtime,
+            checkpoint=self.checkpoint,
+            evictable=self.evictable,
+            offsets=offsets,
+            pod_node=self.pod_node,
+            pod_gpus=self.pod_gpus,
+            pod_milli=self.pod_milli,
+            pod_cpu=self.pod_cpu,
+            pod_mem=self.pod_mem,
+            pod_names=self.pod_names,
+            indices={row: self.pod_slots[row] for row in indexed},
+        )

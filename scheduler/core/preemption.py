@@ -10,7 +10,7 @@ and rolled back; the engine applies the plan it is handed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,9 +65,13 @@ class Candidates:
     pod_gang: np.ndarray
     pod_milli: np.ndarray
     victim: Callable[[int], Victim]
+    # Per running gang: whether `accept` takes it when nothing is chosen yet (None: unknown).
+    # Choosing more only makes accept stricter, so no plan ever holds a gang marked False.
+    acceptable: np.ndarray | None = None
 
 
-Accept = Callable[[Sequence[Victim], Victim], bool]
+# accept(training GPUs already chosen per team, victim): may this victim be taken too?
+Accept = Callable[[Mapping[str, float], Victim], bool]
 
 
 def plan_preemption(
@@ -81,6 +85,8 @@ def plan_preemption(
     """The cheapest set of victims whose eviction lets `req` be placed, or None."""
     if cand.pod_node.size == 0:
         return None
+    if not _could_fit(state, req, cand, np.unique(cand.pod_gang), req.pinned):
+        return None  # not even with every victim that may be taken gone, anywhere
     levels = list(range(len(state.levels) - 1, req.widest_level - 1, -1))
     if req.widest_level == CLUSTER_LEVEL:
         levels.append(CLUSTER_LEVEL)
@@ -171,19 +177,24 @@ def _plan_in(
     within: np.ndarray | None,
     level: int,
 ) -> Plan | None:
-    gangs = _victim_order(state, req, cand, within)
+    gangs = _victim_order(state, req, cand, within)[:MAX_VICTIMS_TRIED]
+    if not _could_fit(state, req, cand, gangs, within):
+        return None
     mark = state.mark()
     room = _Room(state, req, within)
     chosen: list[Victim] = []
+    taken: dict[str, float] = {}  # training GPUs chosen per team, in the order chosen
     fitted = False
-    for g in gangs[:MAX_VICTIMS_TRIED]:
+    for g in gangs:
         v = cand.victim(int(g))
-        if not accept(chosen, v):
+        if not accept(taken, v):
             continue
         for h in v.held:
             state.release(h)
         room.update(v.nodes)
         chosen.append(v)
+        if v.tier is Tier.TRAINING:
+            taken[v.team] = taken.get(v.team, 0) + v.gpus
         if room.fits():
             fitted = True
             break
@@ -211,6 +222,32 @@ def _plan_in(
     if placed is None:
         return None
     return Plan(tuple(chosen), sum(v.lost_gpu_seconds for v in chosen), level)
+
+
+def _could_fit(
+    state: ClusterState, req: GangRequest, cand: Candidates, gangs: np.ndarray, within: np.ndarray | None
+) -> bool:
+    """False when the request cannot fit even with every victim `accept` might take out of
+    `gangs` gone at once: then trying them one by one cannot succeed either (room only
+    grows as victims go), and the walk is skipped. GPUs alone bound the room here."""
+    if cand.acceptable is None or any(not (s.gpus or s.milli) for s in req.counts):
+        return True
+    ok_gangs = gangs[cand.acceptable[gangs]]
+    pods = np.nonzero(np.isin(cand.pod_gang, ok_gangs))[0]
+    n = state.node_count
+    milli = cand.pod_milli[pods]
+    slots = np.bincount(cand.pod_node[pods], weights=-(-milli // 1000), minlength=n).astype(np.int64)
+    whole = np.minimum(state.whole_free + slots, state.usable)
+    total = state.total_free + np.bincount(cand.pod_node[pods], weights=milli, minlength=n).astype(np.int64)
+    ok = state.schedulable & ~state.overcommitted
+    for mask in (req.model_ok, req.pinned, within):
+        if mask is not None:
+            ok = ok & mask
+    for s, c in req.counts.items():
+        cap = whole // s.gpus if s.gpus else total // s.milli
+        if int(cap[ok].sum()) < c:
+            return False
+    return True
 
 
 _TIER_PENALTY = 1e15  # any number of scavenger victims before one training victim

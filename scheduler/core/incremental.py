@@ -1,0 +1,127 @@
+"""The decision core's input kept current change by change, for callers that decide often.
+
+`decide(snapshot)` reads the whole snapshot every cycle. A caller that decides after
+every few changes (the simulator, after each batch of events; a daemon, after each
+watch event) can keep a `Core` instead: tell it what changed (`put` a new or changed
+gang, `remove` a finished one, `set_nodes`), then call `Core.decide(now, usage)`. It
+runs the very same cycle as `decide`, on the same input as `decide(core.snapshot(...))`,
+and gives the same decisions; only the reading of the input is incremental. The Core is
+an explicit object the caller owns and passes around, not hidden state: `decide` itself
+builds a fresh one from its snapshot each time.
+
+Gang order matters where the policy breaks ties between running gangs, so the Core keeps
+the order of a snapshot: a gang that is put again (bound, evicted) moves to the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from scheduler.core.cluster import ClusterState
+from scheduler.core.config import PolicyConfig
+from scheduler.core.errors import InvalidInput
+from scheduler.core.intake import RunningStore
+from scheduler.core.model import Decisions, Gang, Node, Snapshot, Team, TeamUsage
+from scheduler.core.policies import Policy, get_policy
+from scheduler.core.waiting import WaitingStore
+
+
+def _waits(gang: Gang) -> bool:
+    """Whether the gang has a pod not yet bound (as `read_running` splits them)."""
+    pods = gang.pods
+    if len(pods) == 1:
+        return pods[0].node is None
+    return any(p.node is None for p in pods)
+
+
+class Core:
+    """Nodes, teams and gangs, kept as the cycle reads them. See the module doc."""
+
+    def __init__(
+        self,
+        nodes: Iterable[Node],
+        teams: Iterable[Team],
+        config: PolicyConfig | None = None,
+        policy: str | Policy = "gpufair",
+    ) -> None:
+        self.config = config or PolicyConfig()
+        self.policy = get_policy(policy)
+        self.teams = tuple(teams)
+        self.team_index = {t.name: i for i, t in enumerate(self.teams)}
+        self.sink = len(self.teams)
+        self.gangs: dict[str, Gang] = {}  # snapshot order
+        self.seq: dict[str, int] = {}
+        self._next_seq = 0
+        self.waiting = WaitingStore(frozenset(self.team_index))
+        self._set_nodes(tuple(nodes), reload=False)
+
+    @classmethod
+    def from_snapshot(
+        cls, snap: Snapshot, config: PolicyConfig | None = None, policy: str | Policy = "gpufair"
+    ) -> Core:
+        core = cls(snap.nodes, snap.teams, config, policy)
+        for gang in snap.gangs:
+            if gang.id in core.gangs:
+                raise InvalidInput(
+                    f"gang {gang.id!r}",
+                    "id",
+                    "two gangs of the snapshot share this id",
+                    "give each gang its own id",
+                )
+            core.gangs[gang.id] = gang
+        core.seq = {gid: n for n, gid in enumerate(core.gangs)}
+        core._next_seq = len(core.gangs)
+        waiting = core.running.load(snap.gangs)
+        core.waiting.load([(pos, gang) for pos, gang in waiting])
+        return core
+
+    # ------------------------------------------------------------------ changes
+
+    def _set_nodes(self, nodes: tuple[Node, ...], reload: bool = True) -> None:
+        self.nodes = nodes
+        self.base = ClusterState(nodes, self.config)  # free capacity before any running pod
+        self.max_node_gpus = int(self.base.usable.max()) if self.base.node_count else 0
+        self.running = RunningStore(self.team_index, self.sink, self.base.index)
+        if reload:
+            self.running.load(tuple(self.gangs.values()))
+
+    def set_nodes(self, nodes: Iterable[Node]) -> None:
+        """New node list (a node failed, was repaired, joined or left)."""
+        self._set_nodes(tuple(nodes))
+
+    def put(self, gang: Gang) -> None:
+        """A new gang, or a new version of one (bound, evicted, changed); it moves to the end."""
+        old = self.gangs.pop(gang.id, None)
+        if old is not None:
+            self._drop(old)
+        self.gangs[gang.id] = gang
+        self.seq[gang.id] = self._next_seq
+        self._next_seq += 1
+        self.running.add(gang)
+        if _waits(gang):
+            self.waiting.add(gang, self.seq[gang.id])
+
+    def remove(self, gang_id: str) -> None:
+        """The gang is gone (finished, deleted)."""
+        old = self.gangs.pop(gang_id)
+        del self.seq[gang_id]
+        self._drop(old)
+
+    def _drop(self, gang: Gang) -> None:
+        if any(p.node is not None for p in gang.pods):
+            self.running.remove(gang.id)
+        if _waits(gang):
+            self.waiting.remove(gang)
+
+    # ------------------------------------------------------------------ deciding
+
+    def snapshot(self, now_s: float, usage: Mapping[str, TeamUsage] | None = None) -> Snapshot:
+        """The snapshot this Core stands for: `decide` on it gives what `self.decide` gives."""
+        return Snapshot(now_s, self.nodes, self.teams, tuple(self.gangs.values()), dict(usage or {}))
+
+    def decide(self, now_s: float, usage: Mapping[str, TeamUsage] | None = None) -> Decisions:
+        """One decision cycle on the current input. `pending` is a LazyPending: the reasons
+        for long runs of look-alike waiting gangs are built when first read."""
+        from scheduler.core.engine import run_cycle
+
+        return run_cycle(self, now_s, usage or {})
