@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from scheduler.core.fairshare import water_fill
+from scheduler.core.fairshare import entitled_shares
 from scheduler.core.model import Team
 from simulator.model import TIERS, JobRecord, RunResult, Sample
 
@@ -110,22 +110,6 @@ def team_names(result: RunResult) -> tuple[str, ...]:
         names.update(s.demand)
         names.update(s.budget_used)
     return tuple(sorted(names))
-
-
-def entitled_shares(healthy: float, demand: dict[str, float], teams: dict[str, Team]) -> dict[str, float]:
-    """The yardstick share of each team with demand: water_fill of the healthy GPUs."""
-    names = [n for n, d in demand.items() if d > 0]
-    if not names:
-        return {}
-    cfg = [teams.get(n) for n in names]
-    shares = water_fill(
-        healthy,
-        [1.0 if c is None else c.weight for c in cfg],
-        [demand[n] for n in names],
-        [0.0 if c is None else c.guaranteed_gpus for c in cfg],
-        [None if c is None else c.max_gpus for c in cfg],
-    )
-    return dict(zip(names, shares, strict=True))
 
 
 def _column(samples: Sequence[Sample], field: str, name: str, missing: float) -> np.ndarray:

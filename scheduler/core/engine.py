@@ -249,19 +249,22 @@ class _Cycle:
                 )
             )
 
+    def _budget_blocked(self, t: int, tier: Tier, scavenging: bool) -> bool:
+        """Over budget with `block` (or scavenging not possible): the team's work waits."""
+        return bool(
+            self.policy.budgets
+            and self.budgets[t].exhausted
+            and not scavenging
+            and (tier is not Tier.PRODUCTION or self.config.budget_applies_to_production)
+        )
+
     def _class_view(self, c: GangClass, t: int, tier: Tier, scavenging: bool) -> View:
         """What `_waiting` finds for each gang of the class, found once for all of them."""
         cfg = self.config
         gang = c.sample
         v = View(t, tier, c.gpus, c.keys, c.ids, c.gangs, c.seqs)
         team, budget = self.teams[t], self.budgets[t]
-        blocked = (
-            self.policy.budgets
-            and budget.exhausted
-            and not scavenging
-            and (tier is not Tier.PRODUCTION or cfg.budget_applies_to_production)
-        )
-        if blocked:
+        if self._budget_blocked(t, tier, scavenging):
             text = reasons.budget_blocked(team, budget)
             v.problem = lambda g: Pending(g.id, "BudgetBlocked", text)
             return v
@@ -315,13 +318,7 @@ class _Cycle:
             w.problem = Pending(gang.id, "GangIncomplete", reasons.incomplete(gang, required))
             return w
         team, budget = self.teams[t], self.budgets[t]
-        blocked = (
-            self.policy.budgets
-            and budget.exhausted
-            and not scavenging
-            and (tier is not Tier.PRODUCTION or cfg.budget_applies_to_production)
-        )
-        if blocked:
+        if self._budget_blocked(t, tier, scavenging):
             w.problem = Pending(gang.id, "BudgetBlocked", reasons.budget_blocked(team, budget))
             return w
         widest = CLUSTER_LEVEL

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scheduler.core.model import Team
 
 
 def decay(value: float, elapsed_s: float, half_life_s: float) -> float:
@@ -84,3 +88,22 @@ def fairshare_factors(weights: Sequence[float], decayed_usage: Sequence[float]) 
         used = u / total_u if total_u > 0 else 0.0
         out.append(math.pow(2.0, -used / share) if share > 0 else 0.0)
     return out
+
+
+def entitled_shares(
+    healthy: float, demand: Mapping[str, float], teams: Mapping[str, Team]
+) -> dict[str, float]:
+    """The yardstick of fairness reports: each team with demand gets its water-filled share
+    of the healthy GPUs (a team not in `teams` weighs 1, with no floor or cap)."""
+    names = [n for n, d in demand.items() if d > 0]
+    if not names:
+        return {}
+    cfg = [teams.get(n) for n in names]
+    shares = water_fill(
+        healthy,
+        [1.0 if c is None else c.weight for c in cfg],
+        [demand[n] for n in names],
+        [0.0 if c is None else c.guaranteed_gpus for c in cfg],
+        [None if c is None else c.max_gpus for c in cfg],
+    )
+    return dict(zip(names, shares, strict=True))

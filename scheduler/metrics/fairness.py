@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from scheduler.core.fairshare import water_fill
+from scheduler.core.fairshare import entitled_shares
 from scheduler.core.model import Decisions, Snapshot, Team
 
 # A waiting pod with no whole GPU counts as needing this much (as the simulator does).
@@ -30,24 +30,6 @@ class ClusterView:
     @property
     def allocated_gpus(self) -> float:
         return float(sum(self.allocated.values()))
-
-
-def entitled_shares(
-    healthy: float, demand: Mapping[str, float], teams: Mapping[str, Team]
-) -> dict[str, float]:
-    """Each team with demand: its water-filled share of `healthy` (unknown teams weigh 1)."""
-    names = [n for n, d in demand.items() if d > 0]
-    if not names:
-        return {}
-    cfg = [teams.get(n) for n in names]
-    shares = water_fill(
-        healthy,
-        [1.0 if c is None else c.weight for c in cfg],
-        [demand[n] for n in names],
-        [0.0 if c is None else c.guaranteed_gpus for c in cfg],
-        [None if c is None else c.max_gpus for c in cfg],
-    )
-    return dict(zip(names, shares, strict=True))
 
 
 def jain_index(
