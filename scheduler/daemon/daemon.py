@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from scheduler.core import decide
-from scheduler.core.model import Bind, Decisions, Gang, TeamUsage
+from scheduler.core.model import Bind, Decisions, Eviction, Gang, TeamUsage
 from scheduler.core.policies import get_policy
 from scheduler.daemon.actuator import Actuator, Outcome
 from scheduler.daemon.cache import Cache
@@ -49,6 +49,8 @@ class Hooks(Protocol):
 
     def started(self, gang: Gang, tier: str, now: float) -> None: ...
 
+    def evicted(self, evictions: list[Eviction], now: float) -> None: ...
+
     def close(self) -> None: ...
 
 
@@ -69,6 +71,9 @@ class NoHooks:
         pass
 
     def started(self, gang: Gang, tier: str, now: float) -> None:
+        pass
+
+    def evicted(self, evictions: list[Eviction], now: float) -> None:
         pass
 
     def close(self) -> None:
@@ -288,7 +293,6 @@ class Daemon:
             if pod is None:
                 continue
             victims[ev.preemptor].add(ev.pod)
-            self.explainer.preempted(pod, ev)
             calls.append((self.actuator.evict, (pod,)))
             log.info("evicting %s (gang %s) for %s: %s", ev.pod, ev.gang, ev.preemptor, ev.reason)
         outcomes = self.actuator.run_all(-10, calls)  # before any queued bind
@@ -298,6 +302,11 @@ class Daemon:
             if o.result in ("pdb_blocked", "error"):
                 refused.add(o.pod)
         self.hooks.acted("evict", outcomes)
+        done = {o.pod for o in outcomes if o.result in ("ok", "gone")}
+        for ev in decisions.evictions:
+            if ev.pod in done and ev.pod in tr.pods:  # said once it happened, never for a refusal
+                self.worker.submit(f"preempted:{ev.pod}", self.explainer.preempted, tr.pods[ev.pod], ev)
+        self.hooks.evicted([ev for ev in decisions.evictions if ev.pod in done], now)
         for gang, pods in victims.items():
             # Hold the preemptor only while victims that were really evicted still leave;
             # a refused eviction (a PodDisruptionBudget) sends it back to the next cycle.

@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from scheduler.core.config import PolicyConfig
-from scheduler.core.model import Decisions, Gang, Team, TeamUsage
+from scheduler.core.model import Decisions, Eviction, Gang, Team, TeamUsage
 from scheduler.core.tiers import tier_by_priority
 from scheduler.daemon.actuator import Outcome
 from scheduler.daemon.translate import Translation
@@ -26,8 +26,8 @@ log = logging.getLogger("gpufair.hooks")
 
 
 def _gang_runs(tr: Translation, policy: PolicyConfig) -> dict[str, tuple]:
-    """Running gangs of known teams as ledger runs, by a run id unique over time (gang id
-    and the earliest pod start), so a gang restarted after eviction is a new run."""
+    """Running gangs of known teams as ledger runs, keyed by gang id; the ledger tells runs of
+    one id apart by their start, so a gang restarted after eviction is a new run."""
     from scheduler.ledger import GangRun
 
     runs = {}
@@ -106,8 +106,6 @@ class DaemonHooks:
     def cycle_done(self, tr: Translation, decisions: Decisions, seconds: float) -> None:
         now = tr.snapshot.now_s
         self.metrics.observe_cycle(decisions, tr.snapshot, seconds)
-        if self.ledger is not None and decisions.evictions:
-            self.metrics.observe_preemptions(self.ledger.record_evictions(now, decisions.evictions))
         if self.ledger is not None and now - self._last_accrual >= self.accrue_every_s:
             self.accrue(tr, now)
         if self.telemetry is not None:
@@ -171,6 +169,11 @@ class DaemonHooks:
             for line in findings:
                 log.warning("telemetry: %s", line)
             self._findings = findings
+
+    def evicted(self, evictions: list[Eviction], now: float) -> None:
+        """Evictions the API carried out (a PDB-refused one is not a preemption)."""
+        if self.ledger is not None and evictions:
+            self.metrics.observe_preemptions(self.ledger.record_evictions(now, evictions))
 
     def acted(self, kind: str, outcomes: list[Outcome]) -> None:
         for o in outcomes:
