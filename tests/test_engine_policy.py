@@ -327,3 +327,21 @@ def test_unhealthy_gpus_shrink_capacity_and_shares():
     assert [b.gang for b in d.binds] == ["a/h"]
     assert all(i >= 4 for b in d.binds for i in b.gpu_indices)
     assert d.teams["a"].fair_share_gpus == pytest.approx(4)
+
+
+def test_idle_gpus_from_telemetry_are_in_the_team_status_and_the_reason():
+    """Node telemetry's idle-but-held GPUs reach the policy through TeamUsage: the team's
+    status carries them and a waiting gang of that team is told it holds idle GPUs."""
+    held = [running(gang(f"r{i}", "vision", gpus=8), f"n{i:02d}") for i in range(2)]
+    snap = snapshot(
+        nodes(2),
+        teams(("vision", 1), ("nlp", 1)),
+        [*held, gang("more", "vision", gpus=8)],
+        usage={"vision": TeamUsage(idle_gpus=6.0)},
+    )
+    d = decide(snap, PolicyConfig(), "gpufair")
+    assert d.teams["vision"].idle_gpus == 6.0 and d.teams["nlp"].idle_gpus == 0.0
+    reason = d.pending_reason("more").reason
+    assert "team vision holds 16 GPUs" in reason and "6 GPUs of what it holds idle" in reason
+    quiet = decide(replace(snap, usage={}), PolicyConfig(), "gpufair").pending_reason("more").reason
+    assert "idle" not in quiet

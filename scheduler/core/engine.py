@@ -102,6 +102,7 @@ class _Cycle:
         self.share = np.zeros(n_teams + 1)
         self._divide_training_capacity()
         decayed = [u.decayed_gpu_seconds for u in usage]
+        self.idle = [u.idle_gpus for u in usage]
         self.factor = (
             fairshare_factors([t.weight for t in self.teams], decayed)
             if policy.history and self.teams
@@ -809,7 +810,7 @@ class _Cycle:
         key = (text, w.team, float(self.alloc[w.team]), float(self.share[w.team]))
         hit = self._contexts.get(key)
         if hit is None:
-            hit = reasons.with_share(text, self.teams[w.team].name, key[2], key[3])
+            hit = reasons.with_share(text, self.teams[w.team].name, key[2], key[3], self.idle[w.team])
             self._contexts[key] = hit
         return hit
 
@@ -832,5 +833,6 @@ class _Cycle:
                 budget_left_gpu_hours=b.left_gpu_hours,
                 budget_exhausted=b.exhausted,
                 budget_resets_s=b.resets_s,
+                idle_gpus=self.idle[t],
             )
         return out

@@ -123,10 +123,12 @@ class Team:
 
 @dataclass(frozen=True, slots=True)
 class TeamUsage:
-    """What the ledger knows of a team: decayed history and this period's use."""
+    """What the shell knows of a team: decayed history and this period's use (the ledger),
+    and GPUs its pods hold that node telemetry reports idle (the node agents)."""
 
     decayed_gpu_seconds: float = 0.0
     period_gpu_hours: float = 0.0
+    idle_gpus: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +339,7 @@ class TeamStatus:
     budget_left_gpu_hours: float | None
     budget_exhausted: bool
     budget_resets_s: float | None
+    idle_gpus: float = 0.0  # held but idle, as telemetry reports it
 
 
 @dataclass(frozen=True, slots=True)

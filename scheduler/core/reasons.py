@@ -118,8 +118,11 @@ def evicted(victim: Victim, preemptor: Gang, tier: Tier, kind: str) -> str:
     return f"gang {victim.gang} evicted: {why}"
 
 
-def with_share(text: str, team: str, allocated: float, share: float) -> str:
-    return f"{text}; team {team} holds {gpus(allocated)}, its fair share is {gpus(share)}"
+def with_share(text: str, team: str, allocated: float, share: float, idle: float = 0.0) -> str:
+    held = f"{text}; team {team} holds {gpus(allocated)}, its fair share is {gpus(share)}"
+    if idle >= 1:  # worth saying: the team could free these itself
+        held += f" ({gpus(idle)} of what it holds idle, by node telemetry)"
+    return held
 
 
 def diagnose(state: ClusterState, cache: ShapeCache, req: GangRequest) -> tuple[str, str]:

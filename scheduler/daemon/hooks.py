@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from scheduler.core.config import PolicyConfig
@@ -75,6 +76,7 @@ class DaemonHooks:
         self._waited: set[str] = set()
         self._teams: tuple[Team, ...] = ()
         self._findings: tuple[str, ...] = ()
+        self._idle_by_team: dict[str, float] = {}
         self._lock = threading.Lock()
 
     @property
@@ -90,12 +92,18 @@ class DaemonHooks:
     # ------------------------------------------------------------------ Hooks
 
     def usage(self, now_s: float, teams: tuple[Team, ...]) -> dict[str, TeamUsage]:
+        """The ledger's budgets and decayed usage, with telemetry's idle GPUs per team."""
         self._teams = teams
-        if self.ledger is None:
-            return {}
-        if not self._usage or now_s - self._last_accrual >= self.accrue_every_s:
+        if self.ledger is not None and (not self._usage or now_s - self._last_accrual >= self.accrue_every_s):
             self._usage = self.ledger.usage(now_s, teams)
-        return self._usage
+        if not self._idle_by_team:
+            return self._usage
+        return {
+            t.name: replace(
+                self._usage.get(t.name, TeamUsage()), idle_gpus=self._idle_by_team.get(t.name, 0.0)
+            )
+            for t in teams
+        }
 
     def unhealthy(self) -> dict[str, list[int]]:
         if self.telemetry is None:
@@ -153,6 +161,7 @@ class DaemonHooks:
                 per_team[team] += idle_held * gpus / held
         for team in {t.name for t in tr.snapshot.teams}:
             self.metrics.set_idle_gpus(team, per_team.get(team, 0.0))
+        self._idle_by_team = dict(per_team)
 
     def _telemetry_health(self, tr: Translation, now: float) -> None:
         """Stale nodes and telemetry that disagrees with the node objects: a metric, and a
