@@ -95,7 +95,7 @@ def start_scheduler(which: str, cluster: DevCluster, log: Path) -> subprocess.Po
             "--log-format",
             "text",
             "--log-level",
-            "WARNING",
+            "INFO",
         ]
     else:
         argv = [

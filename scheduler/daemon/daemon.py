@@ -190,6 +190,7 @@ class Daemon:
 
     def run(self) -> None:
         """The loop; returns after `stop()`."""
+        started = time.time()
         self.start()
         was_leader = False
         self.stats.last_cycle_at = time.time()
@@ -214,7 +215,15 @@ class Daemon:
                 self.stats.last_cycle_at = time.time()
                 continue
             try:
-                self.cycle()
+                decisions = self.cycle()
+                if self.stats.cycles == 1:
+                    log.info(
+                        "first cycle %.2fs after start: %d binds, %d evictions, %d gangs pending",
+                        time.time() - started,
+                        len(decisions.binds),
+                        len(decisions.evictions),
+                        len(decisions.pending),
+                    )
             except Exception:
                 log.exception("decision cycle failed; the next one starts from the cache again")
             self.stats.last_cycle_at = time.time()

@@ -120,11 +120,14 @@ class Kube:
         return _parse(data)
 
     def list(self, path: str, page: int = 500) -> tuple[list[dict[str, Any]], str]:
-        """All objects and the list's resourceVersion, read in pages."""
+        """All objects and the list's resourceVersion. Like client-go's reflectors, the first
+        page asks for resourceVersion 0, which the API server answers whole from its watch
+        cache (no paging, no etcd read); a server without the cache pages as usual."""
         items: list[dict[str, Any]] = []
         token = None
         while True:
-            out = self.request("GET", path, {"limit": page, "continue": token})
+            query = {"limit": page, "continue": token} if token else {"limit": page, "resourceVersion": "0"}
+            out = self.request("GET", path, query)
             items.extend(out.get("items") or [])
             token = (out.get("metadata") or {}).get("continue")
             if not token:
