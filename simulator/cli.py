@@ -15,7 +15,6 @@ from scheduler.core.policies import POLICIES
 from simulator.cluster_spec import nodes_for_gpus, nodes_from_csv, nodes_from_spec
 from simulator.engine import FailureModel, Replay
 from simulator.model import Trace
-from simulator.report import side_by_side_table, write_report
 from simulator.summary import write_outputs
 from simulator.teams import team_of, teams_for_trace
 from simulator.traces import FORMATS, TraceOptions, read_trace
@@ -159,6 +158,8 @@ def _replay(args: argparse.Namespace) -> int:
 
             path, step = write_openmetrics(result, replay.observations, Path(args.openmetrics), trace.epoch_s)
             print(f"openmetrics: {path}{lookback_note(step)}")
+    from simulator.report import side_by_side_table, write_report  # matplotlib: only when replaying
+
     print(side_by_side_table(summaries))
     report = write_report(results, summaries, out)
     print(f"report: {report}")
