@@ -19,6 +19,7 @@ import yaml
 from scheduler.daemon.config import DaemonConfig
 from scheduler.daemon.daemon import Daemon
 from scheduler.daemon.kube import Kube, KubeError, api_client_from
+from scheduler.devcluster.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CRDS = ROOT / "deploy" / "crds"
@@ -198,14 +199,6 @@ class InProcessDaemon:
     def __exit__(self, *exc: object) -> None:
         self.daemon.stop()
         self.thread.join(timeout=10)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def daemon_process(kubeconfig: str | Path, identity: str, log: Path, *extra: str) -> subprocess.Popen:

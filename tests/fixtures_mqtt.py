@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from scheduler.devcluster.processes import free_port
+
 SCHEDULER_IDENTITY = "gpufair:scheduler"
 TEST_NODES = ("gpu-a", "gpu-b")
 PASSWORD_USER = "gpu-pw"
@@ -40,12 +42,6 @@ def _need(binary: str, env: str) -> str:
             f"or point {env} at the binary"
         )
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _openssl(*args: str, cwd: Path) -> None:

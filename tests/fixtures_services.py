@@ -14,7 +14,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,13 +28,9 @@ from typing import Any
 import pytest
 import yaml
 
+from scheduler.devcluster.processes import free_port
+
 STARTUP_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def require_binary(name: str, candidates: list[str], package: str) -> str:

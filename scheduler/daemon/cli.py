@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,6 @@ def _config(args: argparse.Namespace) -> DaemonConfig:
             renew_deadline_s=args.lease_seconds * 2 / 3,
             retry_s=max(0.2, args.lease_seconds / 7.5),
         )
-    from dataclasses import replace
-
     return check(replace(cfg, **changes))
 
 

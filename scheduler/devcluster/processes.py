@@ -27,6 +27,11 @@ class ProcessFailed(RuntimeError):
     """A control-plane process exited or did not become ready; the message holds its log tail."""
 
 
+def free_port() -> int:
+    """One free TCP port on 127.0.0.1 (for a service a test starts)."""
+    return free_ports(1)[0]
+
+
 def free_ports(n: int) -> list[int]:
     """`n` distinct free TCP ports on 127.0.0.1 (held together while chosen, so no repeats)."""
     socks = []
