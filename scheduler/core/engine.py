@@ -289,14 +289,7 @@ class _Cycle:
 
             v.problem = too_large
             return v
-        shapes = c.shape_objs
-        key = (shapes, gang.gpu_models, widest)
-        v.request = self._requests.get(key)
-        if v.request is None:
-            v.request = GangRequest(
-                shapes, self.state.model_mask(gang.gpu_models), widest, None, cfg.whole_node_gpus
-            )
-            self._requests[key] = v.request
+        v.request = self._shared_request(c.shape_objs, gang.gpu_models, widest)
         return v
 
     def _waiting(self, gang: Gang, t: int, tier: Tier, scavenging: bool) -> _Waiting:
@@ -347,15 +340,19 @@ class _Cycle:
                 shapes, self.state.model_mask(gang.gpu_models), widest, pinned, cfg.whole_node_gpus
             )
             return w
-        # Many waiting gangs look alike: share one request (and its mask) between them.
-        key = (shapes, gang.gpu_models, widest)
-        w.request = self._requests.get(key)
-        if w.request is None:
-            w.request = GangRequest(
-                shapes, self.state.model_mask(gang.gpu_models), widest, None, cfg.whole_node_gpus
-            )
-            self._requests[key] = w.request
+        w.request = self._shared_request(shapes, gang.gpu_models, widest)
         return w
+
+    def _shared_request(self, shapes: tuple[Shape, ...], models: frozenset[str], widest: int) -> GangRequest:
+        """Many waiting gangs look alike: they share one request (and its node mask)."""
+        key = (shapes, models, widest)
+        request = self._requests.get(key)
+        if request is None:
+            request = GangRequest(
+                shapes, self.state.model_mask(models), widest, None, self.config.whole_node_gpus
+            )
+            self._requests[key] = request
+        return request
 
     def _shape(self, pod: Pod) -> Shape:
         key = (pod.gpus, pod.gpu_milli, pod.cpu_milli, pod.memory_mib)

@@ -366,29 +366,27 @@ class Daemon:
         return done
 
     def _explain(self, tr: Translation, decisions: Decisions, now: float) -> None:
-        pending = {p.gang: p for p in decisions.pending}
         live: set[str] = set()
-        for gang, why in tr.invalid.items():
+
+        def waiting(gang: str, code: str, why: str) -> None:
+            """Queues the reason for each of the gang's pods that is not bound."""
             for key in tr.gang_pods.get(gang, ()):
                 pod = tr.pods.get(key)
                 if pod is not None and not pod["spec"].get("nodeName"):
                     live.add(key)
-                    self.worker.submit(key, self.explainer.pending, pod, "Invalid", why, now)
+                    self.worker.submit(key, self.explainer.pending, pod, code, why, now)
+
+        for gang, why in tr.invalid.items():
+            waiting(gang, "Invalid", why)
         for gang, (victims, _since) in self.preempting.items():
             left = sum(1 for v in victims if self.cache["pods"].get(v) is not None)
-            why = f"preempting: waiting for {left} evicted pod(s) to terminate before binding"
-            for key in tr.gang_pods.get(gang, ()):
-                pod = tr.pods.get(key)
-                if pod is not None and not pod["spec"].get("nodeName"):
-                    live.add(key)
-                    self.worker.submit(key, self.explainer.pending, pod, "Preempting", why, now)
-        for gang, p in pending.items():
-            for key in tr.gang_pods.get(gang, ()):
-                pod = tr.pods.get(key)
-                if pod is None or pod["spec"].get("nodeName"):
-                    continue
-                live.add(key)
-                self.worker.submit(key, self.explainer.pending, pod, p.code, p.reason, now)
+            waiting(
+                gang,
+                "Preempting",
+                f"preempting: waiting for {left} evicted pod(s) to terminate before binding",
+            )
+        for p in decisions.pending:
+            waiting(p.gang, p.code, p.reason)
         team_problems = {p.name: p.message for p in tr.problems if p.kind == "GPUTeam"}
         for obj in self.cache["gputeams"].values():
             name = obj["metadata"]["name"]

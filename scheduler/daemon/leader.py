@@ -16,18 +16,13 @@ import time
 from datetime import UTC, datetime
 
 from scheduler.daemon.kube import Kube, KubeError
+from scheduler.daemon.translate import timestamp
 
 log = logging.getLogger("gpufair.leader")
 
 
 def _micro(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse(text: str | None) -> float:
-    if not text:
-        return 0.0
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 class LeaderElector:
@@ -120,13 +115,13 @@ class LeaderElector:
             return True
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity")
-        renewed = _parse(spec.get("renewTime"))
+        renewed = timestamp(spec.get("renewTime")) or 0.0
         duration = float(spec.get("leaseDurationSeconds") or self.lease_s)
         mine = holder == self.identity
         if not mine and holder and now - renewed < duration:
             return False
         transitions = int(spec.get("leaseTransitions") or 0) + (0 if mine else 1)
-        acquire = _parse(spec.get("acquireTime")) if mine else now
+        acquire = timestamp(spec.get("acquireTime")) or 0.0 if mine else now
         lease["spec"] = self._spec(now, acquire, transitions)
         try:
             self.kube.request("PUT", f"{self.path}/{self.name}", body=lease)
