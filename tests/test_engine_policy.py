@@ -182,6 +182,24 @@ def test_minimum_runtime_protects_young_gangs_from_reclaim():
     assert decide(_reclaim_case(started=60, min_runtime=30.0)).evictions != ()
 
 
+def test_reclaim_waits_until_the_gang_has_waited_reclaim_after():
+    snap = _reclaim_case()  # a's gangs have waited 3,500 s, 3,499 s and 3,498 s
+    held_back = decide(snap, PolicyConfig(reclaim_after_s=3600.0))
+    assert held_back.evictions == ()
+    assert "once it has waited 1h" in held_back.pending_reason("a/p0").reason
+    d = decide(snap, PolicyConfig(reclaim_after_s=3499.5))
+    assert {e.gang for e in d.evictions} == {"b/r0"}  # only a/p0 has waited long enough
+    assert d.pending_reason("a/p0").code == "Preempting"
+    assert "once it has waited" in d.pending_reason("a/p1").reason
+    # Production never waits to preempt.
+    prod = snapshot(
+        nodes(4),
+        teams(("a", 1), ("b", 1)),
+        [*(g for g in snap.gangs if g.team == "b"), gang("a/infer", "a", gpus=8, priority=PROD, submit=3599)],
+    )
+    assert decide(prod, PolicyConfig(reclaim_after_s=3600.0)).evictions != ()
+
+
 def test_reclaim_settles_after_one_round():
     snap = _reclaim_case()
     first = decide(snap)

@@ -40,6 +40,7 @@ class PolicyConfig:
     preemption_candidate_domains: int = 4
     production_honours_min_runtime: bool = False
     default_min_runtime_s: float = 600.0
+    reclaim_after_s: float = 0.0
     whole_node_gpus: int = 8
     workload_types: int = 16
     fragmentation_objective: str = "residual"
@@ -69,6 +70,8 @@ class PolicyConfig:
                 "maxPreemptorsPerCycle < 0 or candidateDomains < 1",
                 "use maxPreemptorsPerCycle >= 0 and candidateDomains >= 1",
             )
+        if self.reclaim_after_s < 0:
+            raise InvalidInput(obj, "preemption.reclaimAfter", "must not be negative", "use e.g. '5m' or 0")
         if self.fragmentation_objective not in ("residual", "growth"):
             raise InvalidInput(
                 obj,
@@ -140,6 +143,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
         "candidateDomains": ("preemption_candidate_domains", _int),
         "productionHonoursMinRuntime": ("production_honours_min_runtime", _bool),
         "defaultMinRuntime": ("default_min_runtime_s", _duration),
+        "reclaimAfter": ("reclaim_after_s", _duration),
     },
     "placement": {
         "wholeNodeGPUs": ("whole_node_gpus", _int),

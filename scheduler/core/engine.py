@@ -566,6 +566,7 @@ class _Cycle:
             max(float(self.state.mem_free.clip(min=0).sum() + self.alloc_mem.sum()), 1.0),
         )
         reclaim_on = self.policy.reclaim and self.config.reclaim_enabled
+        reclaim_after = self.config.reclaim_after_s
 
         def key(t: int) -> tuple:
             if dominant:
@@ -579,16 +580,30 @@ class _Cycle:
         def below(t: int, gpus: float) -> bool:
             return self.alloc[t] + gpus <= self.share[t] + _EPS
 
+        def may_reclaim(t: int, gpus: float, submit_s: float) -> bool:
+            # A gang below its share reclaims only once it has waited `reclaimAfter`: room
+            # that completions free meanwhile costs nobody their work.
+            return reclaim_on and below(t, gpus) and self.now - submit_s >= reclaim_after - _EPS
+
         def doomed(t: int, v: View) -> bool:
             if v.waiting is not None:
                 return False
-            return over_cap(t, v.gpus) or self._doomed(v, True, below(t, v.gpus) and reclaim_on)
+            # The view's gangs wait in submit order, so a head too young to reclaim has
+            # only younger gangs behind it.
+            return over_cap(t, v.gpus) or self._doomed(v, True, may_reclaim(t, v.gpus, v.keys[v.cursor][0]))
+
+        def deferred(t: int, gpus: float, submit_s: float) -> bool:
+            """Below its share, but too young to reclaim yet: worth saying."""
+            return reclaim_on and below(t, gpus) and self.now - submit_s < reclaim_after - _EPS
 
         def why(v: View) -> tuple[str, str]:
             t = v.team
             if over_cap(t, v.gpus):
                 return "OverMaxGPUs", reasons.over_cap(self.teams[t], self.alloc[t], v.gpus)
-            return self._waits_why(v)
+            code, text = self._waits_why(v)
+            if deferred(t, v.gpus, v.keys[-1][0]):  # the view's youngest gang
+                text = reasons.reclaim_deferred(text, reclaim_after)
+            return code, text
 
         # Teams in a heap by how much they deserve the next GPUs. Only the team that was
         # served changes its key, except when evictions lower other teams' holdings:
@@ -616,7 +631,10 @@ class _Cycle:
                     text = reasons.over_cap(self.teams[t], self.alloc[t], w.gpus)
                     self.out.pending.append(Pending(w.gang.id, "OverMaxGPUs", text))
                 else:
-                    self._schedule(w, preempt=True, reclaim=below(t, w.gpus) and reclaim_on)
+                    note = reclaim_after if deferred(t, w.gpus, w.gang.submit_s) else None
+                    self._schedule(
+                        w, preempt=True, reclaim=may_reclaim(t, w.gpus, w.gang.submit_s), reclaim_after=note
+                    )
             if not lane:
                 del queues[t]
             if self._releases != evicted_before:
@@ -637,8 +655,11 @@ class _Cycle:
 
     # ------------------------------------------------------------------ one gang
 
-    def _schedule(self, w: _Waiting, preempt: bool, reclaim: bool) -> bool:
-        """Try to place `w`; if it cannot, maybe preempt for it. True when it was bound."""
+    def _schedule(
+        self, w: _Waiting, preempt: bool, reclaim: bool, reclaim_after: float | None = None
+    ) -> bool:
+        """Try to place `w`; if it cannot, maybe preempt for it. True when it was bound.
+        `reclaim_after`: the gang may reclaim only after this wait, which it has not had."""
         assert w.request is not None
         if not w.need:  # minMember already running: only extras, each as room allows
             self._bind(w, Placement((), CLUSTER_LEVEL))
@@ -651,7 +672,10 @@ class _Cycle:
         if may_preempt and self._preempt_for(w, reclaim):
             return False
         code, text = self._diagnose(w.request)
-        self.out.pending.append(Pending(w.gang.id, code, self._with_context(w, text)))
+        text = self._with_context(w, text)
+        if reclaim_after is not None:
+            text = reasons.reclaim_deferred(text, reclaim_after)
+        self.out.pending.append(Pending(w.gang.id, code, text))
         return False
 
     def _try_place(self, req: GangRequest) -> Placement | None:

@@ -14,6 +14,7 @@ import numpy as np
 from scheduler.core.budget import BudgetState
 from scheduler.core.cluster import FULL, ClusterState, Shape
 from scheduler.core.config import PolicyConfig
+from scheduler.core.durations import format_duration
 from scheduler.core.model import Gang, Pod, Team, Tier
 from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, capacity_of
 from scheduler.core.scoring import ShapeCache
@@ -123,6 +124,11 @@ def with_share(text: str, team: str, allocated: float, share: float, idle: float
     if idle >= 1:  # worth saying: the team could free these itself
         held += f" ({gpus(idle)} of what it holds idle, by node telemetry)"
     return held
+
+
+def reclaim_deferred(text: str, after_s: float) -> str:
+    wait = format_duration(after_s)
+    return f"{text}; below its share, it may reclaim GPUs from teams above theirs once it has waited {wait}"
 
 
 def diagnose(state: ClusterState, cache: ShapeCache, req: GangRequest) -> tuple[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -82,6 +83,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"gpufair run: {exc}", file=sys.stderr)
         return 2
     setup_logging(cfg.log_format, args.log_level)
+    tune_gc()
     daemon, server = build_daemon(cfg)
     done = threading.Event()
 
@@ -98,6 +100,16 @@ def _run(args: argparse.Namespace) -> int:
         server.shutdown()
         daemon.stop()
     return 0
+
+
+def tune_gc() -> None:
+    """The cache holds hundreds of thousands of small dicts (every field of every pod) and
+    they are long-lived; with CPython's default thresholds, parsing a list of 5,000 pods
+    runs the collector dozens of times over them and takes twice as long, and each cycle
+    pays again. Objects alive at start are frozen out of collection, and the youngest
+    generation is collected every 50,000 allocations instead of 700."""
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def _kube(args: argparse.Namespace) -> Kube:

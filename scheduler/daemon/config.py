@@ -30,7 +30,7 @@ class DaemonConfig:
     policy_name: str = "gpufair"
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     interval_s: float = 10.0  # a cycle at least this often, even when nothing changed
-    debounce_s: float = 0.1  # gather a burst of watch events into one cycle
+    debounce_s: float = 0.02  # least pause between cycles: a burst of watch events gathers meanwhile
     qps: float = 50.0  # client-side rate limit on API calls, as kube-scheduler's default
     burst: int = 100
     max_in_flight: int = 16  # concurrent bind / evict calls

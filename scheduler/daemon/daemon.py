@@ -11,6 +11,7 @@ limiter, so thousands of pending pods never delay a bind.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import defaultdict
@@ -194,13 +195,19 @@ class Daemon:
         self.start()
         was_leader = False
         self.stats.last_cycle_at = time.time()
+        last_end = -math.inf  # monotonic end of the last cycle
         while not self._stop.is_set():
             self._changed.wait(self.cfg.interval_s)
             if self._stop.is_set():
                 break
-            # Pace the loop: at least the debounce, and at least as long as the last cycle
-            # took, so deciding never takes more than half the time from binding and watching.
-            time.sleep(max(self.cfg.debounce_s, self.stats.last_cycle_s))
+            # Pace the loop: between the end of one cycle and the start of the next, at least
+            # the debounce and at least as long as the last cycle took, so deciding never
+            # takes more than half the time from binding and watching. A change after a quiet
+            # spell starts a cycle at once (a new pod is placed in milliseconds); the changes
+            # of a burst gather while the pause runs.
+            pause = max(self.cfg.debounce_s, self.stats.last_cycle_s) - (time.monotonic() - last_end)
+            if pause > 0:
+                time.sleep(pause)
             self._changed.clear()
             leading = self.is_leader
             if leading != was_leader:
@@ -227,6 +234,7 @@ class Daemon:
             except Exception:
                 log.exception("decision cycle failed; the next one starts from the cache again")
             self.stats.last_cycle_at = time.time()
+            last_end = time.monotonic()
 
     # ------------------------------------------------------------------ one cycle
 

@@ -3,19 +3,20 @@
 The daemon works on plain dicts (a cache of thousands of pods deserialised into generated
 model classes costs more time than the decision itself), so requests go through
 `ApiClient.param_serialize`/`call_api`, which keep the kubeconfig's TLS and token
-handling, and responses are parsed with `json`. Every non-watch call passes a token-bucket
+handling, and responses are parsed with orjson (a list of 5,000 pods parses several times
+faster than with `json`, which is most of the daemon's start). Every non-watch call passes a token-bucket
 rate limiter, as client-go's QPS/burst does, so comparisons with kube-scheduler are fair
 and a large backlog cannot flood the API server.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import orjson
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
@@ -149,12 +150,11 @@ class Kube:
                 raise KubeError(resp.status, resp.reason or "", _parse(raw.read()))
             buf = b""
             for chunk in raw.stream(65536, decode_content=True):
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
+                *lines, buf = (buf + chunk).split(b"\n")
+                for line in lines:
                     if not line.strip():
                         continue
-                    event = json.loads(line)
+                    event = orjson.loads(line)
                     if event.get("type") == "ERROR":
                         obj = event.get("object") or {}
                         raise KubeError(int(obj.get("code", 0)), str(obj.get("reason", "")), obj)
@@ -171,7 +171,7 @@ def _parse(data: bytes | str | None) -> dict[str, Any]:
     if not data:
         return {}
     try:
-        out = json.loads(data)
+        out = orjson.loads(data)
     except ValueError:
         return {"message": data[:200].decode() if isinstance(data, bytes) else str(data)[:200]}
     return out if isinstance(out, dict) else {"items": out}
