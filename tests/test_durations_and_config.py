@@ -173,6 +173,7 @@ def test_level_index() -> None:
         ({"topology_levels": ("a", "b", "a")}, "topology.levels"),
         ({"max_preemptors_per_cycle": -1}, "preemption"),
         ({"preemption_candidate_domains": 0}, "preemption"),
+        ({"reclaim_after_s": -1.0}, "preemption.reclaimAfter"),
         ({"whole_node_gpus": 0}, "placement"),
         ({"workload_types": 0}, "placement"),
     ],
@@ -210,6 +211,7 @@ preemption:
   candidateDomains: 2
   productionHonoursMinRuntime: true
   defaultMinRuntime: 15m
+  reclaimAfter: 5m
 placement:
   wholeNodeGPUs: 4
   workloadTypes: 32
@@ -234,6 +236,7 @@ def test_load_policy_reads_every_setting() -> None:
         preemption_candidate_domains=2,
         production_honours_min_runtime=True,
         default_min_runtime_s=900.0,
+        reclaim_after_s=300.0,
         whole_node_gpus=4,
         workload_types=32,
     )

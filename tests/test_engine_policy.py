@@ -303,6 +303,7 @@ def test_reasons_name_what_is_missing_and_the_fix():
         gang("a/huge", "a", gpus=16),
         replace(gang("a/odd", "a", pods=2, gpus=1), topology_required="example.com/rack"),
         replace(gang("a/short", "a", pods=2, gpus=1), min_member=3),
+        replace(gang("a/first", "a", pods=1, gpus=1), min_member=4),  # the other 3 not created yet
         gang("a/wide", "a", pods=3, gpus=8),
     ]
     d = decide(snapshot(ns, teams(("a", 1)), gs))
@@ -311,6 +312,7 @@ def test_reasons_name_what_is_missing_and_the_fix():
     assert by["a/huge"].code == "TooLarge" and "at most 8 GPUs" in by["a/huge"].reason
     assert by["a/odd"].code == "Invalid" and "network.gpufair.io/leaf" in by["a/odd"].reason
     assert by["a/short"].code == "GangIncomplete" and "2 of its 3" in by["a/short"].reason
+    assert by["a/first"].code == "GangIncomplete" and "1 of its 4" in by["a/first"].reason
     assert by["a/wide"].code == "NoRoom" and "24 GPUs" in by["a/wide"].reason
     assert "team a holds" in by["a/wide"].reason and "fair share" in by["a/wide"].reason
     # The bad gangs did not stop the rest: nothing else was waiting, and the cluster has room.

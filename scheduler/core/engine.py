@@ -263,7 +263,7 @@ class _Cycle:
         """What `_waiting` finds for each gang of the class, found once for all of them."""
         cfg = self.config
         gang = c.sample
-        v = View(t, tier, c.gpus, c.keys, c.ids, c.gangs, c.seqs)
+        v = View(t, tier, c.gpus, c.keys, c.ids, c.gangs, c.seqs, source=c)
         team, budget = self.teams[t], self.budgets[t]
         if self._budget_blocked(t, tier, scavenging):
             text = reasons.budget_blocked(team, budget)

@@ -29,14 +29,14 @@ MemberKey = tuple[float, str]  # (submit_s, gang id)
 def class_key(gang: Gang) -> tuple | None:
     """The class of a waiting gang, or None when it must be looked at on its own."""
     pods = gang.pods
+    if gang.min_member is not None and gang.min_member != len(pods):
+        return None  # minMember below the size, or pods still to come: looked at on its own
     if len(pods) == 1:
         p = pods[0]
         if p.node is not None:
             return None
         shapes: tuple = ((p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib),)
     else:
-        if gang.min_member is not None and gang.min_member != len(pods):
-            return None
         if any(p.node is not None for p in pods):
             return None
         shapes = tuple((p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib) for p in pods)
@@ -55,6 +55,7 @@ class GangClass:
 
     __slots__ = (
         "biggest",
+        "borrowed",
         "gangs",
         "gpus",
         "ids",
@@ -86,11 +87,25 @@ class GangClass:
         self.ids: list[str] = []
         self.gangs: list[Gang] = []
         self.seqs: list[int] = []  # insertion order, for problem reasons in snapshot order
+        # Set while a cycle's lazy pending reasons hold these lists: the next change then
+        # works on copies (copy on write), so a cycle never copies a long queue it may not read.
+        self.borrowed = False
+
+    def _own(self) -> None:
+        if self.borrowed:
+            self.keys, self.ids, self.gangs, self.seqs = (
+                list(self.keys),
+                list(self.ids),
+                list(self.gangs),
+                list(self.seqs),
+            )
+            self.borrowed = False
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def add(self, gang: Gang, seq: int) -> None:
+        self._own()
         key = (gang.submit_s, gang.id)
         i = bisect.bisect_left(self.keys, key)
         self.keys.insert(i, key)
@@ -99,6 +114,7 @@ class GangClass:
         self.seqs.insert(i, seq)
 
     def remove(self, gang: Gang) -> None:
+        self._own()
         i = bisect.bisect_left(self.keys, (gang.submit_s, gang.id))
         if i == len(self.keys) or self.ids[i] != gang.id:
             raise KeyError(gang.id)
@@ -182,6 +198,7 @@ class View:
     waiting: Any = None  # a single's own _Waiting (None for a class)
     prefix: tuple = ()  # the queue's order before (submit time, id), set by the lane
     cursor: int = 0
+    source: GangClass | None = None  # the class whose lists these are (None: a single's own)
 
     @property
     def single(self) -> bool:
@@ -265,20 +282,23 @@ PendingMaker = Callable[[], list[Pending]]
 
 def merged_run(runs: list[tuple[View, int, int]], reason: Callable[[View], tuple[str, str]]) -> PendingMaker:
     """Pending entries for runs passed over in one step, in queue order, built only when
-    read. The runs' ids and keys are copied now: the classes change after the cycle."""
+    read. A class's lists are borrowed, not copied: the class copies them before its next
+    change (see GangClass.borrowed)."""
     parts = []
     for v, start, end in runs:
         code, text = reason(v)
-        parts.append((v.prefix, list(v.keys[start:end]), list(v.ids[start:end]), code, text))
+        if v.source is not None:
+            v.source.borrowed = True  # its next change copies the lists first
+        parts.append((v.prefix, v.keys, v.ids, start, end, code, text))
 
     def make() -> list[Pending]:
         if len(parts) == 1:
-            _, _, ids, code, text = parts[0]
-            return [Pending(i, code, text) for i in ids]
+            _, _, ids, start, end, code, text = parts[0]
+            return [Pending(i, code, text) for i in ids[start:end]]
         rows = [
             (prefix, key, gid, code, text)
-            for prefix, keys, ids, code, text in parts
-            for key, gid in zip(keys, ids, strict=True)
+            for prefix, keys, ids, start, end, code, text in parts
+            for key, gid in zip(keys[start:end], ids[start:end], strict=True)
         ]
         rows.sort(key=lambda r: (r[0], r[1]))
         return [Pending(gid, code, text) for _, _, gid, code, text in rows]
@@ -288,7 +308,10 @@ def merged_run(runs: list[tuple[View, int, int]], reason: Callable[[View], tuple
 
 def problems_in_order(views: list[View]) -> PendingMaker:
     """Problem reasons of every gang of `views`, in insertion (snapshot) order, built when read."""
-    parts = [(list(v.seqs), list(v.gangs), v.problem) for v in views]
+    for v in views:
+        if v.source is not None:
+            v.source.borrowed = True
+    parts = [(v.seqs, v.gangs, v.problem) for v in views]
 
     def make() -> list[Pending]:
         rows = [
