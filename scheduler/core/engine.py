@@ -43,6 +43,7 @@ from scheduler.core.tiers import effective_tiers
 from scheduler.core.waiting import GangClass, Lane, PendingLog, View, merged_run, problems_in_order
 
 _EPS = 1e-6
+_TIERS = tuple(sorted(Tier))  # by value: _TIERS[int(tier)] is the Tier, without the enum's lookup
 
 
 def decide(
@@ -135,7 +136,7 @@ class _Cycle:
         self.share[:n] = water_fill(
             capacity,
             [t.weight for t in self.teams],
-            list(self.demand[:n]),
+            self.demand[:n].tolist(),
             [t.guaranteed_gpus for t in self.teams],
             [t.max_gpus for t in self.teams],
         )
@@ -194,7 +195,7 @@ class _Cycle:
 
     def _read_waiting(self) -> None:
         """Views of the waiting classes and singles: tier, request or problem, once per class."""
-        self._requests: dict[tuple, GangRequest] = {}
+        self._requests: dict[tuple, GangRequest] = self.core.requests  # type: ignore[assignment]
         self._shapes: dict[tuple[int, int, int, int], Shape] = {}
         store = self.core.waiting
         classes = list(store.classes.values())
@@ -210,29 +211,31 @@ class _Cycle:
         )
         s_prios = np.fromiter((g.priority for g, _ in singles), dtype=np.int64, count=len(singles))
         s_tiers = self._tiers(s_prios, s_teams).tolist()
-        scav = self._scavenging()
+        scav = self._scavenging().tolist()
         self.views: list[View] = []
-        self.pending_pods = np.zeros(n, dtype=np.int64)
-        self.waiting_demand_milli = np.zeros(n, dtype=np.int64)
-        self.mix_waiting: Counter[tuple[int, int, int, int]] = Counter()
+        # Summed in Python lists (an item update of a numpy array costs far more), then kept as arrays.
+        pending_pods = [0] * n
+        demand_milli = [0] * n
+        # Only the fragmentation scorer weighs the waiting pod types.
+        mix = self.mix_waiting = Counter() if SCORERS[self.policy.scorer] is Fragmentation else None
         for c, t, tier in zip(classes, teams.tolist(), tiers, strict=True):
-            v = self._class_view(c, t, Tier(tier), bool(scav[t]))
+            v = self._class_view(c, t, _TIERS[tier], scav[t])
             count = len(c)
-            self.pending_pods[t] += count * c.pods
+            pending_pods[t] += count * c.pods
             if v.problem is None and v.tier is Tier.TRAINING:
-                self.waiting_demand_milli[t] += count * c.milli
-            if v.tier is not Tier.SCAVENGER:
+                demand_milli[t] += count * c.milli
+            if mix is not None and v.tier is not Tier.SCAVENGER:
                 for shape in c.shapes:
-                    self.mix_waiting[shape] += count
+                    mix[shape] += count
             self.views.append(v)
         for (gang, seq), t, tier in zip(singles, s_teams.tolist(), s_tiers, strict=True):
-            w = self._waiting(gang, t, Tier(tier), bool(scav[t]))
-            self.pending_pods[t] += len(w.need) + len(w.extras)
+            w = self._waiting(gang, t, _TIERS[tier], scav[t])
+            pending_pods[t] += len(w.need) + len(w.extras)
             if w.problem is None and w.tier is Tier.TRAINING:
-                self.waiting_demand_milli[t] += sum(p.gpus * 1000 + p.gpu_milli for p in (*w.need, *w.extras))
-            if w.tier is not Tier.SCAVENGER:
+                demand_milli[t] += sum(p.gpus * 1000 + p.gpu_milli for p in (*w.need, *w.extras))
+            if mix is not None and w.tier is not Tier.SCAVENGER:
                 for p in (*w.need, *w.extras):
-                    self.mix_waiting[(p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib)] += 1
+                    mix[(p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib)] += 1
             key = [(gang.submit_s, gang.id)]
             problem = w.problem
             self.views.append(
@@ -249,6 +252,8 @@ class _Cycle:
                     w,
                 )
             )
+        self.pending_pods = np.array(pending_pods, dtype=np.int64)
+        self.waiting_demand_milli = np.array(demand_milli, dtype=np.int64)
 
     def _budget_blocked(self, t: int, tier: Tier, scavenging: bool) -> bool:
         """Over budget with `block` (or scavenging not possible): the team's work waits."""
@@ -289,7 +294,12 @@ class _Cycle:
 
             v.problem = too_large
             return v
-        v.request = self._shared_request(c.shape_objs, gang.gpu_models, widest)
+        cached = c.request_cache
+        if cached is not None and cached[0] is self._requests:
+            v.request = cached[1]
+        else:
+            v.request = self._shared_request(c.shape_objs, gang.gpu_models, widest)
+            c.request_cache = (self._requests, v.request)
         return v
 
     def _waiting(self, gang: Gang, t: int, tier: Tier, scavenging: bool) -> _Waiting:
@@ -837,17 +847,20 @@ class _Cycle:
 
     def _team_status(self) -> dict[str, TeamStatus]:
         out = {}
+        # Python floats in one step each (reading numpy arrays item by item is slow).
+        share, alloc, prod = self.share.tolist(), self.alloc.tolist(), self.prod.tolist()
+        scav, demand, pods = self.scav.tolist(), self.demand.tolist(), self.pending_pods.tolist()
         for t, team in enumerate(self.teams):
             b = self.budgets[t]
             out[team.name] = TeamStatus(
                 team=team.name,
                 weight=team.weight,
-                fair_share_gpus=float(self.share[t]),
-                allocated_gpus=float(self.alloc[t]),
-                production_gpus=float(self.prod[t]),
-                scavenger_gpus=float(self.scav[t]),
-                demand_gpus=float(self.demand[t]),
-                pending_pods=int(self.pending_pods[t]),
+                fair_share_gpus=share[t],
+                allocated_gpus=alloc[t],
+                production_gpus=prod[t],
+                scavenger_gpus=scav[t],
+                demand_gpus=demand[t],
+                pending_pods=pods[t],
                 fairshare_factor=float(self.factor[t]),
                 budget_gpu_hours=b.limit_gpu_hours,
                 budget_used_gpu_hours=b.used_gpu_hours,

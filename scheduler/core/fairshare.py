@@ -44,8 +44,10 @@ def water_fill(
     if all(math.isfinite(lim) for lim in limits) and sum(limits) <= capacity:
         return limits[:]
 
+    triples = list(zip(limits, base, weights, strict=True))
+
     def filled(level: float) -> float:
-        return sum(min(limits[i], max(base[i], weights[i] * level)) for i in range(n))
+        return sum(min(lim, max(b, w * level)) for lim, b, w in triples)
 
     # The filled amount is piecewise linear in the water level, bending where a team
     # leaves its floor or reaches its limit: find the segment that crosses capacity.

@@ -82,6 +82,9 @@ class Core:
         self.base = ClusterState(nodes, self.config)  # free capacity before any running pod
         self.max_node_gpus = int(self.base.usable.max()) if self.base.node_count else 0
         self.running = RunningStore(self.team_index, self.sink, self.base.index)
+        # Shared placement requests by (shapes, models, widest level): their node masks
+        # depend on the nodes only, so they live as long as the node list.
+        self.requests: dict[tuple, object] = {}
         if reload:
             self.running.load(tuple(self.gangs.values()))
 

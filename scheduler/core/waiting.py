@@ -64,6 +64,7 @@ class GangClass:
         "milli",
         "pods",
         "priority",
+        "request_cache",
         "sample",
         "seqs",
         "shape_objs",
@@ -90,6 +91,9 @@ class GangClass:
         # Set while a cycle's lazy pending reasons hold these lists: the next change then
         # works on copies (copy on write), so a cycle never copies a long queue it may not read.
         self.borrowed = False
+        # (the Core's request table it came from, the class's shared GangRequest): the same
+        # for every cycle until the nodes change, so it is not rebuilt and hashed each cycle.
+        self.request_cache: tuple[dict, Any] | None = None
 
     def _own(self) -> None:
         if self.borrowed:
@@ -199,14 +203,14 @@ class View:
     prefix: tuple = ()  # the queue's order before (submit time, id), set by the lane
     cursor: int = 0
     source: GangClass | None = None  # the class whose lists these are (None: a single's own)
+    size: int = field(init=False)  # gangs in the view (the lists do not change within a cycle)
+
+    def __post_init__(self) -> None:
+        self.size = len(self.keys)
 
     @property
     def single(self) -> bool:
         return self.waiting is not None
-
-    @property
-    def size(self) -> int:
-        return len(self.keys)
 
 
 class Lane:
