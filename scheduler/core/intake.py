@@ -172,6 +172,46 @@ _DTYPES = {
 }
 
 
+class _Columns:
+    """Numpy columns of equal length that grow by doubling and lose rows in place, so a
+    change costs a slice copy, not a new array per column."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.n = 0
+        self.cols = {name: np.zeros(8, dtype=_DTYPES.get(name, np.float64)) for name in names}
+
+    def replace(self, arrays: dict[str, np.ndarray], n: int) -> None:
+        self.n = n
+        for name, col in self.cols.items():
+            fresh = np.zeros(max(8, 2 * n), dtype=col.dtype)
+            fresh[:n] = arrays[name]
+            self.cols[name] = fresh
+
+    def append(self, values: dict[str, Sequence]) -> None:
+        k = len(next(iter(values.values())))
+        if self.n + k > len(next(iter(self.cols.values()))):
+            for name, col in self.cols.items():
+                grown = np.zeros(max(8, 2 * (self.n + k)), dtype=col.dtype)
+                grown[: self.n] = col[: self.n]
+                self.cols[name] = grown
+        for name, vals in values.items():
+            self.cols[name][self.n : self.n + k] = vals
+        self.n += k
+
+    def delete(self, start: int, stop: int) -> None:
+        k = stop - start
+        for col in self.cols.values():
+            col[start : self.n - k] = col[stop : self.n]
+        self.n -= k
+
+    def get(self, name: str) -> np.ndarray:
+        """The live column (changes with the store)."""
+        return self.cols[name][: self.n]
+
+    def copy(self, name: str) -> np.ndarray:
+        return self.cols[name][: self.n].copy()
+
+
 class RunningStore:
     """The running table kept current gang by gang, in the order gangs were added.
 
@@ -182,9 +222,8 @@ class RunningStore:
         self.team_index, self.sink, self.node_index = team_index, sink, node_index
         self.ids: list[str] = []
         self.gangs: list[Gang] = []
-        self.sizes = np.zeros(0, dtype=np.int64)
-        for name in (*_GANG_COLS, *_POD_COLS):
-            setattr(self, name, np.zeros(0, dtype=_DTYPES.get(name, np.float64)))
+        self._g = _Columns((*_GANG_COLS, "sizes"))
+        self._p = _Columns(_POD_COLS)
         self.pod_names: list[str] = []
         self.pod_slots: list[tuple[int, ...]] = []
 
@@ -197,16 +236,15 @@ class RunningStore:
         table, waiting = read_running(gangs, self.team_index, self.sink, self.node_index, np.inf)
         self.ids = [g.id for g in table.gangs]
         self.gangs = list(table.gangs)
-        self.sizes = np.diff(table.offsets)
-        for name in _GANG_COLS:
-            if name != "start_known":
-                setattr(self, name, np.asarray(getattr(table, name), dtype=_DTYPES.get(name, np.float64)))
-        self.start_known = table.start
-        for name in _POD_COLS:
-            if name != "pod_indexed":
-                setattr(self, name, getattr(table, name))
-        self.pod_indexed = np.zeros(len(table.pod_names), dtype=bool)
-        self.pod_indexed[list(table.indices)] = True
+        cols = {name: getattr(table, name) for name in _GANG_COLS if name != "start_known"}
+        cols["start_known"] = table.start
+        cols["sizes"] = np.diff(table.offsets)
+        self._g.replace(cols, len(self.ids))
+        pods = {name: getattr(table, name) for name in _POD_COLS if name != "pod_indexed"}
+        indexed = np.zeros(len(table.pod_names), dtype=bool)
+        indexed[list(table.indices)] = True
+        pods["pod_indexed"] = indexed
+        self._p.replace(pods, len(table.pod_names))
         self.pod_names = list(table.pod_names)
         self.pod_slots = [()] * len(self.pod_names)
         for row, slots in table.indices.items():
@@ -227,33 +265,31 @@ class RunningStore:
             mem += p.memory_mib
             if p.start_s is not None and p.start_s < known:
                 known = p.start_s
-        gang_vals = {
-            "team": self.team_index.get(gang.team, self.sink),
-            "priority": gang.priority,
-            "gpus": amount,
-            "cpu": cpu,
-            "mem": mem,
-            "start_known": known,
-            "min_runtime": np.nan if gang.min_runtime_s is None else gang.min_runtime_s,
-            "checkpoint": np.nan if gang.checkpoint_s is None else gang.checkpoint_s,
-            "evictable": gang.evictable,
-        }
-        for name, value in gang_vals.items():
-            col = getattr(self, name)
-            setattr(self, name, np.append(col, np.array([value], dtype=col.dtype)))
-        self.sizes = np.append(self.sizes, len(rows))
-        if rows:
-            pod_vals = {
-                "pod_node": [self.node_index[p.node] for p in rows],  # type: ignore[index]
-                "pod_gpus": [p.gpus for p in rows],
-                "pod_milli": [p.gpu_milli for p in rows],
-                "pod_cpu": [p.cpu_milli for p in rows],
-                "pod_mem": [p.memory_mib for p in rows],
-                "pod_indexed": [bool(p.gpu_indices) for p in rows],
+        self._g.append(
+            {
+                "team": (self.team_index.get(gang.team, self.sink),),
+                "priority": (gang.priority,),
+                "gpus": (amount,),
+                "cpu": (cpu,),
+                "mem": (mem,),
+                "start_known": (known,),
+                "min_runtime": (np.nan if gang.min_runtime_s is None else gang.min_runtime_s,),
+                "checkpoint": (np.nan if gang.checkpoint_s is None else gang.checkpoint_s,),
+                "evictable": (gang.evictable,),
+                "sizes": (len(rows),),
             }
-            for name, values in pod_vals.items():
-                col = getattr(self, name)
-                setattr(self, name, np.concatenate([col, np.array(values, dtype=col.dtype)]))
+        )
+        if rows:
+            self._p.append(
+                {
+                    "pod_node": [self.node_index[p.node] for p in rows],  # type: ignore[index]
+                    "pod_gpus": [p.gpus for p in rows],
+                    "pod_milli": [p.gpu_milli for p in rows],
+                    "pod_cpu": [p.cpu_milli for p in rows],
+                    "pod_mem": [p.memory_mib for p in rows],
+                    "pod_indexed": [bool(p.gpu_indices) for p in rows],
+                }
+            )
             self.pod_names.extend(p.name for p in rows)
             self.pod_slots.extend(p.gpu_indices for p in rows)
         self.ids.append(gang.id)
@@ -262,38 +298,38 @@ class RunningStore:
 
     def remove(self, gang_id: str) -> None:
         g = self.ids.index(gang_id)
-        start = int(self.sizes[:g].sum())
-        stop = start + int(self.sizes[g])
-        for name in _GANG_COLS:
-            setattr(self, name, np.delete(getattr(self, name), g))
+        sizes = self._g.get("sizes")
+        start = int(sizes[:g].sum())
+        stop = start + int(sizes[g])
+        self._g.delete(g, g + 1)
         if stop > start:
-            for name in _POD_COLS:
-                setattr(self, name, np.delete(getattr(self, name), np.s_[start:stop]))
+            self._p.delete(start, stop)
             del self.pod_names[start:stop], self.pod_slots[start:stop]
-        self.sizes = np.delete(self.sizes, g)
         del self.ids[g], self.gangs[g]
 
     def table(self, now: float) -> RunningTable:
+        """Copies of the columns: the table stays as it is while the store changes on."""
+        g, p = self._g, self._p
         offsets = np.zeros(len(self.ids) + 1, dtype=np.int64)
-        np.cumsum(self.sizes, out=offsets[1:])
-        indexed = np.nonzero(self.pod_indexed)[0].tolist()
+        np.cumsum(g.get("sizes"), out=offsets[1:])
+        indexed = np.nonzero(p.get("pod_indexed"))[0].tolist()
         return RunningTable(
-            gangs=self.gangs,
-            team=self.team,
-            priority=self.priority,
-            gpus=self.gpus,
-            cpu=self.cpu,
-            mem=self.mem,
-            start=np.minimum(self.start_known, now),
-            min_runtime=self.min_runtime,
-            checkpoint=self.checkpoint,
-            evictable=self.evictable,
+            gangs=list(self.gangs),
+            team=g.copy("team"),
+            priority=g.copy("priority"),
+            gpus=g.copy("gpus"),
+            cpu=g.copy("cpu"),
+            mem=g.copy("mem"),
+            start=np.minimum(g.get("start_known"), now),
+            min_runtime=g.copy("min_runtime"),
+            checkpoint=g.copy("checkpoint"),
+            evictable=g.copy("evictable"),
             offsets=offsets,
-            pod_node=self.pod_node,
-            pod_gpus=self.pod_gpus,
-            pod_milli=self.pod_milli,
-            pod_cpu=self.pod_cpu,
-            pod_mem=self.pod_mem,
-            pod_names=self.pod_names,
+            pod_node=p.copy("pod_node"),
+            pod_gpus=p.copy("pod_gpus"),
+            pod_milli=p.copy("pod_milli"),
+            pod_cpu=p.copy("pod_cpu"),
+            pod_mem=p.copy("pod_mem"),
+            pod_names=list(self.pod_names),
             indices={row: self.pod_slots[row] for row in indexed},
         )
