@@ -95,19 +95,22 @@ class Replay:
             # Arrivals first (trace order), then the queued events in the order they were
             # pushed: the order a single heap would give with every arrival pushed first.
             batch = 0
+            changed = False
             while self.next_arrival < len(self.arrival_order) and self._arrival_at(self.next_arrival) == now:
                 self._handle(ARRIVAL, self.trace.jobs[self.arrival_order[self.next_arrival]], now)
                 self.next_arrival += 1
                 batch += 1
+                changed = True
             while self.events and self.events[0][0] == now:
                 _, _, kind, payload = heapq.heappop(self.events)
-                self._handle(kind, payload, now)
+                changed |= self._handle(kind, payload, now)
                 batch += 1
             if self.progress:
                 self.progress(batch)
             # Evicted victims are gone at once in a replay, so the preemptors can bind
-            # in a second cycle at the same instant (the daemon's next cycle).
-            for _ in range(3):
+            # in a second cycle at the same instant (the daemon's next cycle). A batch of
+            # cancelled events only (the completion of a run that was evicted) is no event.
+            for _ in range(3 if changed else 0):
                 if not self.pending or not self._cycle(now):
                     break
             self._sample(now)
@@ -227,7 +230,8 @@ class Replay:
 
     # ------------------------------------------------------------------ events
 
-    def _handle(self, kind: int, payload: object, now: float) -> None:
+    def _handle(self, kind: int, payload: object, now: float) -> bool:
+        """Carry out one event; False when it was cancelled (changes nothing)."""
         if kind == ARRIVAL:
             self.arrivals_left -= 1
             job = payload  # type: ignore[assignment]
@@ -241,7 +245,7 @@ class Replay:
             job_id, attempt = payload  # type: ignore[misc]
             state = self.running.get(job_id)
             if state is None or state.attempt != attempt:
-                return  # evicted or killed since: a stale completion
+                return False  # evicted or killed since: a stale completion
             self._stop(state, now)
             self.core.remove(job_id)
             del self.by_id[job_id]
@@ -265,6 +269,7 @@ class Replay:
         elif kind == REPAIR:
             self.healthy[str(payload)] = self.node_by_name[str(payload)]
             self._healthy_changed()
+        return True
 
     def _healthy_changed(self) -> None:
         self._nodes_changed = True
