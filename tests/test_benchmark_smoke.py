@@ -19,3 +19,21 @@ def test_synthetic_snapshot_is_shaped_as_documented():
 def test_measure_reports_a_cycle():
     r = measure(nodes=32, pending_pods=100, running_pods=0, runs=1)
     assert r["binds"] > 0 and r["median_s"] > 0 and r["peak_mib"] > 0
+
+
+def test_bind_benchmark_times_both_schedulers_cold_and_warm(kube_cluster_factory, tmp_path):
+    """One tiny case per mode: the watch-based clock sees every bind, and the warm mode
+    binds a warm-up pod first (the figures themselves are read from a full run)."""
+    from benchmarks.bind_throughput import run_case
+    from scheduler.daemon.kube import Kube, api_client_from
+    from tests.daemon_support import install_crds_and_priorities
+
+    cluster = kube_cluster_factory(None)  # 8 nodes x 8 GPUs
+    kube = Kube(api_client_from(str(cluster.kubeconfig)), qps=0)
+    install_crds_and_priorities(kube)
+    log = tmp_path / "schedulers.log"
+    for mode in ("cold", "warm"):
+        for which in ("kube-scheduler", "gpufair"):
+            r = run_case(cluster, kube, which, "gangs", mode, (50, 100), 8, 4, log, timeout_s=60)
+            assert r["complete"] and r["bound"] == 8, (which, mode, r)
+            assert 0 < r["first_bind_seconds"] <= r["seconds"] < 60
