@@ -243,9 +243,7 @@ def warm_up(kube: Kube, ns: str, scheduler: str, timeout_s: float) -> None:
     while time.perf_counter() < deadline:
         pod = kube.request("GET", f"/api/v1/namespaces/{ns}/pods/warm-up")
         if pod["spec"].get("nodeName"):
-            kube.request("DELETE", f"/api/v1/namespaces/{ns}/pods/warm-up", query={"gracePeriodSeconds": 0})
-            while kube.list(f"/api/v1/namespaces/{ns}/pods")[0]:
-                time.sleep(0.2)
+            delete_all(kube, ns)
             time.sleep(2.0)  # the client's token bucket refills, as it would between bursts
             return
         time.sleep(0.1)

@@ -97,6 +97,8 @@ class _Cycle:
         self.max_node_gpus = core.max_node_gpus
         self.out = _Outcome()
         self._read_running()
+        # Only the fragmentation scorer weighs the pod types (of waiting and running pods).
+        self.weighs_mix = SCORERS[policy.scorer] is Fragmentation
         self._read_waiting()
         self.demand = self._team_sum(self.run_gpus, self.run_tier == Tier.TRAINING)
         self.demand += self.waiting_demand_milli / 1000.0
@@ -109,11 +111,10 @@ class _Cycle:
             if policy.history and self.teams
             else [1.0] * n_teams
         )
-        scorer_cls = SCORERS[policy.scorer]
         scorer = (
             Fragmentation(self._workload_mix(), config.fragmentation_objective)
-            if scorer_cls is Fragmentation
-            else scorer_cls()
+            if self.weighs_mix
+            else SCORERS[policy.scorer]()
         )
         self.cache = ShapeCache(self.state, scorer)
         self._failed: dict[tuple, int] = {}
@@ -216,8 +217,7 @@ class _Cycle:
         # Summed in Python lists (an item update of a numpy array costs far more), then kept as arrays.
         pending_pods = [0] * n
         demand_milli = [0] * n
-        # Only the fragmentation scorer weighs the waiting pod types.
-        mix = self.mix_waiting = Counter() if SCORERS[self.policy.scorer] is Fragmentation else None
+        mix = self.mix_waiting = Counter() if self.weighs_mix else None
         for c, t, tier in zip(classes, teams.tolist(), tiers, strict=True):
             v = self._class_view(c, t, _TIERS[tier], scav[t])
             count = len(c)
@@ -590,10 +590,13 @@ class _Cycle:
         def below(t: int, gpus: float) -> bool:
             return self.alloc[t] + gpus <= self.share[t] + _EPS
 
-        def may_reclaim(t: int, gpus: float, submit_s: float) -> bool:
+        def waited(submit_s: float) -> bool:
             # A gang below its share reclaims only once it has waited `reclaimAfter`: room
             # that completions free meanwhile costs nobody their work.
-            return reclaim_on and below(t, gpus) and self.now - submit_s >= reclaim_after - _EPS
+            return self.now - submit_s >= reclaim_after - _EPS
+
+        def may_reclaim(t: int, gpus: float, submit_s: float) -> bool:
+            return reclaim_on and below(t, gpus) and waited(submit_s)
 
         def doomed(t: int, v: View) -> bool:
             if v.waiting is not None:
@@ -604,7 +607,7 @@ class _Cycle:
 
         def deferred(t: int, gpus: float, submit_s: float) -> bool:
             """Below its share, but too young to reclaim yet: worth saying."""
-            return reclaim_on and below(t, gpus) and self.now - submit_s < reclaim_after - _EPS
+            return reclaim_on and below(t, gpus) and not waited(submit_s)
 
         def why(v: View) -> tuple[str, str]:
             t = v.team
