@@ -181,11 +181,10 @@ class _Columns:
         self.cols = {name: np.zeros(8, dtype=_DTYPES.get(name, np.float64)) for name in names}
 
     def replace(self, arrays: dict[str, np.ndarray], n: int) -> None:
+        """Adopts `arrays` (no copy when the dtype already fits); the next append grows them."""
         self.n = n
         for name, col in self.cols.items():
-            fresh = np.zeros(max(8, 2 * n), dtype=col.dtype)
-            fresh[:n] = arrays[name]
-            self.cols[name] = fresh
+            self.cols[name] = np.asarray(arrays[name], dtype=col.dtype)
 
     def append(self, values: dict[str, Sequence]) -> None:
         k = len(next(iter(values.values())))
@@ -205,11 +204,8 @@ class _Columns:
         self.n -= k
 
     def get(self, name: str) -> np.ndarray:
-        """The live column (changes with the store)."""
+        """The live column: a view, valid until the next change."""
         return self.cols[name][: self.n]
-
-    def copy(self, name: str) -> np.ndarray:
-        return self.cols[name][: self.n].copy()
 
 
 class RunningStore:
@@ -308,28 +304,29 @@ class RunningStore:
         del self.ids[g], self.gangs[g]
 
     def table(self, now: float) -> RunningTable:
-        """Copies of the columns: the table stays as it is while the store changes on."""
+        """The table as it stands. Its columns are views into the store, valid until the
+        next change: a cycle reads them, and the Core changes only between cycles."""
         g, p = self._g, self._p
         offsets = np.zeros(len(self.ids) + 1, dtype=np.int64)
         np.cumsum(g.get("sizes"), out=offsets[1:])
         indexed = np.nonzero(p.get("pod_indexed"))[0].tolist()
         return RunningTable(
-            gangs=list(self.gangs),
-            team=g.copy("team"),
-            priority=g.copy("priority"),
-            gpus=g.copy("gpus"),
-            cpu=g.copy("cpu"),
-            mem=g.copy("mem"),
+            gangs=self.gangs,
+            team=g.get("team"),
+            priority=g.get("priority"),
+            gpus=g.get("gpus"),
+            cpu=g.get("cpu"),
+            mem=g.get("mem"),
             start=np.minimum(g.get("start_known"), now),
-            min_runtime=g.copy("min_runtime"),
-            checkpoint=g.copy("checkpoint"),
-            evictable=g.copy("evictable"),
+            min_runtime=g.get("min_runtime"),
+            checkpoint=g.get("checkpoint"),
+            evictable=g.get("evictable"),
             offsets=offsets,
-            pod_node=p.copy("pod_node"),
-            pod_gpus=p.copy("pod_gpus"),
-            pod_milli=p.copy("pod_milli"),
-            pod_cpu=p.copy("pod_cpu"),
-            pod_mem=p.copy("pod_mem"),
-            pod_names=list(self.pod_names),
+            pod_node=p.get("pod_node"),
+            pod_gpus=p.get("pod_gpus"),
+            pod_milli=p.get("pod_milli"),
+            pod_cpu=p.get("pod_cpu"),
+            pod_mem=p.get("pod_mem"),
+            pod_names=self.pod_names,
             indices={row: self.pod_slots[row] for row in indexed},
         )
