@@ -85,6 +85,9 @@ class Replay:
     failures: FailureModel | None = None
     sample_every_s: float | None = None  # None: about 20,000 samples over the span
     progress: Callable[[int], None] | None = None  # called with the number of events done
+    # Whether cycles say why gangs wait. The replay never reads it, and it costs a good
+    # part of a cycle; binds and evictions are the same either way.
+    explain: bool = False
 
     def run(self) -> RunResult:
         wall = time.perf_counter()
@@ -133,7 +136,7 @@ class Replay:
         self.node_by_name = {n.name: n for n in self.nodes}
         self.node_pos = {name: i for i, name in enumerate(self.node_by_name)}
         self.healthy = dict(self.node_by_name)
-        self.core = Core(tuple(self.healthy.values()), self.teams, self.config, self.policy)
+        self.core = Core(tuple(self.healthy.values()), self.teams, self.config, self.policy, self.explain)
         self._nodes_changed = False
         self.records: list[JobRecord] = []
         self.by_id: dict[str, _JobState] = {}  # jobs that arrived and have not finished

@@ -39,6 +39,9 @@ def same(a: Decisions, b: Decisions) -> None:
 class Checked(Replay):
     """A replay that also runs a fresh `decide` on each cycle's snapshot and compares."""
 
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, explain=True, **kw)  # compares the pending reasons too
+
     def _setup(self) -> None:
         super()._setup()
         self.checked = 0
@@ -72,6 +75,25 @@ def test_every_cycle_of_a_contended_philly_replay_matches_a_fresh_decide(philly,
     assert r.checked > 500 and r.deepest > 100  # deep queues, many cycles
     if policy != "fifo":
         assert sum(j.preemptions for j in result.jobs) > 0  # reclaim happened
+
+
+def test_a_replay_that_does_not_explain_binds_and_evicts_the_same(philly):
+    class Counted(Replay):
+        said = 0
+
+        def _cycle(self, now: float) -> bool:
+            evicted = super()._cycle(now)
+            self.said += len(self.last_decisions.pending)
+            return evicted
+
+    team_set = teams_for_trace((j.team for j in philly.jobs), None, None)
+    quiet = Counted(philly, nodes_for_gpus(48), team_set, "gpufair")
+    told = Counted(philly, nodes_for_gpus(48), team_set, "gpufair", explain=True)
+    a, b = quiet.run(), told.run()
+    assert sum(j.preemptions for j in a.jobs) > 0
+    assert a.jobs == b.jobs  # every start, end and preemption
+    assert a.samples == b.samples
+    assert quiet.said == 0 and told.said > 10_000
 
 
 def test_budgets_and_node_failures_match_a_fresh_decide(philly):
@@ -122,6 +144,8 @@ def test_a_core_fed_change_by_change_decides_as_decide(snap, rnd):
     for policy in ("gpufair", "drf", "fifo"):
         fresh = Core.from_snapshot(second, CONFIG, policy)
         same(fresh.decide(second.now_s, second.usage), decide(second, CONFIG, policy))
+    # The running pod types, counted as pods came and went, are those of a fresh read.
+    assert core.running.gpu_pod_shapes == fresh.running.gpu_pod_shapes
     same(core.decide(second.now_s, second.usage), decide(second, CONFIG, "gpufair"))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -40,7 +40,15 @@ from scheduler.core.policies import Policy
 from scheduler.core.preemption import Candidates, Plan, Victim, plan_preemption
 from scheduler.core.scoring import SCORERS, Fragmentation, ShapeCache, WorkloadMix
 from scheduler.core.tiers import effective_tiers
-from scheduler.core.waiting import GangClass, Lane, PendingLog, View, merged_run, problems_in_order
+from scheduler.core.waiting import (
+    GangClass,
+    Lane,
+    PendingLog,
+    SilentLog,
+    View,
+    merged_run,
+    problems_in_order,
+)
 
 _EPS = 1e-6
 _TIERS = tuple(sorted(Tier))  # by value: _TIERS[int(tier)] is the Tier, without the enum's lookup
@@ -95,7 +103,8 @@ class _Cycle:
         ]
         self.state = core.base.copy()
         self.max_node_gpus = core.max_node_gpus
-        self.out = _Outcome()
+        self.explain = core.explain
+        self.out = _Outcome(pending=PendingLog() if self.explain else SilentLog())
         self._read_running()
         # Only the fragmentation scorer weighs the pod types (of waiting and running pods).
         self.weighs_mix = SCORERS[policy.scorer] is Fragmentation
@@ -375,19 +384,7 @@ class _Cycle:
         """Pod types (GPUs, share, CPU, memory) of the waiting and running pods, counted."""
         # Scavenger work is left out (see _read_waiting): it must not steer where in-budget work goes.
         shapes: Counter[tuple[int, int, int, int]] = Counter(self.mix_waiting)
-        rt = self.rt
-        gpu_rows = np.nonzero((rt.pod_gpus > 0) | (rt.pod_milli > 0))[0]
-        if gpu_rows.size:
-            # Each column to small codes, then one 1-D unique over the combined code.
-            cols = (rt.pod_gpus * 1000 + rt.pod_milli, rt.pod_cpu, rt.pod_mem)
-            uniq, codes = zip(*(np.unique(c[gpu_rows], return_inverse=True) for c in cols), strict=True)
-            key = (codes[0] * len(uniq[1]) + codes[1]) * len(uniq[2]) + codes[2]
-            keys, counts = np.unique(key, return_counts=True)
-            for k, c in zip(keys.tolist(), counts.tolist(), strict=True):
-                rest, m = divmod(k, len(uniq[2]))
-                g, cpu = divmod(rest, len(uniq[1]))
-                gpus, milli = divmod(int(uniq[0][g]), 1000)
-                shapes[(gpus, milli, int(uniq[1][cpu]), int(uniq[2][m]))] += c
+        shapes.update(self.core.running.gpu_pod_shapes)
         return WorkloadMix.from_counts(shapes, self.config.workload_types)
 
     def _account(self, t: int, tier: Tier, gpus: float, sign: int, pods: tuple[Pod, ...]) -> None:
@@ -493,7 +490,7 @@ class _Cycle:
 
     def run(self) -> Decisions:
         problems = [v for v in self.views if v.problem is not None]
-        if problems:
+        if problems and self.explain:
             self.out.pending.extend_lazy(problems_in_order(problems))
         ready = [v for v in self.views if v.problem is None]
         if self.policy.ordering == "fifo":
@@ -549,7 +546,7 @@ class _Cycle:
         while lane:
             if self._doomed(lane.head(), preempt, False):
                 runs = lane.skip(lambda v: not self._doomed(v, preempt, False))
-                self.out.pending.extend_lazy(merged_run(runs, self._waits_why))
+                self._passed_over(runs, self._waits_why)
                 continue
             v, i = lane.pop()
             self._schedule(self._member(v, i), preempt=preempt, reclaim=False)
@@ -561,7 +558,7 @@ class _Cycle:
             w = self._member(v, i)
             if not self._schedule(w, preempt=False, reclaim=False):
                 behind = ("QueuedBehind", reasons.behind(w.gang))
-                self.out.pending.extend_lazy(merged_run(lane.rest(), lambda _v, b=behind: b))
+                self._passed_over(lane.rest(), lambda _v, b=behind: b)
 
     def _training_pass(self, queue: list[View]) -> None:
         by_team: dict[int, list[View]] = {}
@@ -636,7 +633,7 @@ class _Cycle:
                     runs = lane.skip(lambda v, t=t: not doomed(t, v) or not below(t, v.gpus))
                 else:
                     runs = lane.skip(lambda v, t=t: not doomed(t, v))
-                self.out.pending.extend_lazy(merged_run(runs, why))
+                self._passed_over(runs, why)
             else:
                 v, i = lane.pop()
                 w = self._member(v, i)
@@ -683,6 +680,8 @@ class _Cycle:
             return True
         may_preempt = preempt and self.policy.preemption and self.config.preemption_enabled
         if may_preempt and self._preempt_for(w, reclaim):
+            return False
+        if not self.explain:
             return False
         code, text = self._diagnose(w.request)
         text = self._with_context(w, text)
@@ -771,9 +770,9 @@ class _Cycle:
             for pod, held in zip(w.need, placed.held, strict=True):
                 self.out.nominations[pod.name] = names[held.node]
             self._account(w.team, w.tier, w.gpus, +1, w.need)
-        self.out.pending.append(
-            Pending(w.gang.id, "Preempting", self._with_context(w, reasons.preempting(plan)))
-        )
+        if self.explain:
+            text = self._with_context(w, reasons.preempting(plan))
+            self.out.pending.append(Pending(w.gang.id, "Preempting", text))
         return True
 
     def _could_free_enough(self, w: _Waiting, cand: Candidates) -> bool:
@@ -829,6 +828,11 @@ class _Cycle:
         self._releases += 1
 
     # ------------------------------------------------------------------ explaining
+
+    def _passed_over(self, runs: list[tuple[View, int, int]], why: Callable[[View], tuple[str, str]]) -> None:
+        """Runs of gangs the pass went over in one step: each with its reason, when explaining."""
+        if self.explain:
+            self.out.pending.extend_lazy(merged_run(runs, why))
 
     def _diagnose(self, req: GangRequest) -> tuple[str, str]:
         key = (id(req), self._releases, len(self.out.binds))

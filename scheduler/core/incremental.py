@@ -43,8 +43,12 @@ class Core:
         teams: Iterable[Team],
         config: PolicyConfig | None = None,
         policy: str | Policy = "gpufair",
+        explain: bool = True,
     ) -> None:
         self.config = config or PolicyConfig()
+        # False: cycles leave `pending` empty. Saying why each gang waits is a good part of
+        # a cycle's cost, and a replay never reads it; binds and evictions are the same.
+        self.explain = explain
         self.policy = get_policy(policy)
         self.teams = tuple(teams)
         self.team_index = {t.name: i for i, t in enumerate(self.teams)}

@@ -7,7 +7,8 @@ per bound pod on a known node, gangs as contiguous row ranges.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -222,6 +223,19 @@ class RunningStore:
         self._p = _Columns(_POD_COLS)
         self.pod_names: list[str] = []
         self.pod_slots: list[tuple[int, ...]] = []
+        # Running GPU pods by (GPUs, share, CPU, memory): the fragmentation scorer weighs
+        # them every cycle, and counting as pods come and go is cheaper than recounting.
+        self.gpu_pod_shapes: Counter[tuple[int, int, int, int]] = Counter()
+
+    def _count_shapes(self, shapes: Iterable[tuple[int, int, int, int]], sign: int) -> None:
+        counts = self.gpu_pod_shapes
+        for shape in shapes:
+            if shape[0] or shape[1]:
+                left = counts[shape] + sign
+                if left:
+                    counts[shape] = left
+                else:
+                    del counts[shape]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -245,6 +259,9 @@ class RunningStore:
         self.pod_slots = [()] * len(self.pod_names)
         for row, slots in table.indices.items():
             self.pod_slots[row] = slots
+        self.gpu_pod_shapes = Counter()
+        cols = (table.pod_gpus, table.pod_milli, table.pod_cpu, table.pod_mem)
+        self._count_shapes(zip(*(c.tolist() for c in cols), strict=True), +1)
         return waiting
 
     def add(self, gang: Gang) -> bool:
@@ -288,6 +305,7 @@ class RunningStore:
             )
             self.pod_names.extend(p.name for p in rows)
             self.pod_slots.extend(p.gpu_indices for p in rows)
+            self._count_shapes(((p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib) for p in rows), +1)
         self.ids.append(gang.id)
         self.gangs.append(gang)
         return True
@@ -299,6 +317,8 @@ class RunningStore:
         stop = start + int(sizes[g])
         self._g.delete(g, g + 1)
         if stop > start:
+            cols = [self._p.get(name)[start:stop].tolist() for name in _POD_COLS[1:5]]
+            self._count_shapes(zip(*cols, strict=True), -1)
             self._p.delete(start, stop)
             del self.pod_names[start:stop], self.pod_slots[start:stop]
         del self.ids[g], self.gangs[g]

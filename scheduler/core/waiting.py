@@ -345,6 +345,16 @@ class PendingLog:
         return LazyPending(self.parts)
 
 
+class SilentLog(PendingLog):
+    """The log of a cycle that does not explain (see Core.explain): it keeps nothing."""
+
+    def append(self, p: Pending) -> None:
+        pass
+
+    def extend_lazy(self, make: PendingMaker) -> None:
+        pass
+
+
 class LazyPending(Sequence[Pending]):
     """Why each gang waits, in the cycle's order; the entries for long runs of look-alike
     gangs are made on first read, so a cycle over a deep queue that nobody reads in full
