@@ -46,8 +46,7 @@ class Placement:
 
 def capacity_of(state: ClusterState, cache: ShapeCache, shape: Shape, req: GangRequest) -> np.ndarray:
     """Pods of `shape` each node can take for this request (all filters applied)."""
-    gcap, _ = cache.get(shape)
-    cap = gcap
+    cap = cache.capacity(shape)
     if shape.cpu:
         cap = np.minimum(cap, np.maximum(state.cpu_free, 0) // shape.cpu)
     if shape.mem:

@@ -390,7 +390,10 @@ class ShapeCache:
     def __init__(self, state: ClusterState, scorer: NodeScorer) -> None:
         self.state = state
         self.scorer = scorer
-        self._entries: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray, int]] = {}
+        # Scores and GPU capacity are kept apart: a placement that fails (most tries on a
+        # full cluster) finds out from the capacity alone and never pays for scoring.
+        self._entries: dict[tuple[int, ...], tuple[np.ndarray, int]] = {}  # scores
+        self._caps: dict[tuple[int, int], tuple[np.ndarray, int]] = {}  # per GPU size
         self._all = np.arange(state.node_count)
         self._full_shape = scorer.uses_resources
         self._stats: np.ndarray | None = scorer.node_stats(state, self._all)
@@ -429,6 +432,21 @@ class ShapeCache:
             return self.scorer.scores(self.state, shape, idx)
         return self.scorer.scores(self.state, shape, idx, stats=stats)  # type: ignore[call-arg]
 
+    def capacity(self, shape: Shape) -> np.ndarray:
+        """Pods of this shape's GPU size each node can take (GPUs only). Do not modify it."""
+        key = (shape.gpus, shape.milli)
+        log = self.state.change_log
+        entry = self._caps.get(key)
+        if entry is None:
+            cap = self.state.gpu_capacity(Shape(shape.gpus, shape.milli, 0, 0))
+        else:
+            cap, seen = entry
+            if seen < len(log):
+                moved = self._moved_since(seen)
+                cap[moved] = self.state.gpu_capacity(Shape(shape.gpus, shape.milli, 0, 0), moved)
+        self._caps[key] = (cap, len(log))
+        return cap
+
     def get(self, shape: Shape) -> tuple[np.ndarray, np.ndarray]:
         """(GPU capacity per node, score per node) for pods of this shape.
 
@@ -439,31 +457,30 @@ class ShapeCache:
         """
         gpu_shape = Shape(shape.gpus, shape.milli, 0, 0)
         if not self._full_shape or shape == gpu_shape or self.scorer.volatile:
-            return self._get_gpu_size(gpu_shape if not self._full_shape else shape)
+            return self.capacity(shape), self._gpu_size_scores(gpu_shape if not self._full_shape else shape)
         key = (shape.gpus, shape.milli, shape.cpu, shape.mem)
         log = self.state.change_log
         entry = self._entries.get(key)
         if entry is None:
             size = (shape.gpus, shape.milli)
             self._variants[size] = self._variants.get(size, 0) + 1
-            cap, base = self._get_gpu_size(gpu_shape)
+            base = self._gpu_size_scores(gpu_shape)
             same = self.scorer.unaffected_by_resources(self.state, shape, self._all)
-            cap, score = cap.copy(), self._on_top_of(base, shape, self._all, same)
+            score = self._on_top_of(base, shape, self._all, same)
         else:
-            cap, score, seen = entry
+            score, seen = entry
             if seen < len(log):
                 moved = self._moved_since(seen)
-                cap[moved] = self.state.gpu_capacity(gpu_shape, moved)
                 if self._variants[(shape.gpus, shape.milli)] > 1:
                     # Several CPU sizes share this GPU size: refresh its scores once, for
                     # all of them, and compute only where the CPU and memory matter.
-                    base = self._get_gpu_size(gpu_shape)[1]
+                    base = self._gpu_size_scores(gpu_shape)
                     same = self.scorer.unaffected_by_resources(self.state, shape, moved)
                     score[moved] = self._on_top_of(base, shape, moved, same)
                 else:
                     score[moved] = self._scores(shape, moved)
-        self._entries[key] = (cap, score, len(log))
-        return cap, score
+        self._entries[key] = (score, len(log))
+        return self.capacity(shape), score
 
     def _on_top_of(
         self, base: np.ndarray, shape: Shape, idx: np.ndarray, same: np.ndarray | None
@@ -477,22 +494,18 @@ class ShapeCache:
             out[tight] = self._scores(shape, idx[tight])
         return out
 
-    def _get_gpu_size(self, shape: Shape) -> tuple[np.ndarray, np.ndarray]:
+    def _gpu_size_scores(self, shape: Shape) -> np.ndarray:
         key = (shape.gpus, shape.milli)
-        gpu_shape = Shape(shape.gpus, shape.milli, 0, 0)
         log = self.state.change_log
         entry = self._entries.get(key)
         if entry is None:
-            cap = self.state.gpu_capacity(gpu_shape)
             score = self._scores(shape, self._all)
         else:
-            cap, score, seen = entry
-            if seen < len(log):
-                moved = self._moved_since(seen)
-                cap[moved] = self.state.gpu_capacity(gpu_shape, moved)
-                if not self.scorer.volatile:
-                    score[moved] = self._scores(shape, moved)
+            score, seen = entry
             if self.scorer.volatile:
                 score = self._scores(shape, self._all)
-        self._entries[key] = (cap, score, len(log))
-        return cap, score
+            elif seen < len(log):
+                moved = self._moved_since(seen)
+                score[moved] = self._scores(shape, moved)
+        self._entries[key] = (score, len(log))
+        return score
