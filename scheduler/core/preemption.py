@@ -214,13 +214,16 @@ def _plan_in(
         else:
             state.rollback(inner)
             room.update(v.nodes)
-    narrowed = GangRequest(
-        req.shapes, req.model_ok, req.widest_level, _and(req.pinned, within), req.whole_node_gpus
-    )
-    placed = place_gang(state, cache, narrowed)
+    if len(req.shapes) > 1:
+        # Room for each shape apart is not room for all of them at once: place to be sure.
+        # One pod that has room on some node of the domain fits there; nothing to check.
+        narrowed = GangRequest(
+            req.shapes, req.model_ok, req.widest_level, _and(req.pinned, within), req.whole_node_gpus
+        )
+        if place_gang(state, cache, narrowed) is None:
+            state.rollback(mark)
+            return None
     state.rollback(mark)
-    if placed is None:
-        return None
     return Plan(tuple(chosen), sum(v.lost_gpu_seconds for v in chosen), level)
 
 
