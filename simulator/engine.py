@@ -67,12 +67,6 @@ class _JobState:
 
 
 @dataclass
-class _Usage:
-    decayed: float = 0.0
-    period_hours: float = 0.0
-
-
-@dataclass
 class Replay:
     """One policy's replay of one trace on one cluster."""
 
@@ -142,8 +136,13 @@ class Replay:
         self.by_id: dict[str, _JobState] = {}  # jobs that arrived and have not finished
         self.pending: dict[str, _JobState] = {}
         self.running: dict[str, _JobState] = {}
-        self.usage = {t.name: _Usage() for t in self.teams}
-        self.running_gpus = dict.fromkeys(self.team_names, 0.0)
+        # Per team, in team order (numpy, so accrual is one step, not a loop over teams):
+        # GPUs running, decayed GPU-seconds, and GPU-hours used in the budget period.
+        self.team_pos = {t.name: i for i, t in enumerate(self.teams)}
+        self.running_gpus = np.zeros(len(self.teams))
+        self.decayed = np.zeros(len(self.teams))
+        self.period_hours = np.zeros(len(self.teams))
+        self._usage_cache: dict[str, TeamUsage] | None = None
         # Per-sample figures kept current (milli-GPUs, exact): what each team holds and
         # waits for, what each node's running pods hold, and the pod sizes that wait.
         self.running_milli = dict.fromkeys(self.team_names, 0)
@@ -255,7 +254,8 @@ class Replay:
             state.record.end_s = now
         elif kind == ROLLOVER:
             team = next(t for t in self.teams if t.name == payload)
-            self.usage[team.name].period_hours = 0.0
+            self.period_hours[self.team_pos[team.name]] = 0.0
+            self._usage_cache = None
             # Keep the calendar going while anything can still happen: work runs or is to
             # come, or the last period started something (a budget may be what held it).
             progressed = self.starts != self.starts_at_rollover.get(team.name)
@@ -311,7 +311,7 @@ class Replay:
 
     def _stop(self, state: _JobState, now: float) -> None:
         del self.running[state.job.job_id]
-        self.running_gpus[state.job.team] -= state.job.gpus
+        self.running_gpus[self.team_pos[state.job.team]] -= state.job.gpus
         self._hold(state, -1)
 
     def _interrupt(self, state: _JobState, now: float) -> None:
@@ -332,15 +332,18 @@ class Replay:
         dt = now - self.last_accrual
         if dt <= 0:
             return
-        half_life = self.config.usage_half_life_s
-        for name, gpus in self.running_gpus.items():
-            u = self.usage[name]
-            u.decayed = decay(u.decayed, dt, half_life) + gpus * dt
-            u.period_hours += gpus * dt / 3600.0
+        self.decayed = decay(1.0, dt, self.config.usage_half_life_s) * self.decayed + self.running_gpus * dt
+        self.period_hours += self.running_gpus * dt / 3600.0
         self.last_accrual = now
+        self._usage_cache = None
 
     def _usage_now(self) -> dict[str, TeamUsage]:
-        return {n: TeamUsage(u.decayed, u.period_hours) for n, u in self.usage.items()}
+        if self._usage_cache is None:  # the same until time passes or a period rolls over
+            self._usage_cache = {
+                t.name: TeamUsage(d, h)
+                for t, d, h in zip(self.teams, self.decayed.tolist(), self.period_hours.tolist(), strict=True)
+            }
+        return self._usage_cache
 
     def snapshot(self, now: float) -> Snapshot:
         """The snapshot the next cycle decides on (`decide` on it gives the cycle's decisions)."""
@@ -393,7 +396,7 @@ class Replay:
             if math.isnan(state.record.start_s):
                 state.record.start_s = now
             self.running[gid] = state
-            self.running_gpus[state.job.team] += state.job.gpus
+            self.running_gpus[self.team_pos[state.job.team]] += state.job.gpus
             self.core.put(state.gang)
             self._hold(state, +1)
             self._push(now + state.remaining_s, COMPLETION, (gid, state.attempt))
@@ -417,7 +420,7 @@ class Replay:
                 demand=demand,
                 busy_gpus=busy,
                 fragmented_gpus=self._fragmented(),
-                budget_used={n: u.period_hours for n, u in self.usage.items()},
+                budget_used=dict(zip(self.team_pos, self.period_hours.tolist(), strict=True)),
                 healthy_gpus=self.healthy_gpus,
             )
         )

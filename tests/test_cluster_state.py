@@ -418,3 +418,15 @@ def test_gpu_capacity_per_shape(shape: Shape, expected: list[int]) -> None:
     assert st.free.tolist()[1] == [0, 900, FULL, FULL, UNUSABLE, UNUSABLE, UNUSABLE, UNUSABLE]
     assert st.gpu_capacity(shape).tolist() == expected
     assert st.gpu_capacity(shape, np.array([1])).tolist() == expected[1:]
+
+
+def test_whole_gpu_pods_leave_the_derived_columns_as_a_full_recount_would() -> None:
+    # Whole-GPU pods only (no known slots, no shares) take the short path in load_running;
+    # its free-GPU columns must be those a recount of every slot gives, overbooking included.
+    st = state(node("a", 8, unhealthy=frozenset({2})), node("b", 4), node("c", 8))
+    load(st, [(0, 3, 0, 0, 0), (0, 2, 0, 0, 0), (1, 6, 0, 0, 0), (2, 8, 0, 0, 0)])
+    fast = arrays(st)
+    st._refresh(np.arange(st.node_count))
+    assert_same(fast, arrays(st))
+    assert st.whole_free.tolist() == [2, 0, 0]
+    assert st.overcommitted.tolist() == [False, True, False]  # 6 GPUs asked of a 4-GPU node

@@ -181,6 +181,7 @@ class ClusterState:
                 else:  # an unhealthy or overbooked GPU: hold nothing there, trust the node less
                     self.overcommitted[i] = True
             held[row] = Held(i, tuple(taken), amount, int(cpu[row]), int(mem[row]))
+        taken = None
         if anon.any():
             want = np.bincount(node[anon], weights=gpus[anon], minlength=n).astype(np.int64)
             avail = self.free == FULL
@@ -188,8 +189,17 @@ class ClusterState:
             take = avail & (rank <= want[:, None])
             self.free[take] = 0
             self.anon_mask |= take
-            self.overcommitted |= take.sum(axis=1) < want
+            taken = take.sum(axis=1)
+            self.overcommitted |= taken < want
         shared = np.nonzero((milli > 0) & (gpus == 0))[0]
+        if not held and shared.size == 0:
+            # Whole GPUs only, none at known slots: each taken slot was FULL, so the derived
+            # columns drop by the count alone (no pass over every node's slots).
+            if taken is not None:
+                self.whole_free -= taken
+                self.total_free -= taken * FULL
+            self.overcommitted |= (self.cpu_free < 0) | (self.mem_free < 0)
+            return held
         shared = shared[np.argsort(-milli[shared], kind="stable")]  # large shares first pack best
         for row in shared:
             row = int(row)
