@@ -21,6 +21,18 @@ def test_measure_reports_a_cycle():
     assert r["binds"] > 0 and r["median_s"] > 0 and r["peak_mib"] > 0
 
 
+def test_simulator_benchmark_reports_progress_in_jobs():
+    """A short Philly prefix runs to the end; a cap that cannot be met stops it part way,
+    and the report says how many jobs had arrived and finished by then."""
+    from benchmarks.simulator_speed import run_case
+
+    whole = run_case("philly-gpufair", 400, cap_s=600)
+    assert whole["finished"] and whole["jobs_finished_fraction"] == 1.0 and whole["events"] >= 800
+    cut = run_case("philly-gpufair", 400, cap_s=0.0)
+    assert not cut["finished"]
+    assert cut["jobs_finished_fraction"] <= cut["jobs_arrived_fraction"] < 1.0
+
+
 def test_bind_benchmark_times_both_schedulers_cold_and_warm(kube_cluster_factory, tmp_path):
     """One tiny case per mode: the watch-based clock sees every bind, and the warm mode
     binds a warm-up pod first (the figures themselves are read from a full run)."""
