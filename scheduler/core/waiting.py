@@ -248,14 +248,16 @@ class Lane:
         """Pass over every gang before the first one of a view for which `stops` holds;
         returns the runs passed over as (view, start, end)."""
         stop: tuple | None = None
-        for v in self.views:
-            if v.cursor < v.size and stops(v):
+        live = [v for v in self.views if v.cursor < v.size]
+        stopping = [stops(v) for v in live]  # asked once per view: it can cost a policy check
+        for v, halts in zip(live, stopping, strict=True):
+            if halts:
                 k = (v.prefix, v.keys[v.cursor])
                 if stop is None or k < stop:
                     stop = k
         runs = []
-        for v in self.views:
-            if v.cursor >= v.size or stops(v):
+        for v, halts in zip(live, stopping, strict=True):
+            if halts:
                 continue
             if stop is None or v.prefix < stop[0]:
                 end = v.size
