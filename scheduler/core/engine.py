@@ -233,6 +233,7 @@ class _Cycle:
         self.run_old = ran >= min_rt
         # A gang that holds no GPU frees nothing a GPU gang can use: never a victim.
         self.run_alive = run.evictable & (run.gpus > 0)
+        self._scav_running = bool((self.run_alive & (self.run_tier == Tier.SCAVENGER)).any())
         self.run_pod_gang = np.repeat(np.arange(len(run.gangs)), np.diff(run.offsets))
         self.run_pod_milli = run.pod_gpus * 1000 + run.pod_milli
 
@@ -474,6 +475,8 @@ class _Cycle:
             if self.config.production_honours_min_runtime:
                 ok &= self.run_old
         elif w.tier is Tier.TRAINING:
+            if not reclaim and not self._scavengers_left():
+                return None  # the usual case on a busy cluster without scavenger work
             ok = alive & self.run_old & (tier == Tier.SCAVENGER)
             if reclaim:
                 over = self.alloc > self.share + _EPS
@@ -499,6 +502,12 @@ class _Cycle:
             self._victim,
             self._acceptable(w),
         )
+
+    def _scavengers_left(self) -> bool:
+        """Whether a scavenger gang that holds GPUs still runs (evictions only remove them)."""
+        if self._scav_running:
+            self._scav_running = bool((self.run_alive & (self.run_tier == Tier.SCAVENGER)).any())
+        return self._scav_running
 
     def _accept_for(self, w: _Waiting):
         if w.tier is Tier.PRODUCTION:
