@@ -13,6 +13,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 
@@ -51,6 +52,7 @@ from scheduler.core.waiting import (
 )
 
 _EPS = 1e-6
+_NO_USAGE = TeamUsage()
 _TIERS = tuple(sorted(Tier))  # by value: _TIERS[int(tier)] is the Tier, without the enum's lookup
 
 
@@ -126,7 +128,7 @@ class _Cycle:
         self.team_index = core.team_index
         n_teams = len(self.teams)
         self.sink = n_teams  # per-team arrays have one more slot, for gangs without a team
-        usage = [usage_of.get(t.name, TeamUsage()) for t in self.teams]
+        usage = [usage_of.get(t.name, _NO_USAGE) for t in self.teams]
         self.budgets: list[BudgetState] = [
             budget_state(t.budget, u, self.now) for t, u in zip(self.teams, usage, strict=True)
         ]
@@ -138,8 +140,7 @@ class _Cycle:
         # Only the fragmentation scorer weighs the pod types (of waiting and running pods).
         self.weighs_mix = SCORERS[policy.scorer] is Fragmentation
         self._read_waiting()
-        self.demand = self._team_sum(self.run_gpus, self.run_tier == Tier.TRAINING)
-        self.demand += self.waiting_demand_milli / 1000.0
+        self.demand = self.alloc + self.waiting_demand_milli / 1000.0
         self.share = np.zeros(n_teams + 1)
         self._divide_training_capacity()
         decayed = [u.decayed_gpu_seconds for u in usage]
@@ -162,6 +163,7 @@ class _Cycle:
         self._diagnosed: dict[tuple, tuple[str, str]] = {}
         self._contexts: dict[tuple, str] = {}
         self._victims: dict[int, Victim] = {}
+        self._scav_running: bool | None = None  # unknown until preemption asks
 
     def _divide_training_capacity(self) -> None:
         """Fair shares of what production leaves: what it holds now, not what it waits for,
@@ -202,11 +204,6 @@ class _Cycle:
             return np.full(priorities.shape, int(Tier.TRAINING))
         return effective_tiers(priorities, self._scavenging()[teams], self.config)
 
-    def _team_sum(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return np.bincount(self.run_team[mask], weights=values[mask], minlength=len(self.teams) + 1).astype(
-            np.float64
-        )
-
     def _read_running(self) -> None:
         run = self.core.running.table(self.now)
         self.rt = run
@@ -216,12 +213,22 @@ class _Cycle:
         self.special = self.state.load_running(
             run.pod_node, run.pod_gpus, run.pod_milli, run.pod_cpu, run.pod_mem, run.indices
         )
+        # GPUs per (tier, team) in one step; CPU and memory are kept for training only.
+        n = len(self.teams) + 1
+        by = self.run_tier * n + run.team
+        gpus = np.bincount(by, weights=run.gpus, minlength=len(Tier) * n).reshape(len(Tier), n)
+        self.alloc = gpus[Tier.TRAINING].copy()  # training GPUs held
+        self.prod = gpus[Tier.PRODUCTION].copy()
+        self.scav = gpus[Tier.SCAVENGER].copy()
         train = self.run_tier == Tier.TRAINING
-        self.alloc = self._team_sum(run.gpus, train)  # training GPUs held
-        self.alloc_cpu = self._team_sum(run.cpu, train)
-        self.alloc_mem = self._team_sum(run.mem, train)
-        self.prod = self._team_sum(run.gpus, self.run_tier == Tier.PRODUCTION)
-        self.scav = self._team_sum(run.gpus, self.run_tier == Tier.SCAVENGER)
+        self.alloc_cpu = np.bincount(run.team[train], weights=run.cpu[train], minlength=n).astype(np.float64)
+        self.alloc_mem = np.bincount(run.team[train], weights=run.mem[train], minlength=n).astype(np.float64)
+
+    # What only preemption reads is worked out when it first does: most cycles never ask.
+
+    @cached_property
+    def _lost_and_old(self) -> tuple[np.ndarray, np.ndarray]:
+        run = self.rt
         team_floor = np.array(
             [t.min_runtime_s or self.config.default_min_runtime_s for t in self.teams]
             + [self.config.default_min_runtime_s]
@@ -229,13 +236,31 @@ class _Cycle:
         min_rt = np.where(np.isnan(run.min_runtime), team_floor[run.team], run.min_runtime)
         ran = np.maximum(0.0, self.now - run.start)
         progress = np.where(np.isnan(run.checkpoint), ran, np.fmod(ran, run.checkpoint))
-        self.run_cost = run.gpus * progress  # GPU-seconds lost if evicted now
-        self.run_old = ran >= min_rt
-        # A gang that holds no GPU frees nothing a GPU gang can use: never a victim.
-        self.run_alive = run.evictable & (run.gpus > 0)
-        self._scav_running = bool((self.run_alive & (self.run_tier == Tier.SCAVENGER)).any())
-        self.run_pod_gang = np.repeat(np.arange(len(run.gangs)), np.diff(run.offsets))
-        self.run_pod_milli = run.pod_gpus * 1000 + run.pod_milli
+        return run.gpus * progress, ran >= min_rt
+
+    @property
+    def run_cost(self) -> np.ndarray:
+        """GPU-seconds each running gang loses if evicted now."""
+        return self._lost_and_old[0]
+
+    @property
+    def run_old(self) -> np.ndarray:
+        """Whether each running gang has run its minimum runtime."""
+        return self._lost_and_old[1]
+
+    @cached_property
+    def run_alive(self) -> np.ndarray:
+        """Whether each running gang may still be a victim. A gang that holds no GPU frees
+        nothing a GPU gang can use: never a victim. Evictions clear it."""
+        return self.rt.evictable & (self.rt.gpus > 0)
+
+    @cached_property
+    def run_pod_gang(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.rt.gangs)), np.diff(self.rt.offsets))
+
+    @cached_property
+    def run_pod_milli(self) -> np.ndarray:
+        return self.rt.pod_gpus * 1000 + self.rt.pod_milli
 
     def _read_waiting(self) -> None:
         """Views of the waiting classes and singles: tier, request or problem, once per class."""
@@ -505,7 +530,7 @@ class _Cycle:
 
     def _scavengers_left(self) -> bool:
         """Whether a scavenger gang that holds GPUs still runs (evictions only remove them)."""
-        if self._scav_running:
+        if self._scav_running is not False:
             self._scav_running = bool((self.run_alive & (self.run_tier == Tier.SCAVENGER)).any())
         return self._scav_running
 
