@@ -177,8 +177,17 @@ def _plan_in(
     within: np.ndarray | None,
     level: int,
 ) -> Plan | None:
+    bounded = False
+    if within is not None:
+        # Most domains fail the bound; check it on the domain's gangs before ordering them
+        # (the same set as the ordered list whenever the domain has no more than are tried).
+        inside = np.unique(cand.pod_gang[within[cand.pod_node]])
+        if inside.size <= MAX_VICTIMS_TRIED:
+            if not _could_fit(state, req, cand, inside, within):
+                return None
+            bounded = True
     gangs = _victim_order(state, req, cand, within)[:MAX_VICTIMS_TRIED]
-    if not _could_fit(state, req, cand, gangs, within):
+    if not bounded and not _could_fit(state, req, cand, gangs, within):
         return None
     mark = state.mark()
     room = _Room(state, req, within)
@@ -235,8 +244,9 @@ def _could_fit(
     grows as victims go), and the walk is skipped. GPUs alone bound the room here."""
     if cand.acceptable is None or any(not (s.gpus or s.milli) for s in req.counts):
         return True
-    ok_gangs = gangs[cand.acceptable[gangs]]
-    pods = np.nonzero(np.isin(cand.pod_gang, ok_gangs))[0]
+    chosen = np.zeros(cand.acceptable.size, dtype=bool)
+    chosen[gangs[cand.acceptable[gangs]]] = True
+    pods = np.nonzero(chosen[cand.pod_gang])[0]
     n = state.node_count
     milli = cand.pod_milli[pods]
     slots = np.bincount(cand.pod_node[pods], weights=-(-milli // 1000), minlength=n).astype(np.int64)
