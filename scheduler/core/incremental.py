@@ -128,7 +128,8 @@ class Core:
 
     def decide(self, now_s: float, usage: Mapping[str, TeamUsage] | None = None) -> Decisions:
         """One decision cycle on the current input. `pending` is a LazyPending: the reasons
-        for long runs of look-alike waiting gangs are built when first read."""
+        for long runs of look-alike waiting gangs are built when first read (and it is
+        empty when the Core was made with `explain=False`)."""
         from scheduler.core.engine import run_cycle
 
         return run_cycle(self, now_s, usage or {})
