@@ -174,6 +174,8 @@ def test_level_index() -> None:
         ({"max_preemptors_per_cycle": -1}, "preemption"),
         ({"preemption_candidate_domains": 0}, "preemption"),
         ({"reclaim_after_s": -1.0}, "preemption.reclaimAfter"),
+        ({"reclaim_threshold": 0.0}, "preemption.reclaimThreshold"),
+        ({"reclaim_threshold": 1.5}, "preemption.reclaimThreshold"),
         ({"whole_node_gpus": 0}, "placement"),
         ({"workload_types": 0}, "placement"),
     ],
@@ -212,6 +214,7 @@ preemption:
   productionHonoursMinRuntime: true
   defaultMinRuntime: 15m
   reclaimAfter: 5m
+  reclaimThreshold: 0.8
 placement:
   wholeNodeGPUs: 4
   workloadTypes: 32
@@ -237,6 +240,7 @@ def test_load_policy_reads_every_setting() -> None:
         production_honours_min_runtime=True,
         default_min_runtime_s=900.0,
         reclaim_after_s=300.0,
+        reclaim_threshold=0.8,
         whole_node_gpus=4,
         workload_types=32,
     )
@@ -353,3 +357,9 @@ def test_nan_half_life_is_refused() -> None:
     # YAML's .nan is a float; a NaN half-life would turn every decayed usage into NaN.
     err = refused(load_policy, "fairShare:\n  usageHalfLife: .nan\n")
     names(err, "policy", "fairShare.usageHalfLife")
+
+
+def test_reclaim_threshold_must_be_a_number() -> None:
+    err = refused(policy_from_mapping, {"preemption": {"reclaimThreshold": "most"}})
+    assert "preemption.reclaimThreshold" in str(err) and "fraction" in str(err)
+    assert policy_from_mapping({"preemption": {"reclaimThreshold": 1}}).reclaim_threshold == 1.0

@@ -200,6 +200,33 @@ def test_reclaim_waits_until_the_gang_has_waited_reclaim_after():
     assert decide(prod, PolicyConfig(reclaim_after_s=3600.0)).evictions != ()
 
 
+def _near_share_case(a_holds: int):
+    """32 GPUs, shares of 16: team a holds `a_holds` one-GPU gangs and waits for more,
+    team b holds the rest of the cluster with gangs old enough to be victims."""
+    ns = nodes(4)
+    slots = [f"n0{i // 8}" for i in range(32)]
+    held = [running(gang(f"a/r{i}", "a", submit=i), slots[i]) for i in range(a_holds)]
+    held += [running(gang(f"b/r{i}", "b", submit=i), slots[i]) for i in range(a_holds, 32)]
+    waiting = [gang(f"a/p{i}", "a", submit=100 + i) for i in range(8)]
+    return snapshot(ns, teams(("a", 1), ("b", 1)), held + waiting)
+
+
+def test_a_team_just_below_its_share_waits_instead_of_reclaiming():
+    # reclaimThreshold 0.9 of a share of 16 is 14.4 GPUs.
+    near = decide(_near_share_case(15))
+    assert near.evictions == ()
+    assert "reclaimThreshold" in near.pending_reason("a/p0").reason
+    # Well below it, the team reclaims until it holds the threshold; the rest of its
+    # share comes as GPUs free up.
+    far = decide(_near_share_case(12))
+    assert len({e.gang for e in far.evictions}) == 3
+    assert far.teams["a"].allocated_gpus == pytest.approx(15)
+    assert "reclaimThreshold" in far.pending_reason("a/p3").reason
+    # With the threshold at 1 a team reclaims whenever it is below its share.
+    eager = decide(_near_share_case(15), PolicyConfig(reclaim_threshold=1.0))
+    assert len({e.gang for e in eager.evictions}) == 1
+
+
 def test_reclaim_settles_after_one_round():
     snap = _reclaim_case()
     first = decide(snap)

@@ -41,6 +41,7 @@ class PolicyConfig:
     production_honours_min_runtime: bool = False
     default_min_runtime_s: float = 600.0
     reclaim_after_s: float = 0.0
+    reclaim_threshold: float = 0.9
     whole_node_gpus: int = 8
     workload_types: int = 16
     fragmentation_objective: str = "residual"
@@ -72,6 +73,13 @@ class PolicyConfig:
             )
         if self.reclaim_after_s < 0:
             raise InvalidInput(obj, "preemption.reclaimAfter", "must not be negative", "use e.g. '5m' or 0")
+        if not 0 < self.reclaim_threshold <= 1:
+            raise InvalidInput(
+                obj,
+                "preemption.reclaimThreshold",
+                f"{self.reclaim_threshold!r} is not in (0, 1]",
+                "use a fraction of the fair share such as 0.9 (1: reclaim whenever below the share)",
+            )
         if self.fragmentation_objective not in ("residual", "growth"):
             raise InvalidInput(
                 obj,
@@ -99,6 +107,12 @@ def _int(path: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidInput("policy", path, f"{value!r} is not a whole number", "write an integer")
     return value
+
+
+def _fraction(path: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInput("policy", path, f"{value!r} is not a number", "write a fraction such as 0.9")
+    return float(value)
 
 
 def _bool(path: str, value: Any) -> bool:
@@ -144,6 +158,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
         "productionHonoursMinRuntime": ("production_honours_min_runtime", _bool),
         "defaultMinRuntime": ("default_min_runtime_s", _duration),
         "reclaimAfter": ("reclaim_after_s", _duration),
+        "reclaimThreshold": ("reclaim_threshold", _fraction),
     },
     "placement": {
         "wholeNodeGPUs": ("whole_node_gpus", _int),

@@ -641,6 +641,7 @@ class _Cycle:
         )
         reclaim_on = self.policy.reclaim and self.config.reclaim_enabled
         reclaim_after = self.config.reclaim_after_s
+        reclaim_threshold = self.config.reclaim_threshold
 
         def key(t: int) -> tuple:
             if dominant:
@@ -659,8 +660,14 @@ class _Cycle:
             # that completions free meanwhile costs nobody their work.
             return self.now - submit_s >= reclaim_after - _EPS
 
+        def well_below(t: int) -> bool:
+            # Reclaim only while well below the share (`reclaimThreshold`): a team that
+            # hovers near its share as its jobs end and start waits for the GPUs that free
+            # up, rather than evicting work that would restart at once elsewhere.
+            return self.alloc[t] < reclaim_threshold * self.share[t] - _EPS or reclaim_threshold >= 1
+
         def may_reclaim(t: int, gpus: float, submit_s: float) -> bool:
-            return reclaim_on and below(t, gpus) and waited(submit_s)
+            return reclaim_on and below(t, gpus) and well_below(t) and waited(submit_s)
 
         def doomed(t: int, v: View) -> bool:
             if v.waiting is not None:
@@ -669,18 +676,24 @@ class _Cycle:
             # only younger gangs behind it.
             return over_cap(t, v.gpus) or self._doomed(v, True, may_reclaim(t, v.gpus, v.keys[v.cursor][0]))
 
-        def deferred(t: int, gpus: float, submit_s: float) -> bool:
-            """Below its share, but too young to reclaim yet: worth saying."""
-            return reclaim_on and below(t, gpus) and not waited(submit_s)
+        def held_back(t: int, gpus: float, submit_s: float) -> Callable[[str], str] | None:
+            """Below its share, yet not reclaiming (too close to the share, or too young):
+            worth saying, as the words to add to the reason."""
+            if not (reclaim_on and below(t, gpus)):
+                return None
+            if not well_below(t):
+                return lambda text: reasons.reclaim_held(text, reclaim_threshold)
+            if not waited(submit_s):
+                return lambda text: reasons.reclaim_deferred(text, reclaim_after)
+            return None
 
         def why(v: View) -> tuple[str, str]:
             t = v.team
             if over_cap(t, v.gpus):
                 return "OverMaxGPUs", reasons.over_cap(self.teams[t], self.alloc[t], v.gpus)
             code, text = self._waits_why(v)
-            if deferred(t, v.gpus, v.keys[-1][0]):  # the view's youngest gang
-                text = reasons.reclaim_deferred(text, reclaim_after)
-            return code, text
+            note = held_back(t, v.gpus, v.keys[-1][0])  # the view's youngest gang
+            return code, text if note is None else note(text)
 
         # Teams in a heap by how much they deserve the next GPUs. Only the team that was
         # served changes its key, except when evictions lower other teams' holdings:
@@ -708,10 +721,9 @@ class _Cycle:
                     text = reasons.over_cap(self.teams[t], self.alloc[t], w.gpus)
                     self.out.pending.append(Pending(w.gang.id, "OverMaxGPUs", text))
                 else:
-                    note = reclaim_after if deferred(t, w.gpus, w.gang.submit_s) else None
-                    self._schedule(
-                        w, preempt=True, reclaim=may_reclaim(t, w.gpus, w.gang.submit_s), reclaim_after=note
-                    )
+                    submit = w.gang.submit_s
+                    note = held_back(t, w.gpus, submit)
+                    self._schedule(w, preempt=True, reclaim=may_reclaim(t, w.gpus, submit), note=note)
             if not lane:
                 del queues[t]
             if self._releases != evicted_before:
@@ -733,10 +745,10 @@ class _Cycle:
     # ------------------------------------------------------------------ one gang
 
     def _schedule(
-        self, w: _Waiting, preempt: bool, reclaim: bool, reclaim_after: float | None = None
+        self, w: _Waiting, preempt: bool, reclaim: bool, note: Callable[[str], str] | None = None
     ) -> bool:
         """Try to place `w`; if it cannot, maybe preempt for it. True when it was bound.
-        `reclaim_after`: the gang may reclaim only after this wait, which it has not had."""
+        `note`: adds to the reason why the gang does not reclaim (see `_training_pass`)."""
         assert w.request is not None
         if not w.need:  # minMember already running: only extras, each as room allows
             self._bind(w, Placement((), CLUSTER_LEVEL))
@@ -752,8 +764,8 @@ class _Cycle:
             return False
         code, text = self._diagnose(w.request)
         text = self._with_context(w, text)
-        if reclaim_after is not None:
-            text = reasons.reclaim_deferred(text, reclaim_after)
+        if note is not None:
+            text = note(text)
         self.out.pending.append(Pending(w.gang.id, code, text))
         return False
 

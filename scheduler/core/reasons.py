@@ -126,6 +126,13 @@ def with_share(text: str, team: str, allocated: float, share: float, idle: float
     return held
 
 
+def reclaim_held(text: str, threshold: float) -> str:
+    return (
+        f"{text}; just below its share, it waits for GPUs to free up: it reclaims from teams "
+        f"above theirs only below {threshold:.0%} of its share (preemption.reclaimThreshold)"
+    )
+
+
 def reclaim_deferred(text: str, after_s: float) -> str:
     wait = format_duration(after_s)
     return f"{text}; below its share, it may reclaim GPUs from teams above theirs once it has waited {wait}"
