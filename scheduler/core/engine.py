@@ -163,7 +163,6 @@ class _Cycle:
         self._diagnosed: dict[tuple, tuple[str, str]] = {}
         self._contexts: dict[tuple, str] = {}
         self._victims: dict[int, Victim] = {}
-        self._scav_running: bool | None = None  # unknown until preemption asks
 
     def _divide_training_capacity(self) -> None:
         """Fair shares of what production leaves: what it holds now, not what it waits for,
@@ -184,13 +183,11 @@ class _Cycle:
 
     # ------------------------------------------------------------------ reading
 
+    @cached_property
     def _scavenging(self) -> np.ndarray:
         """Per team (and the sink): over budget with onExhausted: scavenge. Budgets do not
         change within a cycle, so this is worked out once."""
-        hit = getattr(self, "_scavenging_teams", None)
-        if hit is not None:
-            return hit
-        out = self._scavenging_teams = np.zeros(len(self.teams) + 1, dtype=bool)
+        out = np.zeros(len(self.teams) + 1, dtype=bool)
         if not self.policy.budgets:
             return out
         for t, (team, b) in enumerate(zip(self.teams, self.budgets, strict=True)):
@@ -202,7 +199,7 @@ class _Cycle:
     def _tiers(self, priorities: np.ndarray, teams: np.ndarray) -> np.ndarray:
         if not self.policy.tiers:
             return np.full(priorities.shape, int(Tier.TRAINING))
-        return effective_tiers(priorities, self._scavenging()[teams], self.config)
+        return effective_tiers(priorities, self._scavenging[teams], self.config)
 
     def _read_running(self) -> None:
         run = self.core.running.table(self.now)
@@ -280,7 +277,7 @@ class _Cycle:
         )
         s_prios = np.fromiter((g.priority for g, _ in singles), dtype=np.int64, count=len(singles))
         s_tiers = self._tiers(s_prios, s_teams).tolist()
-        scav = self._scavenging().tolist()
+        scav = self._scavenging.tolist()
         self.views: list[View] = []
         # Summed in Python lists (an item update of a numpy array costs far more), then kept as arrays.
         pending_pods = [0] * n
@@ -500,8 +497,10 @@ class _Cycle:
             if self.config.production_honours_min_runtime:
                 ok &= self.run_old
         elif w.tier is Tier.TRAINING:
-            if not reclaim and not self._scavengers_left():
-                return None  # the usual case on a busy cluster without scavenger work
+            if not reclaim and self.scav.max() <= _EPS:
+                # No scavenger GPUs held (evictions lower the count): nothing to take. The
+                # usual case on a busy cluster without scavenger work.
+                return None
             ok = alive & self.run_old & (tier == Tier.SCAVENGER)
             if reclaim:
                 over = self.alloc > self.share + _EPS
@@ -527,12 +526,6 @@ class _Cycle:
             self._victim,
             self._acceptable(w),
         )
-
-    def _scavengers_left(self) -> bool:
-        """Whether a scavenger gang that holds GPUs still runs (evictions only remove them)."""
-        if self._scav_running is not False:
-            self._scav_running = bool((self.run_alive & (self.run_tier == Tier.SCAVENGER)).any())
-        return self._scav_running
 
     def _accept_for(self, w: _Waiting):
         if w.tier is Tier.PRODUCTION:
@@ -570,7 +563,7 @@ class _Cycle:
             self._divide_training_capacity()
             self._training_pass(by_tier[Tier.TRAINING])
             # Work that chose the scavenger tier goes before work demoted there by a budget.
-            scavenging = self._scavenging()
+            scavenging = self._scavenging
             self._simple_pass(by_tier[Tier.SCAVENGER], preempt=False, demoted=scavenging)
         return Decisions(
             tuple(self.out.binds),

@@ -160,6 +160,7 @@ _GANG_COLS = (
     "evictable",
 )
 _POD_COLS = ("pod_node", "pod_gpus", "pod_milli", "pod_cpu", "pod_mem", "pod_indexed")
+_SHAPE_COLS = ("pod_gpus", "pod_milli", "pod_cpu", "pod_mem")  # a pod's type, as the mix counts it
 _DTYPES = {
     "team": np.int64,
     "priority": np.int64,
@@ -317,7 +318,7 @@ class RunningStore:
         stop = start + int(sizes[g])
         self._g.delete(g, g + 1)
         if stop > start:
-            cols = [self._p.get(name)[start:stop].tolist() for name in _POD_COLS[1:5]]
+            cols = [self._p.get(name)[start:stop].tolist() for name in _SHAPE_COLS]
             self._count_shapes(zip(*cols, strict=True), -1)
             self._p.delete(start, stop)
             del self.pod_names[start:stop], self.pod_slots[start:stop]
