@@ -392,3 +392,18 @@ def test_idle_gpus_from_telemetry_are_in_the_team_status_and_the_reason():
     assert "team vision holds 16 GPUs" in reason and "6 GPUs of what it holds idle" in reason
     quiet = decide(replace(snap, usage={}), PolicyConfig(), "gpufair").pending_reason("more").reason
     assert "idle" not in quiet
+
+
+def test_a_team_at_its_share_still_takes_gpus_from_scavenger_work():
+    # Shares of 8 each: "a" holds its whole share (it may not reclaim), yet scavenger work
+    # gives way to it. "b" asks for a GPU model no node has, so it takes nothing itself.
+    ns = nodes(2)
+    gs = [
+        running(gang("a/r", "a", gpus=8), "n00"),
+        running(gang("b/scav", "b", gpus=8, priority=-1), "n01"),
+        gang("a/more", "a", gpus=8),
+        gang("b/odd", "b", gpus=8, gpu_models=frozenset({"no-such-model"})),
+    ]
+    d = decide(snapshot(ns, teams(("a", 1), ("b", 1)), gs))
+    assert d.teams["a"].fair_share_gpus == pytest.approx(8)
+    assert [(e.gang, e.kind, e.preemptor) for e in d.evictions] == [("b/scav", "scavenger", "a/more")]
