@@ -74,7 +74,8 @@ def bound_gpus(d: Decisions, snap: Snapshot, team: str) -> float:
 
 
 def apply(snap: Snapshot, d: Decisions, at: float | None = None) -> Snapshot:
-    """The cluster after `d`: binds run (started now), evicted gangs wait again from scratch."""
+    """The cluster after `d`, as a shell leaves it: binds run (started now), evicted gangs
+    wait again from scratch, and preemptors wait with the nodes held for them."""
     now = snap.now_s if at is None else at
     binds = {b.pod: b for b in d.binds}
     evicted = {e.gang for e in d.evictions}
@@ -88,7 +89,13 @@ def apply(snap: Snapshot, d: Decisions, at: float | None = None) -> Snapshot:
         pods = []
         for p in g.pods:
             b = binds.get(p.name)
-            pods.append(replace(p, node=b.node, gpu_indices=b.gpu_indices, start_s=snap.now_s) if b else p)
+            if b:
+                p = replace(
+                    p, node=b.node, gpu_indices=b.gpu_indices, start_s=snap.now_s, nominated_node=None
+                )
+            elif p.node is None:
+                p = replace(p, nominated_node=d.nominations.get(p.name))
+            pods.append(p)
         gangs.append(replace(g, pods=tuple(pods)))
     return replace(snap, gangs=tuple(gangs), now_s=now)
 

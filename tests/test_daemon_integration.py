@@ -15,6 +15,7 @@ from collections import Counter
 import pytest
 
 from scheduler.daemon.cli import explain_pod
+from scheduler.daemon.daemon import NoHooks
 from tests.daemon_support import (
     InProcessDaemon,
     bound,
@@ -136,13 +137,30 @@ def test_two_teams_weighted_three_to_one_converge_to_three_to_one(cluster, kube,
     assert abs(heavy - 48) <= 4 and abs(light - 16) <= 4, (heavy, light)
 
 
+class _NominationLog(NoHooks):
+    """Records the pods that came into a cycle with a node held for them."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[str, str]] = set()
+
+    def cycle_done(self, tr, decisions, seconds) -> None:
+        for g in tr.snapshot.gangs:
+            for p in g.pods:
+                if p.nominated_node is not None:
+                    self.seen.add((p.name, p.nominated_node))
+
+
 def test_production_evicts_training_through_the_eviction_api_and_honours_pdbs(cluster, kube, ns):
     a = ns("prod")
     make_team(kube, "prod", [a])
     for i in range(8):
         make_pod(kube, a, f"train{i}", gpus=8, labels={"app": f"train{i}"})
-    with InProcessDaemon(cluster.kubeconfig, policy=_policy(default_min_runtime_s=0.0)):
+    hooks = _NominationLog()
+    with InProcessDaemon(
+        cluster.kubeconfig, hooks=hooks, policy=_policy(default_min_runtime_s=0.0)
+    ) as daemon:
         wait_for("cluster full of training", lambda: len(bound(kube, a)) == 8)
+        victim_node = bound(kube, a)["train5"]
         # Protect all but train5: the only pod the Eviction API may take.
         for i in range(8):
             if i == 5:
@@ -168,7 +186,11 @@ def test_production_evicts_training_through_the_eviction_api_and_honours_pdbs(cl
         node = wait_for("production pod bound", lambda: bound(kube, a).get("infer"), timeout_s=60)
         assert "train5" not in pods_in(kube, a)
         assert all(f"train{i}" in pods_in(kube, a) for i in range(8) if i != 5)
-        assert node
+        assert node == victim_node
+        # The cycle that bound it saw the node held for it (the daemon's own record), and
+        # the nomination was spent there.
+        assert (f"{a}/infer", victim_node) in hooks.seen
+        assert f"{a}/infer" not in daemon.nominated
         reasons = [e["reason"] for e in events_for(kube, a, "train5")]
         assert "Preempted" in reasons
         assert "evicted by gpufair" in explain_pod(kube, a, "train5")

@@ -183,6 +183,16 @@ def test_held_gangs_are_left_out_of_the_cycle():
     assert tr.gang_pods["ml/a"] == ["ml/a"]
 
 
+def test_only_the_daemons_own_nominations_hold_a_node_for_a_pod():
+    claims = pod("claims")
+    claims["status"]["nominatedNodeName"] = "n1"  # written by someone else: not read
+    pods = [pod("preemptor"), claims, pod("running", node_name="n1")]
+    nominated = {"ml/preemptor": "n1", "ml/running": "n1"}
+    tr = SnapshotBuilder([team("t", "ml")]).build(0.0, [node("n1")], pods, nominated=nominated)
+    held = {g.id: g.pods[0].nominated_node for g in tr.snapshot.gangs}
+    assert held == {"ml/preemptor": "n1", "ml/claims": None, "ml/running": None}
+
+
 def test_daemon_config_reads_durations_and_rejects_unknown_keys():
     cfg = load_daemon_config(
         "kind: SchedulerConfig\nscheduler:\n  interval: 5s\n  qps: 20\n  lease: 20s\n"

@@ -235,6 +235,59 @@ def test_reclaim_settles_after_one_round():
     assert {b.gang for b in second.binds} == {"a/p0", "a/p1"}
 
 
+def _held_room_case():
+    """16 GPUs, shares of 8: team b holds all of it in one-GPU gangs, team a reclaims a
+    node for an 8-GPU gang; then a more urgent one-GPU gang of a arrives."""
+    held = [running(gang(f"b/r{i}", "b", submit=i), f"n0{i // 8}") for i in range(16)]
+    snap = snapshot(nodes(2), teams(("a", 1), ("b", 1)), [*held, gang("a/big", "a", gpus=8, submit=100)])
+    first = decide(snap)
+    after = apply(snap, first, at=NOW + 5)
+    urgent = gang("a/urgent", "a", submit=200, priority=10)  # first in a's queue
+    return first, replace(after, gangs=(*after.gangs, urgent))
+
+
+def test_a_preemptor_binds_first_on_the_nodes_held_for_it():
+    first, nxt = _held_room_case()
+    assert len({e.gang for e in first.evictions}) == 8
+    held = first.nominations["a/big-0"]
+    d = decide(nxt)
+    assert {b.gang: b.node for b in d.binds}["a/big"] == held
+    assert d.evictions == ()
+    # Without the nomination the urgent gang takes a GPU of that room first; the big gang
+    # no longer fits, and the victims restart where they were.
+    bare = replace(
+        nxt,
+        gangs=tuple(
+            replace(g, pods=tuple(replace(p, nominated_node=None) for p in g.pods)) for g in nxt.gangs
+        ),
+    )
+    again = decide(bare)
+    bound = {b.gang: b.node for b in again.binds}
+    assert "a/big" not in bound and bound["a/urgent"] == held
+    assert any(g.startswith("b/") and n == held for g, n in bound.items())
+
+
+def test_a_held_node_does_not_lift_a_cap_or_outlive_its_node():
+    first, nxt = _held_room_case()
+    capped = replace(nxt, teams=(Team("a", 1, max_gpus=4, namespaces=("a",)), nxt.teams[1]))
+    d = decide(capped)
+    assert "a/big" not in {b.gang for b in d.binds}
+    assert d.pending_reason("a/big").code == "OverMaxGPUs"
+    # A nomination to a node that has left the cluster is no nomination: the gang waits
+    # its turn, and the cycle decides as if it had none.
+    held = first.nominations["a/big-0"]
+    gone = replace(nxt, nodes=tuple(n for n in nxt.nodes if n.name != held))
+    bare = replace(
+        gone,
+        gangs=tuple(
+            replace(g, pods=tuple(replace(p, nominated_node=None) for p in g.pods)) for g in gone.gangs
+        ),
+    )
+    d, expected = decide(gone), decide(bare)
+    assert "a/big" not in {b.gang for b in d.binds}
+    assert (d.binds, d.evictions, d.nominations) == (expected.binds, expected.evictions, expected.nominations)
+
+
 def test_training_never_evicts_production_and_scavenger_evicts_nothing():
     ns = nodes(2)
     gs = [

@@ -203,3 +203,23 @@ def test_a_job_too_large_for_the_cluster_does_not_keep_the_calendar_running_fore
     r = records(result)
     assert r["fits"].end_s == 3_600 and math.isnan(r["never"].start_s)
     assert result.samples[-1].t < 30 * 86_400
+
+
+def test_a_preemptor_gets_the_room_its_victims_left():
+    # 48 GPUs, shares of 16. Team a holds 33 GPUs in one-GPU jobs. Team c holds 15 and
+    # waits for one more, too close to its share to reclaim. Team b, which ran more than
+    # c earlier (so it comes after c among teams below their share), reclaims 8 GPUs on
+    # one node at 3,600 s for an 8-GPU job. Were that room not held, c would take a GPU
+    # of it in the next cycle, b would evict a second node, and a's victims would restart
+    # where they had been.
+    jobs = [job(f"a{i}", 0, 100_000, 1, "a") for i in range(25)]
+    jobs += [job(f"a{i}", 2_100, 100_000, 1, "a") for i in range(25, 33)]
+    jobs += [job("b-early", 0, 2_400, 8, "b"), job("b-big", 3_600, 1_000, 8, "b")]
+    jobs += [job(f"c{i}", 2_500, 100_000, 1, "c") for i in range(16)]
+    result = Replay(
+        Trace("t", tuple(jobs)), nodes_for_gpus(48), (team("a"), team("b"), team("c")), "gpufair"
+    ).run()
+    r = records(result)
+    assert r["b-big"].start_s == 3_600
+    assert sum(r[f"a{i}"].preemptions for i in range(33)) == 8  # one node's worth, once
+    assert sum(r[f"c{i}"].start_s == 2_500 for i in range(16)) == 15

@@ -79,6 +79,7 @@ class _Waiting:
     gpus: float
     request: GangRequest | None = None
     problem: Pending | None = None  # set when the gang cannot even be tried
+    nominated: GangRequest | None = None  # its request kept to the nodes held for it
 
 
 @dataclass(slots=True)
@@ -414,9 +415,31 @@ class _Cycle:
             w.request = GangRequest(
                 shapes, self.state.model_mask(gang.gpu_models), widest, pinned, cfg.whole_node_gpus
             )
-            return w
-        w.request = self._shared_request(shapes, gang.gpu_models, widest)
+        else:
+            w.request = self._shared_request(shapes, gang.gpu_models, widest)
+        held = self._nominated_nodes(need)
+        if held is not None:
+            w.nominated = GangRequest(
+                shapes,
+                w.request.model_ok,
+                widest,
+                held if pinned is None else held & pinned,
+                cfg.whole_node_gpus,
+            )
         return w
+
+    def _nominated_nodes(self, need: tuple[Pod, ...]) -> np.ndarray | None:
+        """The nodes held for these pods, as a mask: None unless every one has a nomination
+        to a node that is still in the cluster."""
+        if not need or any(p.nominated_node is None for p in need):
+            return None
+        index = self.state.index
+        nodes = [index.get(p.nominated_node) for p in need]  # type: ignore[arg-type]
+        if None in nodes:
+            return None
+        mask = np.zeros(self.state.node_count, dtype=bool)
+        mask[nodes] = True
+        return mask
 
     def _shared_request(self, shapes: tuple[Shape, ...], models: frozenset[str], widest: int) -> GangRequest:
         """Many waiting gangs look alike: they share one request (and its node mask)."""
@@ -553,6 +576,7 @@ class _Cycle:
         if problems and self.explain:
             self.out.pending.extend_lazy(problems_in_order(problems))
         ready = [v for v in self.views if v.problem is None]
+        self._nominated_pass(ready)
         if self.policy.ordering == "fifo":
             self._fifo_pass(ready)
         else:
@@ -598,6 +622,25 @@ class _Cycle:
         """The reason a doomed gang of `v` gets (what `_schedule` would say)."""
         code, text = self._diagnose(v.request)
         return code, self._with_context(_Waiting(v.gangs[0], v.team, v.tier, (), (), v.gpus), text)
+
+    def _nominated_pass(self, ready: list[View]) -> None:
+        """Gangs an earlier cycle preempted for bind first, on the nodes their victims left.
+        The lost work bought that room: were the gang to wait its turn again, a gang earlier
+        in this cycle's order (often a victim, restarting) would take the room, and the
+        preemptor would evict again. Production first, then priority and age; a training
+        gang still stays within its team's maxGPUs."""
+        held = [v for v in ready if v.waiting is not None and v.waiting.nominated is not None]
+        held.sort(key=lambda v: (-int(v.tier), -v.gangs[0].priority, v.keys[0]))
+        for v in held:
+            w = v.waiting
+            cap = self.teams[w.team].max_gpus
+            if w.tier is Tier.TRAINING and cap is not None and self.alloc[w.team] + w.gpus > cap + _EPS:
+                continue
+            placed = place_gang(self.state, self.cache, w.nominated)
+            self.state.commit()
+            if placed is not None:
+                self._bind(w, placed)
+                v.cursor = v.size  # bound: no pass looks at it again
 
     def _simple_pass(self, queue: list[View], preempt: bool, demoted: np.ndarray | None = None) -> None:
         """Priority then age; gangs of `demoted` teams (over budget) after all others."""

@@ -177,6 +177,10 @@ class Pod:
     A pod asks for `gpus` whole GPUs, or for `gpu_milli` thousandths of one shared GPU
     (then `gpus` is 0). A bound pod has `node`, `start_s` and, when known, the indices of
     the GPUs it holds (needed for shared GPUs; whole GPUs are interchangeable).
+
+    A pending pod may carry `nominated_node`: the node a previous cycle evicted victims
+    on to make room for it. Only the shell sets it, from the decisions it carried out
+    (never from anything a user can write), so a pod cannot use it to jump the queue.
     """
 
     name: str
@@ -187,6 +191,7 @@ class Pod:
     node: str | None = None
     gpu_indices: tuple[int, ...] = ()
     start_s: float | None = None
+    nominated_node: str | None = None
 
     def __post_init__(self) -> None:
         obj = f"pod {self.name!r}"

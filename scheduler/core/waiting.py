@@ -6,7 +6,7 @@ gang that it does not place (its tier, its request, whether placement or preempt
 succeed, the reason it waits) is the same for every gang of such a class, so the cycle
 looks at a class once and passes over a run of its gangs in one step. Gangs that do not
 fit a class (part of the gang running, minMember below the gang size, no team, fewer
-pods than minMember) are kept one by one and always looked at individually.
+pods than minMember, room held for it by a nomination) are kept one by one and always looked at individually.
 
 A class keeps its gangs sorted by (submit time, id), the order every queue uses inside
 one priority, so a queue over several classes is a merge of their sorted lists.
@@ -33,11 +33,11 @@ def class_key(gang: Gang) -> tuple | None:
         return None  # minMember below the size, or pods still to come: looked at on its own
     if len(pods) == 1:
         p = pods[0]
-        if p.node is not None:
+        if p.node is not None or p.nominated_node is not None:
             return None
         shapes: tuple = ((p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib),)
     else:
-        if any(p.node is not None for p in pods):
+        if any(p.node is not None or p.nominated_node is not None for p in pods):
             return None
         shapes = tuple((p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib) for p in pods)
     return (

@@ -2,9 +2,12 @@
 
 The loop holds no policy. What it keeps between cycles is bookkeeping of its own calls:
 pods it has bound whose watch event has not come back yet (`assumed`, so the next cycle
-does not bind them again), and gangs whose victims are still terminating (`preempting`,
+does not bind them again), gangs whose victims are still terminating (`preempting`,
 held out of the snapshot so the core does not pick more victims for them while the first
-ones leave). Explanations and status writes go to a background worker with its own rate
+ones leave), and the nodes those victims leave (`nominated`: the cycle that sees the gang
+again binds it there first, before any gang that comes earlier in its order takes the
+room). Nominations live only here, never in anything a user can write, so no pod can
+claim one. Explanations and status writes go to a background worker with its own rate
 limiter, so thousands of pending pods never delay a bind.
 """
 
@@ -156,6 +159,7 @@ class Daemon:
         self.assumed: dict[str, tuple[str, str | None, float | None]] = {}
         self._assumed_lock = threading.Lock()
         self.preempting: dict[str, tuple[set[str], float]] = {}  # gang -> (victim pods, since)
+        self.nominated: dict[str, str] = {}  # preemptor pod -> the node held for it
         self.stats = CycleStats()
         self.last: tuple[Translation, Decisions] | None = None
 
@@ -216,6 +220,7 @@ class Daemon:
                     dropped = self.actuator.cancel_pending()
                     with self._assumed_lock:
                         self.assumed.clear()
+                    self.nominated.clear()
                     log.info("lost the lease; dropped %d queued API calls", dropped)
                 was_leader = leading
             if not leading or not self.cache.is_synced:
@@ -282,6 +287,7 @@ class Daemon:
             usage=usage,
             unhealthy=self.hooks.unhealthy(),
             hold=self._held_preemptors(now),
+            nominated=self.nominated,
             priority_classes=self.cache["priorityclasses"].values(),
         )
 
@@ -290,6 +296,7 @@ class Daemon:
         now = time.time()
         tr = self.snapshot(now)
         decisions = decide(tr.snapshot, self.cfg.policy, self.policy)
+        self._spend_nominations(tr)
         self._evict(tr, decisions, now)
         self._bind(tr, decisions, now)
         self._explain(tr, decisions, now)
@@ -299,6 +306,16 @@ class Daemon:
         self.last = (tr, decisions)
         self.hooks.cycle_done(tr, decisions, seconds)
         return decisions
+
+    def _spend_nominations(self, tr: Translation) -> None:
+        """A nomination counts for one cycle that sees its gang: that cycle bound the gang
+        on the held nodes, or found it could not (a node went away) and let it wait its
+        turn. Nominations of pods that are gone go too."""
+        if not self.nominated:
+            return
+        seen = {p.name for g in tr.snapshot.gangs for p in g.pods}
+        for key in [k for k in self.nominated if k in seen or k not in tr.pods]:
+            del self.nominated[key]
 
     def _evict(self, tr: Translation, decisions: Decisions, now: float) -> None:
         if not decisions.evictions:
@@ -330,6 +347,9 @@ class Daemon:
             leaving = pods - refused
             if leaving:
                 self.preempting[gang] = (leaving, now)
+                for key in tr.gang_pods.get(gang, ()):
+                    if key in decisions.nominations:
+                        self.nominated[key] = decisions.nominations[key]
 
     def _bind(self, tr: Translation, decisions: Decisions, now: float) -> None:
         """Queues the binds without waiting: each pod counts as bound (assumed) from now on,

@@ -183,6 +183,7 @@ class SnapshotBuilder:
     def __init__(self, teams_raw: Iterable[Mapping[str, Any]]) -> None:
         self.problems: list[Problem] = []
         self.priority_of: dict[str, int] = {}
+        self.nominated: Mapping[str, str] = {}
         self.default_priority = 0
         self.teams = self._teams(teams_raw)
 
@@ -226,9 +227,13 @@ class SnapshotBuilder:
         unhealthy: Mapping[str, Iterable[int]] | None = None,
         hold: Iterable[str] = (),
         priority_classes: Iterable[Mapping[str, Any]] = (),
+        nominated: Mapping[str, str] | None = None,
     ) -> Translation:
-        """`hold` names gangs to leave out of this cycle (their preemption is in progress)."""
+        """`hold` names gangs to leave out of this cycle (their preemption is in progress);
+        `nominated` gives pending pods the node the daemon's own preemption made room on
+        (a pod's status.nominatedNodeName is not read: users could write it)."""
         unhealthy = unhealthy or {}
+        self.nominated = nominated or {}
         self.priority_of = {c["metadata"]["name"]: int(c.get("value", 0)) for c in priority_classes}
         self.default_priority = max(
             (int(c.get("value", 0)) for c in priority_classes if c.get("globalDefault")), default=0
@@ -388,7 +393,18 @@ class SnapshotBuilder:
                 start = timestamp(obj.get("status", {}).get("startTime")) or timestamp(
                     meta.get("creationTimestamp")
                 )
-            pods.append(Pod(key, gpus=gpus, cpu_milli=cpu, memory_mib=mem, node=node, start_s=start))
+            held = None if bound else self.nominated.get(key)
+            pods.append(
+                Pod(
+                    key,
+                    gpus=gpus,
+                    cpu_milli=cpu,
+                    memory_mib=mem,
+                    node=node,
+                    start_s=start,
+                    nominated_node=held,
+                )
+            )
         obj_name = f"gang {gid}"
         min_runtime = checkpoint = None
         if MIN_RUNTIME in annotations:
