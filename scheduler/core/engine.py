@@ -548,6 +548,9 @@ class _Cycle:
             self.run_pod_milli[pods],
             self._victim,
             self._acceptable(w),
+            self.run_team,
+            # What `_accept_for` lets a training gang take from each team: down to its share.
+            np.maximum(self.alloc - self.share, 0.0) if w.tier is Tier.TRAINING else None,
         )
 
     def _accept_for(self, w: _Waiting):

@@ -68,6 +68,10 @@ class Candidates:
     # Per running gang: whether `accept` takes it when nothing is chosen yet (None: unknown).
     # Choosing more only makes accept stricter, so no plan ever holds a gang marked False.
     acceptable: np.ndarray | None = None
+    # Per running gang its team, and per team the GPUs `accept` lets a plan take from its
+    # training gangs in all (None: no such limit). Scavenger gangs are never limited.
+    team: np.ndarray | None = None
+    slack: np.ndarray | None = None
 
 
 # accept(training GPUs already chosen per team, victim): may this victim be taken too?
@@ -247,11 +251,9 @@ def _could_fit(
     chosen = np.zeros(cand.acceptable.size, dtype=bool)
     chosen[gangs[cand.acceptable[gangs]]] = True
     pods = np.nonzero(chosen[cand.pod_gang])[0]
-    n = state.node_count
-    milli = cand.pod_milli[pods]
-    slots = np.bincount(cand.pod_node[pods], weights=-(-milli // 1000), minlength=n).astype(np.int64)
+    slots, freed = _freeable(state.node_count, cand, pods)
     whole = np.minimum(state.whole_free + slots, state.usable)
-    total = state.total_free + np.bincount(cand.pod_node[pods], weights=milli, minlength=n).astype(np.int64)
+    total = state.total_free + freed
     ok = state.schedulable & ~state.overcommitted
     for mask in (req.model_ok, req.pinned, within):
         if mask is not None:
@@ -261,6 +263,35 @@ def _could_fit(
         if int(cap[ok].sum()) < c:
             return False
     return True
+
+
+def _freeable(n: int, cand: Candidates, pods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per node: GPU slots and milli-GPUs that evicting `pods` could free at most. A team
+    gives no more than its slack in all, so on each node no more than that from the team
+    either: the bound that rules out most hopeless plans for one-node pods."""
+    node, milli = cand.pod_node[pods], cand.pod_milli[pods]
+    slots = -(-milli // 1000)
+    if cand.slack is None or cand.team is None:
+        return (
+            np.bincount(node, weights=slots, minlength=n).astype(np.int64),
+            np.bincount(node, weights=milli, minlength=n).astype(np.int64),
+        )
+    gang = cand.pod_gang[pods]
+    limited = cand.tier[gang] != Tier.SCAVENGER
+    free_slots = np.bincount(node[~limited], weights=slots[~limited], minlength=n).astype(np.float64)
+    free_milli = np.bincount(node[~limited], weights=milli[~limited], minlength=n).astype(np.float64)
+    teams = cand.slack.size
+    key = node[limited] * teams + cand.team[gang[limited]]
+    by_slots = np.bincount(key, weights=slots[limited], minlength=n * teams).reshape(n, teams)
+    by_milli = np.bincount(key, weights=milli[limited], minlength=n * teams).reshape(n, teams)
+    cap_milli = np.floor(cand.slack * 1000 + 1.0)  # a milli-GPU over: never tighter than accept
+    free_milli += np.minimum(by_milli, cap_milli).sum(axis=1)
+    if np.all(milli[limited] % 1000 == 0):
+        # Whole-GPU victims only: a slot freed is a GPU of the team's slack.
+        free_slots += np.minimum(by_slots, cap_milli // 1000).sum(axis=1)
+    else:  # a shared GPU's slot frees whole with less than a GPU taken: no limit on slots
+        free_slots += by_slots.sum(axis=1)
+    return free_slots.astype(np.int64), free_milli.astype(np.int64)
 
 
 _TIER_PENALTY = 1e15  # any number of scavenger victims before one training victim
