@@ -39,7 +39,7 @@ from scheduler.core.model import (
 from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, Placement, place_gang
 from scheduler.core.policies import Policy
 from scheduler.core.preemption import Candidates, Plan, Victim, plan_preemption
-from scheduler.core.scoring import SCORERS, Fragmentation, ShapeCache, WorkloadMix
+from scheduler.core.scoring import SCORERS, Fragmentation, NodeScorer, ShapeCache, WorkloadMix
 from scheduler.core.tiers import effective_tiers
 from scheduler.core.waiting import (
     GangClass,
@@ -122,7 +122,7 @@ class _TeamTable(Mapping[str, TeamStatus]):
 class _Cycle:
     def __init__(self, core: Core, now_s: float, usage_of: Mapping[str, TeamUsage]) -> None:
         self.core = core
-        self.config = config = core.config
+        self.config = core.config
         self.policy = policy = core.policy
         self.now = now_s
         self.teams = list(core.teams)
@@ -151,12 +151,7 @@ class _Cycle:
             if policy.history and self.teams
             else [1.0] * n_teams
         )
-        scorer = (
-            Fragmentation(self._workload_mix(), config.fragmentation_objective)
-            if self.weighs_mix
-            else SCORERS[policy.scorer]()
-        )
-        self.cache = ShapeCache(self.state, scorer)
+        self.cache = ShapeCache(self.state, self._scorer)
         self._failed: dict[tuple, int] = {}
         self._releases = 0
         self._preemptors = 0
@@ -458,6 +453,13 @@ class _Cycle:
         if shape is None:
             shape = self._shapes[key] = Shape(*key)
         return shape
+
+    def _scorer(self) -> NodeScorer:
+        """Made when a placement first scores nodes: neither the pod types nor the scorer
+        change within a cycle, and a cycle that places nothing never needs them."""
+        if self.weighs_mix:
+            return Fragmentation(self._workload_mix(), self.config.fragmentation_objective)
+        return SCORERS[self.policy.scorer]()
 
     def _workload_mix(self) -> WorkloadMix:
         """Pod types (GPUs, share, CPU, memory) of the waiting and running pods, counted."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -387,17 +387,19 @@ SCORERS: dict[str, type[NodeScorer]] = {
 class ShapeCache:
     """GPU capacity and scores per pod shape, kept current through the state's change log."""
 
-    def __init__(self, state: ClusterState, scorer: NodeScorer) -> None:
+    def __init__(self, state: ClusterState, scorer: NodeScorer | Callable[[], NodeScorer]) -> None:
+        """`scorer`: a scorer, or what makes one when a score is first asked for (a cycle
+        on a full cluster often places nothing, and then never pays for one)."""
         self.state = state
-        self.scorer = scorer
+        self._scorer = scorer if isinstance(scorer, NodeScorer) else None
+        self._make_scorer = scorer
         # Scores and GPU capacity are kept apart: a placement that fails (most tries on a
         # full cluster) finds out from the capacity alone and never pays for scoring.
         self._entries: dict[tuple[int, ...], tuple[np.ndarray, int]] = {}  # scores
         self._caps: dict[tuple[int, int], tuple[np.ndarray, int]] = {}  # per GPU size
         self._all = np.arange(state.node_count)
-        self._full_shape = scorer.uses_resources
-        self._stats: np.ndarray | None = scorer.node_stats(state, self._all)
-        self._stats_seen = len(state.change_log)
+        self._stats: np.ndarray | None = None
+        self._stats_seen = -1  # the per-node figures are worked out with the scorer
         # Per node, the change-log length just after its last change (0: not since start).
         self._last_change = np.zeros(state.node_count, dtype=np.int64)
         self._last_seen = len(state.change_log)
@@ -415,11 +417,24 @@ class ShapeCache:
             self._last_seen = len(log)
         return np.nonzero(self._last_change > seen)[0]
 
+    @property
+    def scorer(self) -> NodeScorer:
+        if self._scorer is None:
+            self._scorer = self._make_scorer()  # type: ignore[operator]
+        return self._scorer
+
+    @property
+    def _full_shape(self) -> bool:
+        return self.scorer.uses_resources
+
     def _stats_for(self, idx: np.ndarray) -> np.ndarray | None:
         """The scorer's per-node figures for `idx`, refreshed once per change for all shapes."""
+        log = self.state.change_log
+        if self._stats_seen < 0:
+            self._stats = self.scorer.node_stats(self.state, self._all)
+            self._stats_seen = len(log)
         if self._stats is None:
             return None
-        log = self.state.change_log
         if self._stats_seen < len(log):
             moved = self._moved_since(self._stats_seen)
             self._stats[moved] = self.scorer.node_stats(self.state, moved)
