@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, partial
 
 import numpy as np
 
@@ -119,6 +119,25 @@ class _TeamTable(Mapping[str, TeamStatus]):
         return repr(self._all())
 
 
+def _make_scorer(
+    policy: Policy,
+    config: PolicyConfig,
+    waiting: Counter[tuple[int, int, int, int]] | None,
+    running: Counter[tuple[int, int, int, int]],
+) -> NodeScorer:
+    """The policy's scorer. The fragmentation scorer weighs the pod types (GPUs, share,
+    CPU, memory) of the waiting and the running pods; `waiting` is None for the others.
+    Scavenger work is not among the waiting (see _read_waiting): it must not steer where
+    in-budget work goes."""
+    if waiting is None:
+        return SCORERS[policy.scorer]()
+    shapes: Counter[tuple[int, int, int, int]] = Counter(waiting)
+    shapes.update(running)
+    return Fragmentation(
+        WorkloadMix.from_counts(shapes, config.workload_types), config.fragmentation_objective
+    )
+
+
 class _Cycle:
     def __init__(self, core: Core, now_s: float, usage_of: Mapping[str, TeamUsage]) -> None:
         self.core = core
@@ -151,7 +170,13 @@ class _Cycle:
             if policy.history and self.teams
             else [1.0] * n_teams
         )
-        self.cache = ShapeCache(self.state, self._scorer)
+        # The scorer is made when a placement first scores nodes: a cycle that places
+        # nothing never needs it. (A function of the cycle's inputs, not a method: a
+        # method would tie the cycle into a reference loop, kept until the collector runs.)
+        self.cache = ShapeCache(
+            self.state,
+            partial(_make_scorer, policy, self.config, self.mix_waiting, self.core.running.gpu_pod_shapes),
+        )
         self._failed: dict[tuple, int] = {}
         self._releases = 0
         self._preemptors = 0
@@ -453,20 +478,6 @@ class _Cycle:
         if shape is None:
             shape = self._shapes[key] = Shape(*key)
         return shape
-
-    def _scorer(self) -> NodeScorer:
-        """Made when a placement first scores nodes: neither the pod types nor the scorer
-        change within a cycle, and a cycle that places nothing never needs them."""
-        if self.weighs_mix:
-            return Fragmentation(self._workload_mix(), self.config.fragmentation_objective)
-        return SCORERS[self.policy.scorer]()
-
-    def _workload_mix(self) -> WorkloadMix:
-        """Pod types (GPUs, share, CPU, memory) of the waiting and running pods, counted."""
-        # Scavenger work is left out (see _read_waiting): it must not steer where in-budget work goes.
-        shapes: Counter[tuple[int, int, int, int]] = Counter(self.mix_waiting)
-        shapes.update(self.core.running.gpu_pod_shapes)
-        return WorkloadMix.from_counts(shapes, self.config.workload_types)
 
     def _account(self, t: int, tier: Tier, gpus: float, sign: int, pods: tuple[Pod, ...]) -> None:
         if tier is Tier.PRODUCTION:
