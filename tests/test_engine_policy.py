@@ -267,15 +267,25 @@ def test_a_preemptor_binds_first_on_the_nodes_held_for_it():
     assert any(g.startswith("b/") and n == held for g, n in bound.items())
 
 
-def test_a_held_node_does_not_lift_a_cap_or_outlive_its_node():
+def test_a_held_node_does_not_lift_a_cap_or_outlive_its_node_or_a_budget():
     first, nxt = _held_room_case()
+    held = first.nominations["a/big-0"]
     capped = replace(nxt, teams=(Team("a", 1, max_gpus=4, namespaces=("a",)), nxt.teams[1]))
     d = decide(capped)
     assert "a/big" not in {b.gang for b in d.binds}
     assert d.pending_reason("a/big").code == "OverMaxGPUs"
+    # A team that has run out of budget since (its work now scavenger work) waits with the
+    # other scavenger work: the in-budget team's gangs take the room first.
+    spent = replace(
+        nxt,
+        teams=(_budget_team("a", OnExhausted.SCAVENGE), nxt.teams[1]),
+        usage={"a": TeamUsage(period_gpu_hours=150.0)},
+    )
+    bound = {b.gang: b.node for b in decide(spent).binds}
+    assert "a/big" not in bound
+    assert sum(1 for g, n in bound.items() if g.startswith("b/") and n == held) == 8
     # A nomination to a node that has left the cluster is no nomination: the gang waits
     # its turn, and the cycle decides as if it had none.
-    held = first.nominations["a/big-0"]
     gone = replace(nxt, nodes=tuple(n for n in nxt.nodes if n.name != held))
     bare = replace(
         gone,

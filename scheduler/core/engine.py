@@ -644,8 +644,13 @@ class _Cycle:
         The lost work bought that room: were the gang to wait its turn again, a gang earlier
         in this cycle's order (often a victim, restarting) would take the room, and the
         preemptor would evict again. Production first, then priority and age; a training
-        gang still stays within its team's maxGPUs."""
-        held = [v for v in ready if v.waiting is not None and v.waiting.nominated is not None]
+        gang still stays within its team's maxGPUs, and one whose team has since run out of
+        budget (now scavenger work) waits with the other scavenger work."""
+        held = [
+            v
+            for v in ready
+            if v.waiting is not None and v.waiting.nominated is not None and v.tier is not Tier.SCAVENGER
+        ]
         held.sort(key=lambda v: (-int(v.tier), -v.gangs[0].priority, v.keys[0]))
         for v in held:
             w = v.waiting

@@ -6,7 +6,8 @@ gang that it does not place (its tier, its request, whether placement or preempt
 succeed, the reason it waits) is the same for every gang of such a class, so the cycle
 looks at a class once and passes over a run of its gangs in one step. Gangs that do not
 fit a class (part of the gang running, minMember below the gang size, no team, fewer
-pods than minMember, room held for it by a nomination) are kept one by one and always looked at individually.
+pods than minMember, room held for it by a nomination) are kept one by one and always
+looked at individually.
 
 A class keeps its gangs sorted by (submit time, id), the order every queue uses inside
 one priority, so a queue over several classes is a merge of their sorted lists.
