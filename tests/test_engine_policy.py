@@ -227,6 +227,32 @@ def test_a_team_just_below_its_share_waits_instead_of_reclaiming():
     assert len({e.gang for e in eager.evictions}) == 1
 
 
+def test_reclaim_finds_the_one_node_the_victim_teams_slack_can_clear():
+    # 48 GPUs in one leaf; a waits for 8 on one node. With shares of 8, 20 and 20, team b
+    # may give 6 GPUs and team c 2: only n05 (b 4 + 2, c 2) can be cleared. The other
+    # nodes (b's 8; b 4 and c 4; c's 8) look as good until the teams' slack is counted,
+    # and their victims are cheaper, so a walk through the leaf spends b's slack on them
+    # before it reaches n05.
+    held = [running(gang(f"b/d{i}", "b", gpus=4, submit=i), f"n0{i // 2}", started=3600) for i in range(4)]
+    held += [running(gang("b/m", "b", gpus=4, submit=5), "n02", started=3600)]
+    held += [running(gang("c/m", "c", gpus=4, submit=5), "n02", started=3600)]
+    held += [
+        running(gang(f"c/d{i}", "c", gpus=4, submit=i), f"n0{3 + i // 2}", started=3600) for i in range(4)
+    ]
+    held += [
+        running(gang("b/g4", "b", gpus=4, submit=9), "n05", started=7200),
+        running(gang("b/g2", "b", gpus=2, submit=9), "n05", started=7200),
+        running(gang("c/g2", "c", gpus=2, submit=9), "n05", started=7200),
+    ]
+    waiting = [gang("a/big", "a", gpus=8, submit=100)]
+    waiting += [gang(f"c/w{i}", "c", gpus=4, submit=200 + i) for i in range(3)]
+    snap = snapshot(nodes(6, per_leaf=6), teams(("a", 1), ("b", 1), ("c", 1)), held + waiting)
+    d = decide(snap)
+    assert (d.teams["b"].fair_share_gpus, d.teams["c"].fair_share_gpus) == pytest.approx((20, 20))
+    assert {e.gang for e in d.evictions} == {"b/g4", "b/g2", "c/g2"}
+    assert d.nominations == {"a/big-0": "n05"}
+
+
 def test_reclaim_settles_after_one_round():
     snap = _reclaim_case()
     first = decide(snap)

@@ -94,10 +94,9 @@ def plan_preemption(
     levels = list(range(len(state.levels) - 1, req.widest_level - 1, -1))
     if req.widest_level == CLUSTER_LEVEL:
         levels.append(CLUSTER_LEVEL)
-    # Optimistic room per node if every candidate went: used to skip hopeless domains.
-    freeable = state.total_free + np.bincount(
-        cand.pod_node, weights=cand.pod_milli, minlength=state.node_count
-    )
+    # Optimistic room per node if every victim that may be taken went (each team no more
+    # than its slack): hopeless domains are skipped, and those with the most room first.
+    freeable = state.total_free + _freeable(state.node_count, cand, _acceptable_pods(cand, None))[1]
     need = sum(s.gpus * 1000 + s.milli for s in req.shapes)
     for level in levels:
         plans = []
@@ -248,10 +247,7 @@ def _could_fit(
     grows as victims go), and the walk is skipped. GPUs alone bound the room here."""
     if cand.acceptable is None or any(not (s.gpus or s.milli) for s in req.counts):
         return True
-    chosen = np.zeros(cand.acceptable.size, dtype=bool)
-    chosen[gangs[cand.acceptable[gangs]]] = True
-    pods = np.nonzero(chosen[cand.pod_gang])[0]
-    slots, freed = _freeable(state.node_count, cand, pods)
+    slots, freed = _freeable(state.node_count, cand, _acceptable_pods(cand, gangs))
     whole = np.minimum(state.whole_free + slots, state.usable)
     total = state.total_free + freed
     ok = state.schedulable & ~state.overcommitted
@@ -263,6 +259,19 @@ def _could_fit(
         if int(cap[ok].sum()) < c:
             return False
     return True
+
+
+def _acceptable_pods(cand: Candidates, gangs: np.ndarray | None) -> np.ndarray:
+    """Rows of the pods of `gangs` (None: all candidates) that `accept` may take alone
+    (all of them when that is not known)."""
+    if cand.acceptable is None:
+        return np.arange(cand.pod_gang.size)
+    chosen = np.zeros(cand.acceptable.size, dtype=bool)
+    if gangs is None:
+        chosen[:] = cand.acceptable
+    else:
+        chosen[gangs[cand.acceptable[gangs]]] = True
+    return np.nonzero(chosen[cand.pod_gang])[0]
 
 
 def _freeable(n: int, cand: Candidates, pods: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
