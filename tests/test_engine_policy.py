@@ -272,6 +272,11 @@ def _held_room_case():
     return first, replace(after, gangs=(*after.gangs, urgent))
 
 
+def _without_nominations(snap):
+    gangs = tuple(replace(g, pods=tuple(replace(p, nominated_node=None) for p in g.pods)) for g in snap.gangs)
+    return replace(snap, gangs=gangs)
+
+
 def test_a_preemptor_binds_first_on_the_nodes_held_for_it():
     first, nxt = _held_room_case()
     assert len({e.gang for e in first.evictions}) == 8
@@ -281,13 +286,7 @@ def test_a_preemptor_binds_first_on_the_nodes_held_for_it():
     assert d.evictions == ()
     # Without the nomination the urgent gang takes a GPU of that room first; the big gang
     # no longer fits, and the victims restart where they were.
-    bare = replace(
-        nxt,
-        gangs=tuple(
-            replace(g, pods=tuple(replace(p, nominated_node=None) for p in g.pods)) for g in nxt.gangs
-        ),
-    )
-    again = decide(bare)
+    again = decide(_without_nominations(nxt))
     bound = {b.gang: b.node for b in again.binds}
     assert "a/big" not in bound and bound["a/urgent"] == held
     assert any(g.startswith("b/") and n == held for g, n in bound.items())
@@ -313,13 +312,7 @@ def test_a_held_node_does_not_lift_a_cap_or_outlive_its_node_or_a_budget():
     # A nomination to a node that has left the cluster is no nomination: the gang waits
     # its turn, and the cycle decides as if it had none.
     gone = replace(nxt, nodes=tuple(n for n in nxt.nodes if n.name != held))
-    bare = replace(
-        gone,
-        gangs=tuple(
-            replace(g, pods=tuple(replace(p, nominated_node=None) for p in g.pods)) for g in gone.gangs
-        ),
-    )
-    d, expected = decide(gone), decide(bare)
+    d, expected = decide(gone), decide(_without_nominations(gone))
     assert "a/big" not in {b.gang for b in d.binds}
     assert (d.binds, d.evictions, d.nominations) == (expected.binds, expected.evictions, expected.nominations)
 
