@@ -654,14 +654,18 @@ class _Cycle:
         held.sort(key=lambda v: (-int(v.tier), -v.gangs[0].priority, v.keys[0]))
         for v in held:
             w = v.waiting
-            cap = self.teams[w.team].max_gpus
-            if w.tier is Tier.TRAINING and cap is not None and self.alloc[w.team] + w.gpus > cap + _EPS:
+            if w.tier is Tier.TRAINING and self._over_cap(w.team, w.gpus):
                 continue
             placed = place_gang(self.state, self.cache, w.nominated)
             self.state.commit()
             if placed is not None:
                 self._bind(w, placed)
                 v.cursor = v.size  # bound: no pass looks at it again
+
+    def _over_cap(self, t: int, gpus: float) -> bool:
+        """Whether `gpus` more training GPUs would take team `t` over its maxGPUs."""
+        cap = self.teams[t].max_gpus
+        return cap is not None and self.alloc[t] + gpus > cap + _EPS
 
     def _simple_pass(self, queue: list[View], preempt: bool, demoted: np.ndarray | None = None) -> None:
         """Priority then age; gangs of `demoted` teams (over budget) after all others."""
@@ -705,10 +709,6 @@ class _Cycle:
                 return (self._dominant(t, totals), self.teams[t].name)
             return self._fair_key(t, queues[t].head().gpus)
 
-        def over_cap(t: int, gpus: float) -> bool:
-            cap = self.teams[t].max_gpus
-            return cap is not None and self.alloc[t] + gpus > cap + _EPS
-
         def below(t: int, gpus: float) -> bool:
             return self.alloc[t] + gpus <= self.share[t] + _EPS
 
@@ -731,7 +731,9 @@ class _Cycle:
                 return False
             # The view's gangs wait in submit order, so a head too young to reclaim has
             # only younger gangs behind it.
-            return over_cap(t, v.gpus) or self._doomed(v, True, may_reclaim(t, v.gpus, v.keys[v.cursor][0]))
+            return self._over_cap(t, v.gpus) or self._doomed(
+                v, True, may_reclaim(t, v.gpus, v.keys[v.cursor][0])
+            )
 
         def held_back(t: int, gpus: float, submit_s: float) -> Callable[[str], str] | None:
             """Below its share, yet not reclaiming (too close to the share, or too young):
@@ -746,7 +748,7 @@ class _Cycle:
 
         def why(v: View) -> tuple[str, str]:
             t = v.team
-            if over_cap(t, v.gpus):
+            if self._over_cap(t, v.gpus):
                 return "OverMaxGPUs", reasons.over_cap(self.teams[t], self.alloc[t], v.gpus)
             code, text = self._waits_why(v)
             note = held_back(t, v.gpus, v.keys[-1][0])  # the view's youngest gang
@@ -774,7 +776,7 @@ class _Cycle:
             else:
                 v, i = lane.pop()
                 w = self._member(v, i)
-                if over_cap(t, w.gpus):
+                if self._over_cap(t, w.gpus):
                     text = reasons.over_cap(self.teams[t], self.alloc[t], w.gpus)
                     self.out.pending.append(Pending(w.gang.id, "OverMaxGPUs", text))
                 else:

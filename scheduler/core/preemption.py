@@ -89,14 +89,16 @@ def plan_preemption(
     """The cheapest set of victims whose eviction lets `req` be placed, or None."""
     if cand.pod_node.size == 0:
         return None
-    if not _could_fit(state, req, cand, np.unique(cand.pod_gang), req.pinned):
+    # Room per node if every victim that may be taken went (each team no more than its
+    # slack): worked out once, for the bound over the whole cluster and for ranking domains.
+    slots, freed = _freeable(state.node_count, cand, _acceptable_pods(cand, None))
+    if _bounded(cand, req) and not _room_fits(state, req, slots, freed, req.pinned):
         return None  # not even with every victim that may be taken gone, anywhere
     levels = list(range(len(state.levels) - 1, req.widest_level - 1, -1))
     if req.widest_level == CLUSTER_LEVEL:
         levels.append(CLUSTER_LEVEL)
-    # Optimistic room per node if every victim that may be taken went (each team no more
-    # than its slack): hopeless domains are skipped, and those with the most room first.
-    freeable = state.total_free + _freeable(state.node_count, cand, _acceptable_pods(cand, None))[1]
+    # Hopeless domains are skipped, and those with the most room are tried first.
+    freeable = state.total_free + freed
     need = sum(s.gpus * 1000 + s.milli for s in req.shapes)
     for level in levels:
         plans = []
@@ -245,9 +247,22 @@ def _could_fit(
     """False when the request cannot fit even with every victim `accept` might take out of
     `gangs` gone at once: then trying them one by one cannot succeed either (room only
     grows as victims go), and the walk is skipped. GPUs alone bound the room here."""
-    if cand.acceptable is None or any(not (s.gpus or s.milli) for s in req.counts):
+    if not _bounded(cand, req):
         return True
     slots, freed = _freeable(state.node_count, cand, _acceptable_pods(cand, gangs))
+    return _room_fits(state, req, slots, freed, within)
+
+
+def _bounded(cand: Candidates, req: GangRequest) -> bool:
+    """Whether GPUs bound the room: known acceptability, and every pod asks for GPUs."""
+    return cand.acceptable is not None and all(s.gpus or s.milli for s in req.counts)
+
+
+def _room_fits(
+    state: ClusterState, req: GangRequest, slots: np.ndarray, freed: np.ndarray, within: np.ndarray | None
+) -> bool:
+    """Whether the request fits by GPUs alone once `slots` and `freed` milli-GPUs per node
+    are free on top of what is free now."""
     whole = np.minimum(state.whole_free + slots, state.usable)
     total = state.total_free + freed
     ok = state.schedulable & ~state.overcommitted
