@@ -124,18 +124,24 @@ def _make_scorer(
     config: PolicyConfig,
     waiting: Counter[tuple[int, int, int, int]] | None,
     running: Counter[tuple[int, int, int, int]],
+    made: dict[tuple, Fragmentation],
 ) -> NodeScorer:
     """The policy's scorer. The fragmentation scorer weighs the pod types (GPUs, share,
     CPU, memory) of the waiting and the running pods; `waiting` is None for the others.
     Scavenger work is not among the waiting (see _read_waiting): it must not steer where
-    in-budget work goes."""
+    in-budget work goes. `made`: fragmentation scorers by their types (the Core's, kept
+    across cycles); the mix's types change far less often than its proportions."""
     if waiting is None:
         return SCORERS[policy.scorer]()
     shapes: Counter[tuple[int, int, int, int]] = Counter(waiting)
     shapes.update(running)
-    return Fragmentation(
-        WorkloadMix.from_counts(shapes, config.workload_types), config.fragmentation_objective
-    )
+    types, p = WorkloadMix.ranked(shapes, config.workload_types)
+    scorer = made.get(types)
+    if scorer is None:
+        if len(made) >= 64:
+            made.clear()
+        scorer = made[types] = Fragmentation(WorkloadMix.of(types, p), config.fragmentation_objective)
+    return scorer.reweighted(p)
 
 
 class _Cycle:
@@ -152,7 +158,6 @@ class _Cycle:
         self.budgets: list[BudgetState] = [
             budget_state(t.budget, u, self.now) for t, u in zip(self.teams, usage, strict=True)
         ]
-        self.state = core.base.copy()
         self.max_node_gpus = core.max_node_gpus
         self.explain = core.explain
         self.out = _Outcome(pending=PendingLog() if self.explain else SilentLog())
@@ -175,7 +180,14 @@ class _Cycle:
         # method would tie the cycle into a reference loop, kept until the collector runs.)
         self.cache = ShapeCache(
             self.state,
-            partial(_make_scorer, policy, self.config, self.mix_waiting, self.core.running.gpu_pod_shapes),
+            partial(
+                _make_scorer,
+                policy,
+                self.config,
+                self.mix_waiting,
+                self.core.running.gpu_pod_shapes,
+                self.core.scorers,
+            ),
         )
         self._failed: dict[tuple, int] = {}
         self._releases = 0
@@ -222,25 +234,51 @@ class _Cycle:
             return np.full(priorities.shape, int(Tier.TRAINING))
         return effective_tiers(priorities, self._scavenging[teams], self.config)
 
+    def _tier(self, priority: int, t: int) -> Tier:
+        """One waiting gang's tier: `_tiers` for one, remembered by the Core per (priority,
+        scavenging), since a cycle asks it of every class and there are few of each."""
+        if not self.policy.tiers:
+            return Tier.TRAINING
+        scavenging = bool(self._scavenging[t])
+        memo = self.core.tier_memo
+        tier = memo.get((priority, scavenging))
+        if tier is None:
+            one = effective_tiers(np.array([priority]), np.array([scavenging]), self.config)
+            tier = memo[(priority, scavenging)] = _TIERS[int(one[0])]
+        return tier
+
     def _read_running(self) -> None:
-        run = self.core.running.table(self.now)
+        """The running gangs, their tiers, the GPUs each (tier, team) holds, and the cluster
+        with them loaded. Worked out again only when the running set or the teams that
+        scavenge change: about half the cycles of a replay see the same as the one before."""
+        core = self.core
+        key = (core.running.version, self._scavenging.tobytes())
+        hit = core.loaded
+        if hit is None or hit[0] != key:
+            run = core.running.table()
+            tiers = self._tiers(run.priority, run.team)
+            loaded = core.base.copy()
+            special = loaded.load_running(
+                run.pod_node, run.pod_gpus, run.pod_milli, run.pod_cpu, run.pod_mem, run.indices
+            )
+            # GPUs per (tier, team) in one step; CPU and memory are kept for training only.
+            n = len(self.teams) + 1
+            by = tiers * n + run.team
+            gpus = np.bincount(by, weights=run.gpus, minlength=len(Tier) * n).reshape(len(Tier), n)
+            train = tiers == Tier.TRAINING
+            cpu = np.bincount(run.team[train], weights=run.cpu[train], minlength=n).astype(np.float64)
+            mem = np.bincount(run.team[train], weights=run.mem[train], minlength=n).astype(np.float64)
+            hit = core.loaded = (key, run, tiers, loaded, special, gpus, cpu, mem)
+        _, run, self.run_tier, loaded, self.special, gpus, cpu, mem = hit
         self.rt = run
         self.run_team = run.team
-        self.run_tier = self._tiers(run.priority, run.team)
         self.run_gpus = run.gpus
-        self.special = self.state.load_running(
-            run.pod_node, run.pod_gpus, run.pod_milli, run.pod_cpu, run.pod_mem, run.indices
-        )
-        # GPUs per (tier, team) in one step; CPU and memory are kept for training only.
-        n = len(self.teams) + 1
-        by = self.run_tier * n + run.team
-        gpus = np.bincount(by, weights=run.gpus, minlength=len(Tier) * n).reshape(len(Tier), n)
+        self.state = loaded.copy()  # the cycle's own: the Core's stays as loaded
         self.alloc = gpus[Tier.TRAINING].copy()  # training GPUs held
         self.prod = gpus[Tier.PRODUCTION].copy()
         self.scav = gpus[Tier.SCAVENGER].copy()
-        train = self.run_tier == Tier.TRAINING
-        self.alloc_cpu = np.bincount(run.team[train], weights=run.cpu[train], minlength=n).astype(np.float64)
-        self.alloc_mem = np.bincount(run.team[train], weights=run.mem[train], minlength=n).astype(np.float64)
+        self.alloc_cpu = cpu.copy()
+        self.alloc_mem = mem.copy()
 
     # What only preemption reads is worked out when it first does: most cycles never ask.
 
@@ -252,7 +290,7 @@ class _Cycle:
             + [self.config.default_min_runtime_s]
         )
         min_rt = np.where(np.isnan(run.min_runtime), team_floor[run.team], run.min_runtime)
-        ran = np.maximum(0.0, self.now - run.start)
+        ran = np.maximum(0.0, self.now - np.minimum(run.start, self.now))
         progress = np.where(np.isnan(run.checkpoint), ran, np.fmod(ran, run.checkpoint))
         return run.gpus * progress, ran >= min_rt
 
@@ -288,24 +326,19 @@ class _Cycle:
         classes = list(store.classes.values())
         singles = list(store.singles.values())
         n = len(self.teams) + 1
-        teams = np.fromiter(
-            (self.team_index.get(c.team, self.sink) for c in classes), dtype=np.int64, count=len(classes)
-        )
-        prios = np.fromiter((c.priority for c in classes), dtype=np.int64, count=len(classes))
-        tiers = self._tiers(prios, teams).tolist()
-        s_teams = np.fromiter(
-            (self.team_index.get(g.team, self.sink) for g, _ in singles), dtype=np.int64, count=len(singles)
-        )
-        s_prios = np.fromiter((g.priority for g, _ in singles), dtype=np.int64, count=len(singles))
-        s_tiers = self._tiers(s_prios, s_teams).tolist()
+        index, sink, tier_of = self.team_index, self.sink, self._tier
+        teams = [index.get(c.team, sink) for c in classes]
+        tiers = [tier_of(c.priority, t) for c, t in zip(classes, teams, strict=True)]
+        s_teams = [index.get(g.team, sink) for g, _ in singles]
+        s_tiers = [tier_of(g.priority, t) for (g, _), t in zip(singles, s_teams, strict=True)]
         scav = self._scavenging.tolist()
         self.views: list[View] = []
         # Summed in Python lists (an item update of a numpy array costs far more), then kept as arrays.
         pending_pods = [0] * n
         demand_milli = [0] * n
         mix = self.mix_waiting = Counter() if self.weighs_mix else None
-        for c, t, tier in zip(classes, teams.tolist(), tiers, strict=True):
-            v = self._class_view(c, t, _TIERS[tier], scav[t])
+        for c, t, tier in zip(classes, teams, tiers, strict=True):
+            v = self._class_view(c, t, tier, scav[t])
             count = len(c)
             pending_pods[t] += count * c.pods
             if v.problem is None and v.tier is Tier.TRAINING:
@@ -314,8 +347,8 @@ class _Cycle:
                 for shape in c.shapes:
                     mix[shape] += count
             self.views.append(v)
-        for (gang, seq), t, tier in zip(singles, s_teams.tolist(), s_tiers, strict=True):
-            w = self._waiting(gang, t, _TIERS[tier], scav[t])
+        for (gang, seq), t, tier in zip(singles, s_teams, s_tiers, strict=True):
+            w = self._waiting(gang, t, tier, scav[t])
             pending_pods[t] += len(w.need) + len(w.extras)
             if w.problem is None and w.tier is Tier.TRAINING:
                 demand_milli[t] += sum(p.gpus * 1000 + p.gpu_milli for p in (*w.need, *w.extras))
@@ -632,7 +665,11 @@ class _Cycle:
         if self._preemptors >= self.config.max_preemptors_per_cycle:
             return True
         key = (v.tier, v.team if v.tier is Tier.TRAINING else -1, reclaim, id(v.request))
-        return self._no_victims.get(key) == self._releases
+        if self._no_victims.get(key) == self._releases:
+            return True
+        # A training gang that may not reclaim can take only scavenger work: with none
+        # running, the search would find nothing (as `_candidates` says), so no need to try.
+        return v.tier is Tier.TRAINING and not reclaim and self.scav.max() <= _EPS
 
     def _waits_why(self, v: View) -> tuple[str, str]:
         """The reason a doomed gang of `v` gets (what `_schedule` would say)."""
@@ -696,9 +733,13 @@ class _Cycle:
         queues = {t: lane for t, lane in queues.items() if lane}
         dominant = self.policy.ordering == "dominant-share"
         totals = (
-            max(self.state.healthy_gpus(), 1),
-            max(float(self.state.cpu_free.clip(min=0).sum() + self.alloc_cpu.sum()), 1.0),
-            max(float(self.state.mem_free.clip(min=0).sum() + self.alloc_mem.sum()), 1.0),
+            (
+                max(self.state.healthy_gpus(), 1),
+                max(float(self.state.cpu_free.clip(min=0).sum() + self.alloc_cpu.sum()), 1.0),
+                max(float(self.state.mem_free.clip(min=0).sum() + self.alloc_mem.sum()), 1.0),
+            )
+            if dominant
+            else (1, 1.0, 1.0)
         )
         reclaim_on = self.policy.reclaim and self.config.reclaim_enabled
         reclaim_after = self.config.reclaim_after_s
@@ -729,11 +770,13 @@ class _Cycle:
         def doomed(t: int, v: View) -> bool:
             if v.waiting is not None:
                 return False
+            if self._over_cap(t, v.gpus):
+                return True
+            if self._failed.get(id(v.request)) != self._releases:
+                return False  # its request may still fit: worth a try (checked first: cheapest)
             # The view's gangs wait in submit order, so a head too young to reclaim has
             # only younger gangs behind it.
-            return self._over_cap(t, v.gpus) or self._doomed(
-                v, True, may_reclaim(t, v.gpus, v.keys[v.cursor][0])
-            )
+            return self._doomed(v, True, may_reclaim(t, v.gpus, v.keys[v.cursor][0]))
 
         def held_back(t: int, gpus: float, submit_s: float) -> Callable[[str], str] | None:
             """Below its share, yet not reclaiming (too close to the share, or too young):

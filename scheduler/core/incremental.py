@@ -57,6 +57,9 @@ class Core:
         self.seq: dict[str, int] = {}
         self._next_seq = 0
         self.waiting = WaitingStore(frozenset(self.team_index))
+        # Fragmentation scorers by pod types (see engine._make_scorer): node-independent.
+        self.scorers: dict[tuple, object] = {}
+        self.tier_memo: dict[tuple[int, bool], object] = {}  # (priority, scavenging) -> Tier
         self._set_nodes(tuple(nodes), reload=False)
 
     @classmethod
@@ -86,6 +89,8 @@ class Core:
         self.base = ClusterState(nodes, self.config)  # free capacity before any running pod
         self.max_node_gpus = int(self.base.usable.max()) if self.base.node_count else 0
         self.running = RunningStore(self.team_index, self.sink, self.base.index)
+        # The last cycle's running table and cluster with it loaded (see engine._read_running).
+        self.loaded: tuple | None = None
         # Shared placement requests by (shapes, models, widest level): their node masks
         # depend on the nodes only, so they live as long as the node list.
         self.requests: dict[tuple, object] = {}

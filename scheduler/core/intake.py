@@ -227,6 +227,8 @@ class RunningStore:
         # Running GPU pods by (GPUs, share, CPU, memory): the fragmentation scorer weighs
         # them every cycle, and counting as pods come and go is cheaper than recounting.
         self.gpu_pod_shapes: Counter[tuple[int, int, int, int]] = Counter()
+        # Bumped by every change: what a cycle derived from the table holds while it is equal.
+        self.version = 0
 
     def _count_shapes(self, shapes: Iterable[tuple[int, int, int, int]], sign: int) -> None:
         counts = self.gpu_pod_shapes
@@ -244,6 +246,7 @@ class RunningStore:
     def load(self, gangs: Sequence[Gang]) -> list[tuple[int, Gang]]:
         """Replace the contents with `gangs` read all at once (far cheaper than adding them
         one by one); returns the (position, gang) of those with pending pods."""
+        self.version += 1
         table, waiting = read_running(gangs, self.team_index, self.sink, self.node_index, np.inf)
         self.ids = [g.id for g in table.gangs]
         self.gangs = list(table.gangs)
@@ -270,6 +273,7 @@ class RunningStore:
         rows = _known_rows(gang, self.node_index)
         if rows is None:
             return False
+        self.version += 1
         amount = 0.0
         cpu = mem = 0.0
         known = np.inf
@@ -313,6 +317,7 @@ class RunningStore:
 
     def remove(self, gang_id: str) -> None:
         g = self.ids.index(gang_id)
+        self.version += 1
         sizes = self._g.get("sizes")
         start = int(sizes[:g].sum())
         stop = start + int(sizes[g])
@@ -324,9 +329,10 @@ class RunningStore:
             del self.pod_names[start:stop], self.pod_slots[start:stop]
         del self.ids[g], self.gangs[g]
 
-    def table(self, now: float) -> RunningTable:
-        """The table as it stands. Its columns are views into the store, valid until the
-        next change: a cycle reads them, and the Core changes only between cycles."""
+    def table(self) -> RunningTable:
+        """The table as it stands (`start` is infinite where no pod's start is known). Its
+        columns are views into the store, valid until the next change (see `version`): a
+        cycle reads them, and the Core changes only between cycles."""
         g, p = self._g, self._p
         offsets = np.zeros(len(self.ids) + 1, dtype=np.int64)
         np.cumsum(g.get("sizes"), out=offsets[1:])
@@ -338,7 +344,7 @@ class RunningStore:
             gpus=g.get("gpus"),
             cpu=g.get("cpu"),
             mem=g.get("mem"),
-            start=np.minimum(g.get("start_known"), now),
+            start=g.get("start_known"),
             min_runtime=g.get("min_runtime"),
             checkpoint=g.get("checkpoint"),
             evictable=g.get("evictable"),

@@ -13,10 +13,11 @@ and refreshed only for nodes that changed since the last look.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -61,9 +62,17 @@ class WorkloadMix:
 
     @staticmethod
     def from_counts(counts: Mapping[tuple, float], top: int, coverage: float = 1.0) -> WorkloadMix:
-        """From pod counts per type; keeps the commonest types, at most `top` of them and no
-        more than it takes to cover `coverage` of the pods (FGD keeps 95%). Pods that ask
-        for no GPU are left out: they strand no GPU capacity whatever the node."""
+        """From pod counts per type (see `ranked` for which types are kept)."""
+        return WorkloadMix.of(*WorkloadMix.ranked(counts, top, coverage))
+
+    @staticmethod
+    def ranked(
+        counts: Mapping[tuple, float], top: int, coverage: float = 1.0
+    ) -> tuple[tuple[TypeKey, ...], tuple[float, ...]]:
+        """The types kept from pod counts per type, and their probabilities: the commonest
+        types, at most `top` of them and no more than it takes to cover `coverage` of the
+        pods (FGD keeps 95%). Pods that ask for no GPU are left out: they strand no GPU
+        capacity whatever the node."""
         merged: Counter[TypeKey] = Counter()
         for key, c in counts.items():
             k = _type_key(key)
@@ -81,13 +90,18 @@ class WorkloadMix:
             if running >= coverage * all_pods - 1e-9:
                 break
         total = float(sum(c for _, c in kept))
+        return tuple(k for k, _ in kept), tuple(c / total for _, c in kept)
+
+    @staticmethod
+    def of(keys: tuple[TypeKey, ...], p: tuple[float, ...]) -> WorkloadMix:
+        """The mix of these types with these probabilities."""
         return WorkloadMix(
-            np.array([k[0] for k, _ in kept], dtype=np.int64),
-            np.array([0 if k[0] else k[1] for k, _ in kept], dtype=np.int64),
-            np.array([k[2] for k, _ in kept], dtype=np.int64),
-            np.array([k[3] for k, _ in kept], dtype=np.int64),
-            np.array([c / total for _, c in kept], dtype=np.float64),
-            tuple(k[4] for k, _ in kept),
+            np.array([k[0] for k in keys], dtype=np.int64),
+            np.array([0 if k[0] else k[1] for k in keys], dtype=np.int64),
+            np.array([k[2] for k in keys], dtype=np.int64),
+            np.array([k[3] for k in keys], dtype=np.int64),
+            np.array(p, dtype=np.float64),
+            tuple(k[4] for k in keys),
         )
 
     @property
@@ -260,6 +274,15 @@ class Fragmentation(NodeScorer):
         self.uses_resources = self._check_cpu or self._check_mem
         self._models = mix.models if any(mix.models) else ()
         self._access_for: tuple[tuple[str, ...], np.ndarray] | None = None
+
+    def reweighted(self, p: tuple[float, ...]) -> Fragmentation:
+        """The same scorer for the same types in other proportions. Only the final weighted
+        sum depends on them, so a caller whose mix keeps its types (a cycle after cycle on
+        a busy cluster) reuses what the types alone decide instead of working it out again."""
+        other = copy.copy(self)
+        other._p = np.array(p, dtype=np.float64)
+        other.mix = replace(self.mix, p=other._p)
+        return other
 
     # ---------------------------------------------------------------- pieces
 
