@@ -163,6 +163,38 @@ def test_set_nodes_follows_a_failed_node():
     same(d, decide(core.snapshot(NOW)))
 
 
+def test_a_failure_is_carried_to_the_next_cycle_only_from_a_cycle_that_changed_nothing():
+    # A request that failed on the cluster a cycle starts from fails again while nothing
+    # changed, and the next cycle does not try it. One that failed after a bind took the
+    # room failed on less than the next cycle starts with, and must be tried again: here
+    # the bound gang is deleted before its bind lands, so the second gang fits.
+    core = Core(nodes(1), teams(("a", 1.0), ("b", 1.0)))
+    core.put(gang("a/x", "a", gpus=8))
+    core.put(gang("b/y", "b", gpus=8, submit=1))
+    first = core.decide(NOW)
+    assert [b.gang for b in first.binds] == ["a/x"]
+    assert core.carried_failures is None
+    core.remove("a/x")
+    second = core.decide(NOW + 1)
+    assert [b.gang for b in second.binds] == ["b/y"]
+    same(second, decide(core.snapshot(NOW + 1)))
+
+    full = Core(nodes(1), teams(("a", 1.0), ("b", 1.0)))
+    running = gang("a/run", "a", gpus=8)
+    full.put(replace(running, pods=(replace(running.pods[0], node="n00"),)))
+    full.put(gang("b/y", "b", gpus=8, submit=1))
+    assert not full.decide(NOW).binds
+    assert full.carried_failures is not None and len(full.carried_failures[1]) == 1
+    full.put(gang("b/z", "b", gpus=8, submit=2))  # an arrival: the running set is the same
+    again = full.decide(NOW + 1)
+    same(again, decide(full.snapshot(NOW + 1)))
+    assert len(full.carried_failures[1]) == 1  # still the one request, carried on
+    full.remove("a/run")  # a completion: the loaded cluster changes, nothing is carried
+    freed = full.decide(NOW + 2)
+    assert [b.gang for b in freed.binds] == ["b/y"]
+    same(freed, decide(full.snapshot(NOW + 2)))
+
+
 def test_a_cycle_is_freed_with_its_decisions_without_the_collector():
     # A replay runs a cycle per event: one caught in a reference loop waits for the
     # collector with its cluster copy and caches, which cost fifo a tenth of its time.

@@ -104,6 +104,7 @@ class ClusterState:
         self.levels = config.topology_levels
         self.domains, self.domain_names = _topology(tuple(nodes), self.levels)
         self.overcommitted = np.zeros(n, dtype=bool)
+        self.placeable = self.schedulable.copy()  # schedulable and not overcommitted
         self.change_log: list[int] = []
         self.journal: list[tuple[int, Held]] = []
         self._refresh(np.arange(n))
@@ -114,7 +115,8 @@ class ClusterState:
         The node-derived parts that never change in a cycle (names, topology, models) are
         shared; what placement and release change is copied."""
         other = object.__new__(ClusterState)
-        for name in ("names", "index", "usable", "schedulable", "models", "model_id", "levels"):
+        shared = ("names", "index", "usable", "schedulable", "models", "model_id", "levels", "placeable")
+        for name in shared:
             setattr(other, name, getattr(self, name))
         other.domains, other.domain_names = self.domains, self.domain_names
         mutable = ("free", "cpu_free", "mem_free", "anon_mask", "overcommitted", "whole_free", "total_free")
@@ -199,6 +201,7 @@ class ClusterState:
                 self.whole_free -= taken
                 self.total_free -= taken * FULL
             self.overcommitted |= (self.cpu_free < 0) | (self.mem_free < 0)
+            self.placeable = self.schedulable & ~self.overcommitted
             return held
         shared = shared[np.argsort(-milli[shared], kind="stable")]  # large shares first pack best
         for row in shared:
@@ -213,6 +216,7 @@ class ClusterState:
             self.free[i, slot] -= int(milli[row])
             held[row] = Held(i, (slot,), int(milli[row]), int(cpu[row]), int(mem[row]))
         self.overcommitted |= (self.cpu_free < 0) | (self.mem_free < 0)
+        self.placeable = self.schedulable & ~self.overcommitted
         self._refresh(np.arange(n))
         return held
 
@@ -291,7 +295,8 @@ class ClusterState:
     # ------------------------------------------------------------ capacity
 
     def gpu_capacity(self, shape: Shape, idx: np.ndarray | None = None) -> np.ndarray:
-        """How many pods of `shape` fit on each node by GPUs alone."""
+        """How many pods of `shape` fit on each node by GPUs alone (its CPU and memory are
+        not read)."""
         if idx is None:
             whole, free = self.whole_free, self.free
         else:

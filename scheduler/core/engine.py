@@ -189,7 +189,15 @@ class _Cycle:
                 self.core.scorers,
             ),
         )
-        self._failed: dict[tuple, int] = {}
+        self._failed: dict[int, int] = {}  # id(shared request) -> releases when it failed
+        # A request of one pod shape fails by capacity alone, whatever the scorer, so one
+        # that failed on the very cluster this cycle starts from fails again: the last cycle
+        # started from the same loaded state and changed nothing (see run).
+        self._start_failures: list[GangRequest] = []
+        carried = core.carried_failures
+        if carried is not None and carried[0] == self._start_key:
+            self._failed = dict.fromkeys(map(id, carried[1]), 0)
+            self._start_failures.extend(carried[1])
         self._releases = 0
         self._preemptors = 0
         self._no_victims: dict[tuple, int] = {}
@@ -252,7 +260,7 @@ class _Cycle:
         with them loaded. Worked out again only when the running set or the teams that
         scavenge change: about half the cycles of a replay see the same as the one before."""
         core = self.core
-        key = (core.running.version, self._scavenging.tobytes())
+        key = self._start_key = (core.running.version, self._scavenging.tobytes())
         hit = core.loaded
         if hit is None or hit[0] != key:
             run = core.running.table()
@@ -638,6 +646,8 @@ class _Cycle:
             # Work that chose the scavenger tier goes before work demoted there by a budget.
             scavenging = self._scavenging
             self._simple_pass(by_tier[Tier.SCAVENGER], preempt=False, demoted=scavenging)
+        unchanged = not self.out.binds and not self.out.evictions
+        self.core.carried_failures = (self._start_key, tuple(self._start_failures)) if unchanged else None
         return Decisions(
             tuple(self.out.binds),
             tuple(self.out.evictions),
@@ -881,6 +891,8 @@ class _Cycle:
         self.state.commit()
         if placed is None and key is not None:
             self._failed[key] = self._releases
+            if self._releases == 0 and not self.out.binds and len(req.counts) == 1:
+                self._start_failures.append(req)
         return placed
 
     def _bind(self, w: _Waiting, placed: Placement) -> None:

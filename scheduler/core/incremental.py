@@ -89,8 +89,10 @@ class Core:
         self.base = ClusterState(nodes, self.config)  # free capacity before any running pod
         self.max_node_gpus = int(self.base.usable.max()) if self.base.node_count else 0
         self.running = RunningStore(self.team_index, self.sink, self.base.index)
-        # The last cycle's running table and cluster with it loaded (see engine._read_running).
+        # The last cycle's running table and cluster with it loaded (see engine._read_running),
+        # and the requests that failed on that state in a cycle that changed nothing.
         self.loaded: tuple | None = None
+        self.carried_failures: tuple | None = None
         # Shared placement requests by (shapes, models, widest level): their node masks
         # depend on the nodes only, so they live as long as the node list.
         self.requests: dict[tuple, object] = {}

@@ -51,7 +51,7 @@ def capacity_of(state: ClusterState, cache: ShapeCache, shape: Shape, req: GangR
         cap = np.minimum(cap, np.maximum(state.cpu_free, 0) // shape.cpu)
     if shape.mem:
         cap = np.minimum(cap, np.maximum(state.mem_free, 0) // shape.mem)
-    ok = state.schedulable & ~state.overcommitted
+    ok = state.placeable
     if req.model_ok is not None:
         ok = ok & req.model_ok
     if req.pinned is not None:
@@ -66,7 +66,7 @@ def capacity_at(state: ClusterState, shape: Shape, req: GangRequest, idx: np.nda
         cap = np.minimum(cap, np.maximum(state.cpu_free[idx], 0) // shape.cpu)
     if shape.mem:
         cap = np.minimum(cap, np.maximum(state.mem_free[idx], 0) // shape.mem)
-    ok = state.schedulable[idx] & ~state.overcommitted[idx]
+    ok = state.placeable[idx]
     if req.model_ok is not None:
         ok = ok & req.model_ok[idx]
     if req.pinned is not None:
@@ -107,7 +107,7 @@ def _place_at_level(
         fits &= np.bincount(dom, weights=caps[s], minlength=n_dom) >= c
     if len(req.counts) > 1:
         # Pod sizes compete for the same GPUs: the domain needs their sum free as well.
-        ok = state.schedulable & ~state.overcommitted
+        ok = state.placeable
         if req.model_ok is not None:
             ok = ok & req.model_ok
         free = np.bincount(dom, weights=np.where(ok, state.total_free, 0), minlength=n_dom)

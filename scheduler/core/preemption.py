@@ -119,7 +119,7 @@ def _candidate_domains(
     req: GangRequest,
     limit: int,
 ) -> list[np.ndarray | None]:
-    ok = state.schedulable & ~state.overcommitted
+    ok = state.placeable
     if req.model_ok is not None:
         ok = ok & req.model_ok
     if req.pinned is not None:
@@ -265,7 +265,7 @@ def _room_fits(
     are free on top of what is free now."""
     whole = np.minimum(state.whole_free + slots, state.usable)
     total = state.total_free + freed
-    ok = state.schedulable & ~state.overcommitted
+    ok = state.placeable
     for mask in (req.model_ok, req.pinned, within):
         if mask is not None:
             ok = ok & mask

@@ -140,7 +140,7 @@ def reclaim_deferred(text: str, after_s: float) -> str:
 
 def diagnose(state: ClusterState, cache: ShapeCache, req: GangRequest) -> tuple[str, str]:
     """Why `req` cannot be placed now: the first missing thing a person can act on."""
-    ok = state.schedulable & ~state.overcommitted
+    ok = state.placeable
     if req.model_ok is not None:
         if not (req.model_ok & state.schedulable).any():
             return (

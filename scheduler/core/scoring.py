@@ -427,6 +427,7 @@ class ShapeCache:
         self._last_change = np.zeros(state.node_count, dtype=np.int64)
         self._last_seen = len(state.change_log)
         self._variants: dict[tuple[int, int], int] = {}  # full shapes seen per GPU size
+        self._gpu_shapes: dict[Shape, Shape] = {}  # a shape's GPU request alone
 
     def _moved_since(self, seen: int) -> np.ndarray:
         """Nodes changed since the change log was `seen` long, ascending."""
@@ -476,12 +477,12 @@ class ShapeCache:
         log = self.state.change_log
         entry = self._caps.get(key)
         if entry is None:
-            cap = self.state.gpu_capacity(Shape(shape.gpus, shape.milli, 0, 0))
+            cap = self.state.gpu_capacity(shape)  # reads the GPU request only
         else:
             cap, seen = entry
             if seen < len(log):
                 moved = self._moved_since(seen)
-                cap[moved] = self.state.gpu_capacity(Shape(shape.gpus, shape.milli, 0, 0), moved)
+                cap[moved] = self.state.gpu_capacity(shape, moved)
         self._caps[key] = (cap, len(log))
         return cap
 
@@ -493,7 +494,9 @@ class ShapeCache:
         first time starts from its GPU size's scores and computes only the nodes where
         the CPU and memory can matter.
         """
-        gpu_shape = Shape(shape.gpus, shape.milli, 0, 0)
+        gpu_shape = self._gpu_shapes.get(shape)
+        if gpu_shape is None:
+            gpu_shape = self._gpu_shapes[shape] = Shape(shape.gpus, shape.milli, 0, 0)
         if not self._full_shape or shape == gpu_shape or self.scorer.volatile:
             return self.capacity(shape), self._gpu_size_scores(gpu_shape if not self._full_shape else shape)
         key = (shape.gpus, shape.milli, shape.cpu, shape.mem)
