@@ -285,6 +285,7 @@ class _Cycle:
         self.alloc = gpus[Tier.TRAINING].copy()  # training GPUs held
         self.prod = gpus[Tier.PRODUCTION].copy()
         self.scav = gpus[Tier.SCAVENGER].copy()
+        self._scav_held = bool(self.scav.max() > _EPS)  # kept current where `scav` changes
         self.alloc_cpu = cpu.copy()
         self.alloc_mem = mem.copy()
 
@@ -525,6 +526,7 @@ class _Cycle:
             self.prod[t] += sign * gpus
         elif tier is Tier.SCAVENGER:
             self.scav[t] += sign * gpus
+            self._scav_held = bool(self.scav.max() > _EPS)
         else:
             self.alloc[t] += sign * gpus
             self.alloc_cpu[t] += sign * sum(p.cpu_milli for p in pods)
@@ -574,7 +576,7 @@ class _Cycle:
             if self.config.production_honours_min_runtime:
                 ok &= self.run_old
         elif w.tier is Tier.TRAINING:
-            if not reclaim and self.scav.max() <= _EPS:
+            if not reclaim and not self._scav_held:
                 # No scavenger GPUs held (evictions lower the count): nothing to take. The
                 # usual case on a busy cluster without scavenger work.
                 return None
@@ -679,7 +681,7 @@ class _Cycle:
             return True
         # A training gang that may not reclaim can take only scavenger work: with none
         # running, the search would find nothing (as `_candidates` says), so no need to try.
-        return v.tier is Tier.TRAINING and not reclaim and self.scav.max() <= _EPS
+        return v.tier is Tier.TRAINING and not reclaim and not self._scav_held
 
     def _waits_why(self, v: View) -> tuple[str, str]:
         """The reason a doomed gang of `v` gets (what `_schedule` would say)."""
@@ -1008,6 +1010,7 @@ class _Cycle:
                 self.prod[t] -= v.gpus
             elif v.tier is Tier.SCAVENGER:
                 self.scav[t] -= v.gpus
+                self._scav_held = bool(self.scav.max() > _EPS)
             else:
                 self.alloc[t] -= v.gpus
                 self.alloc_cpu[t] -= self.rt.cpu[g]

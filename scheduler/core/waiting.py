@@ -247,24 +247,21 @@ class Lane:
 
     def skip(self, stops: Callable[[View], bool]) -> list[tuple[View, int, int]]:
         """Pass over every gang before the first one of a view for which `stops` holds;
-        returns the runs passed over as (view, start, end)."""
+        returns the runs passed over as (view, start, end). Views are asked in the order
+        of their first gang, and only up to the first that stops: a view whose first gang
+        comes after that has nothing before it to pass over."""
         stop: tuple | None = None
-        live = [v for v in self.views if v.cursor < v.size]
-        stopping = [stops(v) for v in live]  # asked once per view: it can cost a policy check
-        for v, halts in zip(live, stopping, strict=True):
-            if halts:
-                k = (v.prefix, v.keys[v.cursor])
-                if stop is None or k < stop:
-                    stop = k
+        passed: list[View] = []
+        for prefix, key, _, v in sorted(self.heap):
+            if stops(v):
+                stop = (prefix, key)
+                break
+            passed.append(v)
         runs = []
-        for v, halts in zip(live, stopping, strict=True):
-            if halts:
-                continue
+        for v in passed:
             if stop is None or v.prefix < stop[0]:
                 end = v.size
-            elif v.prefix > stop[0]:
-                end = v.cursor
-            else:
+            else:  # the same prefix: its gangs up to the stopping one
                 end = bisect.bisect_left(v.keys, stop[1], v.cursor)
             if end > v.cursor:
                 runs.append((v, v.cursor, end))
