@@ -60,6 +60,7 @@ class Core:
         # Fragmentation scorers by pod types (see engine._make_scorer): node-independent.
         self.scorers: dict[tuple, object] = {}
         self.tier_memo: dict[tuple[int, bool], object] = {}  # (priority, scavenging) -> Tier
+        self.shares: dict[tuple, list[float]] = {}  # (capacity, demand) -> water-filled shares
         self._set_nodes(tuple(nodes), reload=False)
 
     @classmethod
