@@ -190,12 +190,13 @@ class _Cycle:
             ),
         )
         self._failed: dict[int, int] = {}  # id(shared request) -> releases when it failed
-        # A request of one pod shape fails by capacity alone, whatever the scorer, so one
-        # that failed on the very cluster this cycle starts from fails again: the last cycle
-        # started from the same loaded state and changed nothing (see run).
+        # A request of one pod shape fails by room alone, whatever the scorer, and running
+        # pods only ever take room: one that failed on the cluster an earlier cycle started
+        # from fails again while pods have only come since (binds, no completion, eviction
+        # or node change). Such failures are carried from cycle to cycle (see run).
         self._start_failures: list[GangRequest] = []
         carried = core.carried_failures
-        if carried is not None and carried[0] == self._start_key:
+        if carried is not None and carried[0] == core.running.removals:
             self._failed = dict.fromkeys(map(id, carried[1]), 0)
             self._start_failures.extend(carried[1])
         self._releases = 0
@@ -269,7 +270,7 @@ class _Cycle:
         with them loaded. Worked out again only when the running set or the teams that
         scavenge change: about half the cycles of a replay see the same as the one before."""
         core = self.core
-        key = self._start_key = (core.running.version, self._scavenging.tobytes())
+        key = (core.running.version, self._scavenging.tobytes())
         hit = core.loaded
         if hit is None or hit[0] != key:
             run = core.running.table()
@@ -657,8 +658,7 @@ class _Cycle:
             # Work that chose the scavenger tier goes before work demoted there by a budget.
             scavenging = self._scavenging
             self._simple_pass(by_tier[Tier.SCAVENGER], preempt=False, demoted=scavenging)
-        unchanged = not self.out.binds and not self.out.evictions
-        self.core.carried_failures = (self._start_key, tuple(self._start_failures)) if unchanged else None
+        self.core.carried_failures = (self.core.running.removals, tuple(self._start_failures))
         return Decisions(
             tuple(self.out.binds),
             tuple(self.out.evictions),

@@ -229,6 +229,9 @@ class RunningStore:
         self.gpu_pod_shapes: Counter[tuple[int, int, int, int]] = Counter()
         # Bumped by every change: what a cycle derived from the table holds while it is equal.
         self.version = 0
+        # Bumped when a pod may have left (a gang removed, or all read again): while it is
+        # equal, pods have only come, and no node has more room than it had.
+        self.removals = 0
 
     def _count_shapes(self, shapes: Iterable[tuple[int, int, int, int]], sign: int) -> None:
         counts = self.gpu_pod_shapes
@@ -247,6 +250,7 @@ class RunningStore:
         """Replace the contents with `gangs` read all at once (far cheaper than adding them
         one by one); returns the (position, gang) of those with pending pods."""
         self.version += 1
+        self.removals += 1
         table, waiting = read_running(gangs, self.team_index, self.sink, self.node_index, np.inf)
         self.ids = [g.id for g in table.gangs]
         self.gangs = list(table.gangs)
@@ -318,6 +322,7 @@ class RunningStore:
     def remove(self, gang_id: str) -> None:
         g = self.ids.index(gang_id)
         self.version += 1
+        self.removals += 1
         sizes = self._g.get("sizes")
         start = int(sizes[:g].sum())
         stop = start + int(sizes[g])
