@@ -44,17 +44,16 @@ def water_fill(
     if all(math.isfinite(lim) for lim in limits) and sum(limits) <= capacity:
         return limits[:]
 
-    triples = list(zip(limits, base, weights, strict=True))
+    # A team that asks for nothing gets nothing at every level and adds exactly 0.0 to
+    # every sum, so the search leaves it out (most of a replay's teams, early on).
+    triples = [(lim, b, w) for lim, b, w in zip(limits, base, weights, strict=True) if lim > 0]
 
     def filled(level: float) -> float:
         return sum(min(lim, max(b, w * level)) for lim, b, w in triples)
 
     # The filled amount is piecewise linear in the water level, bending where a team
     # leaves its floor or reaches its limit: find the segment that crosses capacity.
-    points = sorted(
-        {b / w for b, w in zip(base, weights, strict=True)}
-        | {lim / w for lim, w in zip(limits, weights, strict=True) if math.isfinite(lim)}
-    )
+    points = sorted({b / w for _, b, w in triples} | {lim / w for lim, _, w in triples if math.isfinite(lim)})
     # `filled` never falls as the level rises: a binary search finds the first bend that
     # reaches capacity, with the same arithmetic as walking the bends one by one.
     first, last = 0, len(points)
