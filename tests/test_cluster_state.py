@@ -6,6 +6,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scheduler.core import Node, PolicyConfig
 from scheduler.core.cluster import FULL, UNUSABLE, ClusterState, Held, Shape
@@ -430,3 +432,33 @@ def test_whole_gpu_pods_leave_the_derived_columns_as_a_full_recount_would() -> N
     assert_same(fast, arrays(st))
     assert st.whole_free.tolist() == [2, 0, 0]
     assert st.overcommitted.tolist() == [False, True, False]  # 6 GPUs asked of a 4-GPU node
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 4), st.integers(0, 3_000)), max_size=12),
+    st.lists(st.tuples(st.integers(0, 2), st.integers(0, 4), st.integers(0, 3_000)), max_size=12),
+    st.data(),
+)
+def test_pods_shifted_onto_a_loaded_cluster_give_what_loading_afresh_gives(before, came, data) -> None:
+    # A replay's cycle carries the whole-GPU pods that came and went since the last cycle
+    # onto the cluster that cycle loaded, instead of loading every running pod again. It
+    # must give the very state a fresh load gives (which GPUs are held included), or say
+    # it cannot (a node overcommitted), and then the caller loads afresh.
+    nodes_ = (node("a", 8, unhealthy=frozenset({2})), node("b", 4, cpu=4_000), node("c", 8))
+    went = data.draw(st.lists(st.sampled_from(range(len(before))), unique=True) if before else st.just([]))
+    rows = [(n, g, 0, c, 0) for n, g, c in before]
+    shifted = state(*nodes_)
+    load(shifted, rows)
+    now = [r for k, r in enumerate(rows) if k not in went] + [(n, g, 0, c, 0) for n, g, c in came]
+    changes = [(-1, *rows[k][:2], 0, rows[k][3], 0, False) for k in went]
+    changes += [(+1, n, g, 0, c, 0, False) for n, g, c in came]
+    fresh = state(*nodes_)
+    load(fresh, now)
+    if shifted.shift_running(changes):
+        assert_same(arrays(fresh), arrays(shifted))
+        assert not fresh.overcommitted.any()
+    else:  # it may refuse only where a load overcommits, before or after
+        was = state(*nodes_)
+        load(was, rows)
+        assert fresh.overcommitted.any() or was.overcommitted.any()

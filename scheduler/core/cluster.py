@@ -220,6 +220,36 @@ class ClusterState:
         self._refresh(np.arange(n))
         return held
 
+    def shift_running(self, changes: list[tuple[int, int, int, int, int, int, bool]]) -> bool:
+        """Whole-GPU pods at no known slot that came (+1) or went (-1), as (sign, node, GPUs,
+        share, CPU, memory, known slots): the state becomes what `load_running` of the
+        pods now running gives, provided it was that for the pods before and no node is
+        or gets overcommitted. Such pods hold the first free GPUs of their node, so one that
+        comes takes the next free ones and one that goes gives back the last held ones.
+        False (the state then is of no use) for anything else: the caller loads afresh."""
+        if any(c[3] or c[6] for c in changes) or self.overcommitted.any():
+            return False
+        for sign, i, gpus, _, cpu, mem, _ in sorted(changes):  # those that went first
+            row = self.free[i].tolist()
+            if gpus:
+                anon = self.anon_mask[i]
+                if sign > 0:
+                    slots = [s for s, v in enumerate(row) if v == FULL][:gpus]
+                else:
+                    slots = [s for s in range(len(row)) if anon[s]][-gpus:]
+                if len(slots) < gpus:
+                    return False
+                for s in slots:
+                    row[s], anon[s] = (0, True) if sign > 0 else (FULL, False)
+                self.free[i] = row
+                self.whole_free[i] = row.count(FULL)
+                self.total_free[i] = sum(v for v in row if v > 0)
+            self.cpu_free[i] -= sign * cpu
+            self.mem_free[i] -= sign * mem
+            if self.cpu_free[i] < 0 or self.mem_free[i] < 0:
+                return False
+        return True
+
     # ------------------------------------------------------------ place / release
 
     def _best_shared_slot(self, i: int, milli: int) -> int | None:

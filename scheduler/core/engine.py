@@ -275,10 +275,21 @@ class _Cycle:
         if hit is None or hit[0] != key:
             run = core.running.table()
             tiers = self._tiers(run.priority, run.team)
-            loaded = core.base.copy()
-            special = loaded.load_running(
-                run.pod_node, run.pod_gpus, run.pod_milli, run.pod_cpu, run.pod_mem, run.indices
-            )
+            changes, core.running.changes = core.running.changes, []
+            loaded = None
+            if hit is not None and changes is not None and not hit[4]:
+                # Whole GPUs at no known slot before: carry the pods that came and went
+                # over onto the last loaded cluster, node by node, instead of loading all.
+                loaded = hit[3].copy()
+                if not loaded.shift_running(changes):
+                    loaded = None
+            if loaded is None:
+                loaded = core.base.copy()
+                special = loaded.load_running(
+                    run.pod_node, run.pod_gpus, run.pod_milli, run.pod_cpu, run.pod_mem, run.indices
+                )
+            else:
+                special = {}
             # GPUs per (tier, team) in one step; CPU and memory are kept for training only.
             n = len(self.teams) + 1
             by = tiers * n + run.team

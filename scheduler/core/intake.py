@@ -232,6 +232,9 @@ class RunningStore:
         # Bumped when a pod may have left (a gang removed, or all read again): while it is
         # equal, pods have only come, and no node has more room than it had.
         self.removals = 0
+        # Pods that came (+1) or went (-1) since the reader last took them, as (sign, node,
+        # GPUs, share, CPU, memory, known slots); None: read everything again (see engine.py).
+        self.changes: list[tuple[int, int, int, int, int, int, bool]] | None = None
 
     def _count_shapes(self, shapes: Iterable[tuple[int, int, int, int]], sign: int) -> None:
         counts = self.gpu_pod_shapes
@@ -251,6 +254,7 @@ class RunningStore:
         one by one); returns the (position, gang) of those with pending pods."""
         self.version += 1
         self.removals += 1
+        self.changes = None
         table, waiting = read_running(gangs, self.team_index, self.sink, self.node_index, np.inf)
         self.ids = [g.id for g in table.gangs]
         self.gangs = list(table.gangs)
@@ -302,9 +306,15 @@ class RunningStore:
             }
         )
         if rows:
+            nodes = [self.node_index[p.node] for p in rows]  # type: ignore[index]
+            if self.changes is not None:
+                self.changes.extend(
+                    (+1, i, p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib, bool(p.gpu_indices))
+                    for i, p in zip(nodes, rows, strict=True)
+                )
             self._p.append(
                 {
-                    "pod_node": [self.node_index[p.node] for p in rows],  # type: ignore[index]
+                    "pod_node": nodes,
                     "pod_gpus": [p.gpus for p in rows],
                     "pod_milli": [p.gpu_milli for p in rows],
                     "pod_cpu": [p.cpu_milli for p in rows],
@@ -329,6 +339,13 @@ class RunningStore:
         self._g.delete(g, g + 1)
         if stop > start:
             cols = [self._p.get(name)[start:stop].tolist() for name in _SHAPE_COLS]
+            if self.changes is not None:
+                nodes = self._p.get("pod_node")[start:stop].tolist()
+                indexed = self._p.get("pod_indexed")[start:stop].tolist()
+                shapes = zip(*cols, strict=True)
+                self.changes.extend(
+                    (-1, i, *shape, x) for i, shape, x in zip(nodes, shapes, indexed, strict=True)
+                )
             self._count_shapes(zip(*cols, strict=True), -1)
             self._p.delete(start, stop)
             del self.pod_names[start:stop], self.pod_slots[start:stop]
