@@ -20,11 +20,12 @@ def effective_tiers(priorities: np.ndarray, scavenging: np.ndarray, config: Poli
     Production is exempt unless `budget_applies_to_production`: an inference service
     should not go down because the same team's experiments used the month's hours.
     """
-    base = np.where(
-        priorities >= config.production_min_priority,
-        int(Tier.PRODUCTION),
-        np.where(priorities < config.scavenger_below_priority, int(Tier.SCAVENGER), int(Tier.TRAINING)),
-    )
+    # Below the scavenger bound, between the bounds, at or above the production bound: the
+    # tiers in value order (the config keeps the bounds in that order).
+    bounds = (config.scavenger_below_priority, config.production_min_priority)
+    base = np.searchsorted(bounds, priorities, side="right")
+    if not scavenging.any():
+        return base
     demoted = scavenging & ((base != int(Tier.PRODUCTION)) | bool(config.budget_applies_to_production))
     return np.where(demoted, int(Tier.SCAVENGER), base)
 
