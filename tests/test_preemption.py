@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import replace
+from unittest import mock
 
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scheduler.core import Gang, Pod, PolicyConfig, Snapshot, Team, decide, preemption
+from scheduler.core.cluster import ClusterState, Shape
 from scheduler.core.model import Tier
-from scheduler.core.preemption import Candidates, _freeable
+from scheduler.core.placement import CLUSTER_LEVEL, GangRequest
+from scheduler.core.preemption import Candidates, _freeable, _room_fits, _slack_clears_nodes
+from tests.builders import NOW, apply, node
+from tests.test_properties import CONFIG
 
 T, S = int(Tier.TRAINING), int(Tier.SCAVENGER)
 
@@ -44,3 +54,87 @@ def test_shared_gpu_victims_keep_their_slots_unlimited():
     # capped by a slack of half a GPU, the milli-GPUs are.
     slots, milli = _freeable(1, _cand([500, 500, 1000], [0.5, 0.0]), np.arange(3))
     assert (slots.tolist(), milli.tolist()) == ([3], [1501])
+
+
+def _filled(gpus: list[int], slack_team_gpus: list[int]) -> tuple[ClusterState, Candidates]:
+    """Nodes of 8 GPUs, node i running one gang of `gpus[i]` GPUs of team 0 (training)."""
+    st_ = ClusterState([node(f"n{i}") for i in range(len(gpus))], PolicyConfig())
+    n = len(gpus)
+    st_.load_running(
+        np.arange(n),
+        np.array(gpus),
+        np.zeros(n, dtype=np.int64),
+        np.zeros(n, dtype=np.int64),
+        np.zeros(n, dtype=np.int64),
+        {},
+    )
+    cand = Candidates(
+        tier=np.full(n, T),
+        cost=np.zeros(n),
+        pod_node=np.arange(n),
+        pod_gang=np.arange(n),
+        pod_milli=np.array(gpus) * 1000,
+        victim=lambda g: None,  # type: ignore[arg-type, return-value]
+        acceptable=np.ones(n, dtype=bool),
+        team=np.zeros(n, dtype=np.int64),
+        slack=np.array(slack_team_gpus, dtype=np.float64),
+    )
+    return st_, cand
+
+
+def test_the_slack_must_clear_as_many_whole_nodes_as_the_gang_has_pods():
+    # Three nodes, each half taken by a 4-GPU gang of a team that may give 6 GPUs: any
+    # one node can be cleared, two cannot, so a gang of two 8-GPU pods has no plan. Each
+    # node on its own passes the per-node bound.
+    st_, cand = _filled([4, 4, 4], [6])
+    pods = np.arange(3)
+    slots, freed = _freeable(3, cand, pods)
+    two = GangRequest((Shape(8, 0, 0, 0),) * 2, None, CLUSTER_LEVEL)
+    one = GangRequest((Shape(8, 0, 0, 0),), None, CLUSTER_LEVEL)
+    assert _room_fits(st_, two, slots, freed, None)
+    assert not _slack_clears_nodes(st_, two, cand, pods, slots)
+    assert _slack_clears_nodes(st_, one, cand, pods, slots)
+    # With 8 GPUs of slack two nodes can be cleared; a free node costs nothing.
+    st_, cand = _filled([4, 4, 4], [8])
+    assert _slack_clears_nodes(st_, two, cand, pods, _freeable(3, cand, pods)[0])
+    st_, cand = _filled([4, 0, 4], [6])
+    assert _slack_clears_nodes(st_, two, cand, pods, _freeable(3, cand, pods)[0])
+
+
+@st.composite
+def _big_gangs_on_a_full_cluster(draw):
+    """Two teams fill 8-GPU nodes with small gangs; a third asks for gangs of several
+    whole-node pods: reclaim plans that must clear whole nodes out of little slack, the
+    case the bound prunes."""
+    count = draw(st.integers(6, 12))  # room enough that a gang of a few nodes is within a share
+    cluster = tuple(node(f"n{i}", 8, leaf=f"leaf-{i // 2}") for i in range(count))
+    teams = tuple(Team(f"t{t}", namespaces=(f"t{t}",)) for t in range(3))
+    first = []
+    for g in range(count * draw(st.sampled_from([2, 4]))):
+        team = draw(st.sampled_from(["t0", "t1"]))
+        gpus = draw(st.sampled_from([1, 2, 4]))
+        first.append(Gang(f"{team}/a{g}", team, (Pod(f"{team}/a{g}-0", gpus=gpus),), submit_s=NOW - 7200 + g))
+    snap = Snapshot(NOW - 600, cluster, teams, tuple(first))
+    settled = apply(snap, decide(snap, CONFIG), at=NOW)
+    second = [
+        Gang(
+            f"t2/b{g}",
+            "t2",
+            tuple(Pod(f"t2/b{g}-{k}", gpus=8) for k in range(size)),
+            submit_s=NOW - 300 + g,
+        )
+        for g, size in enumerate(draw(st.lists(st.integers(2, 4), min_size=1, max_size=2)))
+    ]
+    return replace(settled, gangs=settled.gangs + tuple(second))
+
+
+@settings(max_examples=300, deadline=None)
+@given(_big_gangs_on_a_full_cluster())
+def test_the_slack_bound_never_rules_out_a_plan_that_exists(snap):
+    # The bound only saves the victim walk: the decisions are those without it.
+    with_bound = decide(snap, CONFIG)
+    with mock.patch.object(preemption, "_slack_clears_nodes", lambda *_: True):
+        without = decide(snap, CONFIG)
+    assert with_bound.binds == without.binds
+    assert with_bound.evictions == without.evictions
+    assert tuple(with_bound.pending) == tuple(without.pending)

@@ -91,8 +91,12 @@ def plan_preemption(
         return None
     # Room per node if every victim that may be taken went (each team no more than its
     # slack): worked out once, for the bound over the whole cluster and for ranking domains.
-    slots, freed = _freeable(state.node_count, cand, _acceptable_pods(cand, None))
-    if _bounded(cand, req) and not _room_fits(state, req, slots, freed, req.pinned):
+    pods = _acceptable_pods(cand, None)
+    slots, freed = _freeable(state.node_count, cand, pods)
+    if _bounded(cand, req) and not (
+        _room_fits(state, req, slots, freed, req.pinned)
+        and _slack_clears_nodes(state, req, cand, pods, slots)
+    ):
         return None  # not even with every victim that may be taken gone, anywhere
     levels = list(range(len(state.levels) - 1, req.widest_level - 1, -1))
     if req.widest_level == CLUSTER_LEVEL:
@@ -272,6 +276,49 @@ def _room_fits(
     for s, c in req.counts.items():
         cap = whole // s.gpus if s.gpus else total // s.milli
         if int(cap[ok].sum()) < c:
+            return False
+    return True
+
+
+def _slack_clears_nodes(
+    state: ClusterState, req: GangRequest, cand: Candidates, pods: np.ndarray, slots: np.ndarray
+) -> bool:
+    """False when the teams' slack cannot clear enough whole nodes for the request's pods.
+
+    A pod that asks for every GPU of its node needs all of them freed, so each GPU pod
+    running there must go, at the cost of its team's slack (its GPUs on that node, at
+    least: a gang's GPUs elsewhere count too). Whatever nodes a plan clears, each team
+    gives at least the sum of its smallest such costs over that many nodes; more than its
+    slack, and no plan exists. `_room_fits` bounds each node on its own; this bounds them
+    together, which is what rules out most plans for gangs of several whole-node pods."""
+    if cand.slack is None or cand.team is None:
+        return True
+    n, teams = state.node_count, cand.slack.size
+    gang = cand.pod_gang[pods]
+    limited = cand.tier[gang] != Tier.SCAVENGER  # scavenger victims cost no slack
+    key = cand.pod_node[pods][limited] * teams + cand.team[gang[limited]]
+    cost = np.bincount(key, weights=cand.pod_milli[pods][limited], minlength=n * teams).reshape(n, teams)
+    whole = np.minimum(state.whole_free + slots, state.usable)
+    ok = state.placeable
+    for mask in (req.model_ok, req.pinned):
+        if mask is not None:
+            ok = ok & mask
+    limit = cand.slack * 1000 + 1.0  # a milli-GPU over, as in `_freeable`
+    for s, count in req.counts.items():
+        if count < 2 or not s.gpus:
+            continue  # one pod: `_room_fits` already bounds its node
+        hosts = ok & (whole >= s.gpus)
+        cleared = hosts & (state.usable <= s.gpus)  # holds one such pod, and only when cleared
+        # Nodes that hold a pod without being cleared cost no slack (at least), and may
+        # hold several: only the pods beyond what they hold need cleared nodes.
+        rest = count - int((whole[hosts & ~cleared] // s.gpus).sum())
+        if rest <= 0:
+            continue
+        costs = cost[cleared]
+        if costs.shape[0] < rest:
+            return False
+        cheapest = np.sort(costs, axis=0)[:rest].sum(axis=0)
+        if np.any(cheapest > limit):
             return False
     return True
 
