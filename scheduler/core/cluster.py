@@ -221,12 +221,13 @@ class ClusterState:
         return held
 
     def shift_running(self, changes: list[tuple[int, int, int, int, int, int, bool]]) -> bool:
-        """Whole-GPU pods at no known slot that came (+1) or went (-1), as (sign, node, GPUs,
-        share, CPU, memory, known slots): the state becomes what `load_running` of the
-        pods now running gives, provided it was that for the pods before and no node is
-        or gets overcommitted. Such pods hold the first free GPUs of their node, so one that
-        comes takes the next free ones and one that goes gives back the last held ones.
-        False (the state then is of no use) for anything else: the caller loads afresh."""
+        """Pods that came (+1) or went (-1), as (sign, node, GPUs, share, CPU, memory, known
+        slots), all of them whole-GPU pods at no known slot (or with no GPU): the state
+        becomes what `load_running` of the pods now running gives, provided it was that for
+        the pods before and no node is or gets overcommitted. Such pods hold the first free
+        GPUs of their node, so one that comes takes the next free ones and one that goes
+        gives back the last held ones. False (the state is then of no use) for anything
+        else: the caller loads afresh."""
         if any(c[3] or c[6] for c in changes) or self.overcommitted.any():
             return False
         for sign, i, gpus, _, cpu, mem, _ in sorted(changes):  # those that went first

@@ -91,7 +91,8 @@ class Core:
         self.max_node_gpus = int(self.base.usable.max()) if self.base.node_count else 0
         self.running = RunningStore(self.team_index, self.sink, self.base.index)
         # The last cycle's running table and cluster with it loaded (see engine._read_running),
-        # and the requests that failed on that state in a cycle that changed nothing.
+        # and the requests of one pod shape that failed on a cluster that pods have only
+        # come to since (see engine._Cycle).
         self.loaded: tuple | None = None
         self.carried_failures: tuple | None = None
         # Shared placement requests by (shapes, models, widest level): their node masks
