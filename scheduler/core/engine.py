@@ -415,22 +415,30 @@ class _Cycle:
 
     def _class_view(self, c: GangClass, t: int, tier: Tier, scavenging: bool) -> View:
         """What `_waiting` finds for each gang of the class, found once for all of them."""
-        cfg = self.config
-        gang = c.sample
         v = View(t, tier, c.gpus, c.keys, c.ids, c.gangs, c.seqs, source=c)
-        team, budget = self.teams[t], self.budgets[t]
         if self._budget_blocked(t, tier, scavenging):
-            text = reasons.budget_blocked(team, budget)
+            text = reasons.budget_blocked(self.teams[t], self.budgets[t])
             v.problem = lambda g: Pending(g.id, "BudgetBlocked", text)
             return v
+        # The rest depends on the class, the config and the nodes only: worked out once for
+        # as long as the Core's request table (which lives as long as its node list).
+        cached = c.request_cache
+        if cached is None or cached[0] is not self._requests:
+            cached = c.request_cache = (self._requests, *self._class_request(c))
+        v.request, v.problem = cached[1], cached[2]
+        return v
+
+    def _class_request(self, c: GangClass) -> tuple[GangRequest | None, Callable[[Gang], Pending] | None]:
+        """A class's shared request, or the problem that keeps its gangs from being tried."""
+        cfg = self.config
+        gang = c.sample
         widest = CLUSTER_LEVEL
         if gang.topology_required is not None or gang.topology_preferred is not None:
             for label in (gang.topology_required, gang.topology_preferred):
                 if label is not None and cfg.level_index(label) is None:
-                    v.problem = lambda g, label=label: Pending(
+                    return None, lambda g, label=label: Pending(
                         g.id, "Invalid", reasons.unknown_level(g, label, cfg)
                     )
-                    return v
             if gang.topology_required is not None:
                 widest = cfg.level_index(gang.topology_required)  # type: ignore[assignment]
         biggest = c.biggest
@@ -441,15 +449,8 @@ class _Cycle:
                 too_big = next(p for p in g.pods if p.gpus == biggest)
                 return Pending(g.id, "TooLarge", reasons.too_large(too_big, largest))
 
-            v.problem = too_large
-            return v
-        cached = c.request_cache
-        if cached is not None and cached[0] is self._requests:
-            v.request = cached[1]
-        else:
-            v.request = self._shared_request(c.shape_objs, gang.gpu_models, widest)
-            c.request_cache = (self._requests, v.request)
-        return v
+            return None, too_large
+        return self._shared_request(c.shape_objs, gang.gpu_models, widest), None
 
     def _waiting(self, gang: Gang, t: int, tier: Tier, scavenging: bool) -> _Waiting:
         cfg = self.config

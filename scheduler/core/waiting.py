@@ -92,9 +92,10 @@ class GangClass:
         # Set while a cycle's lazy pending reasons hold these lists: the next change then
         # works on copies (copy on write), so a cycle never copies a long queue it may not read.
         self.borrowed = False
-        # (the Core's request table it came from, the class's shared GangRequest): the same
-        # for every cycle until the nodes change, so it is not rebuilt and hashed each cycle.
-        self.request_cache: tuple[dict, Any] | None = None
+        # (the Core's request table it came from, the class's shared GangRequest or None, the
+        # problem that keeps its gangs from being tried or None): the same for every cycle
+        # until the nodes change, so it is not worked out and hashed again each cycle.
+        self.request_cache: tuple[dict, Any, Any] | None = None
 
     def _own(self) -> None:
         if self.borrowed:
