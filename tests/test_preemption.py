@@ -13,9 +13,17 @@ from scheduler.core import Gang, Pod, PolicyConfig, Snapshot, Team, decide, pree
 from scheduler.core.cluster import ClusterState, Shape
 from scheduler.core.model import Tier
 from scheduler.core.placement import CLUSTER_LEVEL, GangRequest
-from scheduler.core.preemption import Candidates, _freeable, _room_fits, _slack_clears_nodes
+from scheduler.core.preemption import (
+    Candidates,
+    Plan,
+    Victim,
+    _freeable,
+    _may_beat,
+    _room_fits,
+    _slack_clears_nodes,
+)
 from tests.builders import NOW, apply, node
-from tests.test_properties import CONFIG
+from tests.test_properties import CONFIG, contended
 
 T, S = int(Tier.TRAINING), int(Tier.SCAVENGER)
 
@@ -128,13 +136,49 @@ def _big_gangs_on_a_full_cluster(draw):
     return replace(settled, gangs=settled.gangs + tuple(second))
 
 
+def _same_without_bounds(snap) -> None:
+    """The bounds only save victim walks: the decisions are those of walking every domain."""
+    with_bounds = decide(snap, CONFIG)
+    with (
+        mock.patch.object(preemption, "_slack_clears_nodes", lambda *_: True),
+        mock.patch.object(preemption, "_may_beat", lambda *_: True),
+    ):
+        without = decide(snap, CONFIG)
+    assert with_bounds.binds == without.binds
+    assert with_bounds.evictions == without.evictions
+    assert tuple(with_bounds.pending) == tuple(without.pending)
+
+
 @settings(max_examples=300, deadline=None)
 @given(_big_gangs_on_a_full_cluster())
 def test_the_slack_bound_never_rules_out_a_plan_that_exists(snap):
-    # The bound only saves the victim walk: the decisions are those without it.
-    with_bound = decide(snap, CONFIG)
-    with mock.patch.object(preemption, "_slack_clears_nodes", lambda *_: True):
-        without = decide(snap, CONFIG)
-    assert with_bound.binds == without.binds
-    assert with_bound.evictions == without.evictions
-    assert tuple(with_bound.pending) == tuple(without.pending)
+    _same_without_bounds(snap)
+
+
+@settings(max_examples=200, deadline=None)
+@given(contended())
+def test_a_domain_skipped_for_its_cheapest_victim_held_no_better_plan(snap):
+    # Reclaim on nodes full of one team's small gangs: several nodes can be cleared, and
+    # a node whose cheapest victim costs more than the best plan so far is not walked.
+    _same_without_bounds(snap)
+
+
+def _plan(*lost: float) -> Plan:
+    """A plan of scavenger victims (their rank is their lost work alone)."""
+    victims = tuple(
+        Victim(k, f"g{k}", "t", Tier.SCAVENGER, 1.0, cost, (), (), np.zeros(0, dtype=np.int64))
+        for k, cost in enumerate(lost)
+    )
+    return Plan(victims, sum(lost), 3)
+
+
+def test_a_domain_may_beat_a_plan_only_with_a_cheaper_victim_or_fewer_of_them():
+    _, cand = _filled([4, 4, 4], [8])
+    weight = np.array([10.0, 5.0, 20.0])  # what each gang would add to a plan's rank
+    node = np.array([False, True, False])  # the domain holds gang 1 only
+    assert not _may_beat(_plan(5.0), weight, cand, node)  # equal rank, no fewer victims
+    assert _may_beat(_plan(2.0, 3.0), weight, cand, node)  # equal rank with fewer victims
+    assert _may_beat(_plan(6.0), weight, cand, node)
+    assert not _may_beat(_plan(4.0), weight, cand, node)
+    unacceptable = replace(cand, acceptable=np.array([True, False, True]))
+    assert not _may_beat(_plan(1e9), weight, unacceptable, node)  # no victim to take there

@@ -104,15 +104,37 @@ def plan_preemption(
     # Hopeless domains are skipped, and those with the most room are tried first.
     freeable = state.total_free + freed
     need = sum(s.gpus * 1000 + s.milli for s in req.shapes)
+    weight = cand.cost + cand.tier * _TIER_PENALTY  # what each victim adds to a plan's rank
     for level in levels:
-        plans = []
+        best: Plan | None = None
         for within in _candidate_domains(state, level, freeable, need, req, domains_per_level):
+            if best is not None and within is not None and not _may_beat(best, weight, cand, within):
+                continue
             plan = _plan_in(state, cache, req, cand, accept, within, level)
-            if plan is not None:
-                plans.append(plan)
-        if plans:
-            return min(plans, key=lambda p: (p.rank, len(p.victims)))
+            if plan is not None and (best is None or _key(plan) < _key(best)):
+                best = plan
+        if best is not None:
+            return best
     return None
+
+
+def _key(plan: Plan) -> tuple[float, int]:
+    """Plans compare by rank, then by fewer victims; the first of equals is kept."""
+    return plan.rank, len(plan.victims)
+
+
+def _may_beat(best: Plan, weight: np.ndarray, cand: Candidates, within: np.ndarray) -> bool:
+    """Whether a plan in the domain could come before `best`. Every plan there holds at
+    least one victim with a pod in the domain that `accept` may take, so its rank is at
+    least the cheapest such victim's; it would also need fewer victims to win a tie."""
+    gangs = cand.pod_gang[within[cand.pod_node]]
+    if cand.acceptable is not None:
+        gangs = gangs[cand.acceptable[gangs]]
+    if gangs.size == 0:
+        return False  # no victim to take: no plan there
+    least = float(weight[gangs].min())
+    rank, count = _key(best)
+    return least < rank or (least == rank and count > 1)
 
 
 def _candidate_domains(
