@@ -697,12 +697,12 @@ class _Cycle:
             return True
         if self._preemptors >= self.config.max_preemptors_per_cycle:
             return True
-        key = (v.tier, v.team if v.tier is Tier.TRAINING else -1, reclaim, id(v.request))
-        if self._no_victims.get(key) == self._releases:
-            return True
         # A training gang that may not reclaim can take only scavenger work: with none
         # running, the search would find nothing (as `_candidates` says), so no need to try.
-        return v.tier is Tier.TRAINING and not reclaim and not self._scav_held
+        if v.tier is Tier.TRAINING and not reclaim and not self._scav_held:
+            return True
+        key = (v.tier, v.team if v.tier is Tier.TRAINING else -1, reclaim, id(v.request))
+        return self._no_victims.get(key) == self._releases
 
     def _waits_why(self, v: View) -> tuple[str, str]:
         """The reason a doomed gang of `v` gets (what `_schedule` would say)."""
