@@ -116,7 +116,8 @@ def _big_gangs_on_a_full_cluster(draw):
     case the bound prunes."""
     count = draw(st.integers(6, 12))  # room enough that a gang of a few nodes is within a share
     cluster = tuple(node(f"n{i}", 8, leaf=f"leaf-{i // 2}") for i in range(count))
-    teams = tuple(Team(f"t{t}", namespaces=(f"t{t}",)) for t in range(3))
+    # The asking team weighs more, so the holders keep little slack: just what it asks for.
+    teams = tuple(Team(f"t{t}", weight=3.0 if t == 2 else 1.0, namespaces=(f"t{t}",)) for t in range(3))
     first = []
     for g in range(count * draw(st.sampled_from([2, 4]))):
         team = draw(st.sampled_from(["t0", "t1"]))
