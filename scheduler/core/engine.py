@@ -14,15 +14,17 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property, partial
+from typing import NamedTuple
 
 import numpy as np
 
 from scheduler.core import reasons
 from scheduler.core.budget import BudgetState, budget_state
-from scheduler.core.cluster import Held, Shape
+from scheduler.core.cluster import ClusterState, Held, Shape
 from scheduler.core.config import PolicyConfig
 from scheduler.core.fairshare import fairshare_factors, water_fill
 from scheduler.core.incremental import Core
+from scheduler.core.intake import RunningTable
 from scheduler.core.model import (
     Bind,
     Decisions,
@@ -40,7 +42,7 @@ from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, Placement, plac
 from scheduler.core.policies import Policy
 from scheduler.core.preemption import Candidates, Plan, Victim, plan_preemption
 from scheduler.core.scoring import SCORERS, Fragmentation, NodeScorer, ShapeCache, WorkloadMix
-from scheduler.core.tiers import effective_tiers
+from scheduler.core.tiers import effective_tier, effective_tiers
 from scheduler.core.waiting import (
     GangClass,
     Lane,
@@ -53,7 +55,6 @@ from scheduler.core.waiting import (
 
 _EPS = 1e-6
 _NO_USAGE = TeamUsage()
-_TIERS = tuple(sorted(Tier))  # by value: _TIERS[int(tier)] is the Tier, without the enum's lookup
 
 
 def decide(
@@ -67,6 +68,20 @@ def decide(
 def run_cycle(core: Core, now_s: float, usage: Mapping[str, TeamUsage]) -> Decisions:
     """One cycle on a Core's input (what `decide` and `Core.decide` both run)."""
     return _Cycle(core, now_s, usage).run()
+
+
+class _Loaded(NamedTuple):
+    """The running set as a cycle reads it, kept by the Core while it is the same (`key`:
+    the running store's version and the teams that scavenge). Never changed once made."""
+
+    key: tuple[int, bytes]
+    run: RunningTable
+    tiers: np.ndarray  # per running gang
+    cluster: ClusterState  # with the running pods loaded
+    special: dict[int, Held]  # what pods at known slots or on shared GPUs hold, by row
+    gpus: np.ndarray  # per (tier, team)
+    cpu: np.ndarray  # per team, training only
+    mem: np.ndarray
 
 
 @dataclass(slots=True)
@@ -261,8 +276,7 @@ class _Cycle:
         memo = self.core.tier_memo
         tier = memo.get((priority, scavenging))
         if tier is None:
-            one = effective_tiers(np.array([priority]), np.array([scavenging]), self.config)
-            tier = memo[(priority, scavenging)] = _TIERS[int(one[0])]
+            tier = memo[(priority, scavenging)] = effective_tier(priority, scavenging, self.config)
         return tier
 
     def _read_running(self) -> None:
@@ -271,16 +285,16 @@ class _Cycle:
         scavenge change: about half the cycles of a replay see the same as the one before."""
         core = self.core
         key = (core.running.version, self._scavenging.tobytes())
-        hit = core.loaded
-        if hit is None or hit[0] != key:
+        hit: _Loaded | None = core.loaded  # type: ignore[assignment]
+        if hit is None or hit.key != key:
             run = core.running.table()
             tiers = self._tiers(run.priority, run.team)
             changes, core.running.changes = core.running.changes, []
             loaded = None
-            if hit is not None and changes is not None and not hit[4]:
+            if hit is not None and changes is not None and not hit.special:
                 # Whole GPUs at no known slot before: carry the pods that came and went
                 # over onto the last loaded cluster, node by node, instead of loading all.
-                loaded = hit[3].copy()
+                loaded = hit.cluster.copy()
                 if not loaded.shift_running(changes):
                     loaded = None
             if loaded is None:
@@ -297,18 +311,18 @@ class _Cycle:
             train = tiers == Tier.TRAINING
             cpu = np.bincount(run.team[train], weights=run.cpu[train], minlength=n).astype(np.float64)
             mem = np.bincount(run.team[train], weights=run.mem[train], minlength=n).astype(np.float64)
-            hit = core.loaded = (key, run, tiers, loaded, special, gpus, cpu, mem)
-        _, run, self.run_tier, loaded, self.special, gpus, cpu, mem = hit
-        self.rt = run
+            hit = core.loaded = _Loaded(key, run, tiers, loaded, special, gpus, cpu, mem)
+        run = self.rt = hit.run
+        self.run_tier, self.special = hit.tiers, hit.special
         self.run_team = run.team
         self.run_gpus = run.gpus
-        self.state = loaded.copy()  # the cycle's own: the Core's stays as loaded
-        self.alloc = gpus[Tier.TRAINING].copy()  # training GPUs held
-        self.prod = gpus[Tier.PRODUCTION].copy()
-        self.scav = gpus[Tier.SCAVENGER].copy()
+        self.state = hit.cluster.copy()  # the cycle's own: the Core's stays as loaded
+        self.alloc = hit.gpus[Tier.TRAINING].copy()  # training GPUs held
+        self.prod = hit.gpus[Tier.PRODUCTION].copy()
+        self.scav = hit.gpus[Tier.SCAVENGER].copy()
         self._scav_held = bool(self.scav.max() > _EPS)  # kept current where `scav` changes
-        self.alloc_cpu = cpu.copy()
-        self.alloc_mem = mem.copy()
+        self.alloc_cpu = hit.cpu.copy()
+        self.alloc_mem = hit.mem.copy()
 
     # What only preemption reads is worked out when it first does: most cycles never ask.
 
