@@ -44,6 +44,15 @@ class Placement:
     level: int  # the level whose single domain holds the whole gang
 
 
+def allowed_nodes(state: ClusterState, *masks: np.ndarray | None) -> np.ndarray:
+    """Nodes a pod may go to: placeable, and within every mask given (None: no limit)."""
+    ok = state.placeable
+    for mask in masks:
+        if mask is not None:
+            ok = ok & mask
+    return ok
+
+
 def capacity_of(state: ClusterState, cache: ShapeCache, shape: Shape, req: GangRequest) -> np.ndarray:
     """Pods of `shape` each node can take for this request (all filters applied)."""
     cap = cache.capacity(shape)
@@ -51,12 +60,7 @@ def capacity_of(state: ClusterState, cache: ShapeCache, shape: Shape, req: GangR
         cap = np.minimum(cap, np.maximum(state.cpu_free, 0) // shape.cpu)
     if shape.mem:
         cap = np.minimum(cap, np.maximum(state.mem_free, 0) // shape.mem)
-    ok = state.placeable
-    if req.model_ok is not None:
-        ok = ok & req.model_ok
-    if req.pinned is not None:
-        ok = ok & req.pinned
-    return np.where(ok, cap, 0)
+    return np.where(allowed_nodes(state, req.model_ok, req.pinned), cap, 0)
 
 
 def capacity_at(state: ClusterState, shape: Shape, req: GangRequest, idx: np.ndarray) -> np.ndarray:
@@ -107,9 +111,7 @@ def _place_at_level(
         fits &= np.bincount(dom, weights=caps[s], minlength=n_dom) >= c
     if len(req.counts) > 1:
         # Pod sizes compete for the same GPUs: the domain needs their sum free as well.
-        ok = state.placeable
-        if req.model_ok is not None:
-            ok = ok & req.model_ok
+        ok = allowed_nodes(state, req.model_ok)
         free = np.bincount(dom, weights=np.where(ok, state.total_free, 0), minlength=n_dom)
         fits &= free >= sum(s.gpus * FULL + s.milli for s in req.shapes)
     candidates = np.nonzero(fits)[0]

@@ -17,7 +17,7 @@ import numpy as np
 
 from scheduler.core.cluster import ClusterState, Held
 from scheduler.core.model import Tier
-from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, capacity_at, place_gang
+from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, allowed_nodes, capacity_at, place_gang
 from scheduler.core.scoring import ShapeCache
 
 MAX_VICTIMS_TRIED = 256
@@ -137,6 +137,13 @@ def _may_beat(best: Plan, weight: np.ndarray, cand: Candidates, within: np.ndarr
     return least < rank or (least == rank and count > 1)
 
 
+def _by_node_and_team(
+    n: int, teams: int, node: np.ndarray, team: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """`weights` summed per (node, team), as an n x teams array."""
+    return np.bincount(node * teams + team, weights=weights, minlength=n * teams).reshape(n, teams)
+
+
 def _candidate_domains(
     state: ClusterState,
     level: int,
@@ -145,11 +152,7 @@ def _candidate_domains(
     req: GangRequest,
     limit: int,
 ) -> list[np.ndarray | None]:
-    ok = state.placeable
-    if req.model_ok is not None:
-        ok = ok & req.model_ok
-    if req.pinned is not None:
-        ok = ok & req.pinned
+    ok = allowed_nodes(state, req.model_ok, req.pinned)
     room_node = np.where(ok, freeable, 0)
     if level == CLUSTER_LEVEL:
         return [None] if room_node.sum() >= need else []
@@ -291,10 +294,7 @@ def _room_fits(
     are free on top of what is free now."""
     whole = np.minimum(state.whole_free + slots, state.usable)
     total = state.total_free + freed
-    ok = state.placeable
-    for mask in (req.model_ok, req.pinned, within):
-        if mask is not None:
-            ok = ok & mask
+    ok = allowed_nodes(state, req.model_ok, req.pinned, within)
     for s, c in req.counts.items():
         cap = whole // s.gpus if s.gpus else total // s.milli
         if int(cap[ok].sum()) < c:
@@ -313,22 +313,20 @@ def _slack_clears_nodes(
     gives at least the sum of its smallest such costs over that many nodes; more than its
     slack, and no plan exists. `_room_fits` bounds each node on its own; this bounds them
     together, which is what rules out most plans for gangs of several whole-node pods."""
-    if cand.slack is None or cand.team is None:
+    # One pod of a shape: `_room_fits` already bounds its node. Most requests stop here.
+    several = [(s, count) for s, count in req.counts.items() if count > 1 and s.gpus]
+    if not several or cand.slack is None or cand.team is None:
         return True
     n, teams = state.node_count, cand.slack.size
     gang = cand.pod_gang[pods]
     limited = cand.tier[gang] != Tier.SCAVENGER  # scavenger victims cost no slack
-    key = cand.pod_node[pods][limited] * teams + cand.team[gang[limited]]
-    cost = np.bincount(key, weights=cand.pod_milli[pods][limited], minlength=n * teams).reshape(n, teams)
+    cost = _by_node_and_team(
+        n, teams, cand.pod_node[pods][limited], cand.team[gang[limited]], cand.pod_milli[pods][limited]
+    )
     whole = np.minimum(state.whole_free + slots, state.usable)
-    ok = state.placeable
-    for mask in (req.model_ok, req.pinned):
-        if mask is not None:
-            ok = ok & mask
+    ok = allowed_nodes(state, req.model_ok, req.pinned)
     limit = cand.slack * 1000 + 1.0  # a milli-GPU over, as in `_freeable`
-    for s, count in req.counts.items():
-        if count < 2 or not s.gpus:
-            continue  # one pod: `_room_fits` already bounds its node
+    for s, count in several:
         hosts = ok & (whole >= s.gpus)
         cleared = hosts & (state.usable <= s.gpus)  # holds one such pod, and only when cleared
         # Nodes that hold a pod without being cleared cost no slack (at least), and may
@@ -373,10 +371,9 @@ def _freeable(n: int, cand: Candidates, pods: np.ndarray) -> tuple[np.ndarray, n
     limited = cand.tier[gang] != Tier.SCAVENGER
     free_slots = np.bincount(node[~limited], weights=slots[~limited], minlength=n).astype(np.float64)
     free_milli = np.bincount(node[~limited], weights=milli[~limited], minlength=n).astype(np.float64)
-    teams = cand.slack.size
-    key = node[limited] * teams + cand.team[gang[limited]]
-    by_slots = np.bincount(key, weights=slots[limited], minlength=n * teams).reshape(n, teams)
-    by_milli = np.bincount(key, weights=milli[limited], minlength=n * teams).reshape(n, teams)
+    teams, team = cand.slack.size, cand.team[gang[limited]]
+    by_slots = _by_node_and_team(n, teams, node[limited], team, slots[limited])
+    by_milli = _by_node_and_team(n, teams, node[limited], team, milli[limited])
     cap_milli = np.floor(cand.slack * 1000 + 1.0)  # a milli-GPU over: never tighter than accept
     free_milli += np.minimum(by_milli, cap_milli).sum(axis=1)
     if np.all(milli[limited] % 1000 == 0):
