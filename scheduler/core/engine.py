@@ -773,7 +773,11 @@ class _Cycle:
                 self._passed_over(lane.rest(), lambda _v, b=behind: b)
 
     def _training_pass(self, queue: list[View]) -> None:
-        queues: dict[int, Lane] = {}
+        by_team: dict[int, list[View]] = {}
+        for v in queue:
+            by_team.setdefault(v.team, []).append(v)
+        queues = {t: Lane(views, lambda v: (-v.gangs[0].priority,)) for t, views in by_team.items()}
+        queues = {t: lane for t, lane in queues.items() if lane}
         dominant = self.policy.ordering == "dominant-share"
         totals = (
             (
@@ -840,16 +844,6 @@ class _Cycle:
             note = held_back(t, v.gpus, v.keys[-1][0])  # the view's youngest gang
             return code, text if note is None else note(text)
 
-        queue = [v for v in queue if v.cursor < v.size]
-        if not self.explain and all(doomed(v.team, v) for v in queue):
-            # Every gang can only fail (its request found no room, and it may not or cannot
-            # preempt), and failing changes nothing: the pass would pass over them all.
-            # (A cycle that explains goes through them, to say why each waits.)
-            return
-        by_team: dict[int, list[View]] = {}
-        for v in queue:
-            by_team.setdefault(v.team, []).append(v)
-        queues.update((t, Lane(views, lambda v: (-v.gangs[0].priority,))) for t, views in by_team.items())
         # Teams in a heap by how much they deserve the next GPUs. Only the team that was
         # served changes its key, except when evictions lower other teams' holdings:
         # then the heap is rebuilt.
