@@ -169,10 +169,16 @@ class _Cycle:
         self.team_index = core.team_index
         n_teams = len(self.teams)
         self.sink = n_teams  # per-team arrays have one more slot, for gangs without a team
-        usage = [usage_of.get(t.name, _NO_USAGE) for t in self.teams]
-        self.budgets: list[BudgetState] = [
-            budget_state(t.budget, u, self.now) for t, u in zip(self.teams, usage, strict=True)
-        ]
+        self.usage = usage = [usage_of.get(t.name, _NO_USAGE) for t in self.teams]
+        # Only a team with a budget can run out of it: the others' budget state waits for
+        # the team table (see `budgets`), which a replay reads only when it samples.
+        self.exhausted = [False] * (n_teams + 1)
+        self._scavenging = np.zeros(n_teams + 1, dtype=bool)  # over budget, scavenging
+        if policy.budgets:
+            for t, team in enumerate(self.teams):
+                if team.budget is not None and budget_state(team.budget, usage[t], now_s).exhausted:
+                    self.exhausted[t] = True
+                    self._scavenging[t] = team.budget.on_exhausted is OnExhausted.SCAVENGE
         self.max_node_gpus = core.max_node_gpus
         self.explain = core.explain
         self.out = _Outcome(pending=PendingLog() if self.explain else SilentLog())
@@ -250,29 +256,19 @@ class _Cycle:
     # ------------------------------------------------------------------ reading
 
     @cached_property
-    def _scavenging(self) -> np.ndarray:
-        """Per team (and the sink): over budget with onExhausted: scavenge. Budgets do not
-        change within a cycle, so this is worked out once."""
-        out = np.zeros(len(self.teams) + 1, dtype=bool)
-        if not self.policy.budgets:
-            return out
-        for t, (team, b) in enumerate(zip(self.teams, self.budgets, strict=True)):
-            out[t] = (
-                b.exhausted and team.budget is not None and (team.budget.on_exhausted is OnExhausted.SCAVENGE)
-            )
-        return out
+    def budgets(self) -> list[BudgetState]:
+        return [budget_state(t.budget, u, self.now) for t, u in zip(self.teams, self.usage, strict=True)]
 
     def _tiers(self, priorities: np.ndarray, teams: np.ndarray) -> np.ndarray:
         if not self.policy.tiers:
             return np.full(priorities.shape, int(Tier.TRAINING))
         return effective_tiers(priorities, self._scavenging[teams], self.config)
 
-    def _tier(self, priority: int, t: int) -> Tier:
+    def _tier(self, priority: int, scavenging: bool) -> Tier:
         """One waiting gang's tier: `_tiers` for one, remembered by the Core per (priority,
         scavenging), since a cycle asks it of every class and there are few of each."""
         if not self.policy.tiers:
             return Tier.TRAINING
-        scavenging = bool(self._scavenging[t])
         memo = self.core.tier_memo
         tier = memo.get((priority, scavenging))
         if tier is None:
@@ -371,11 +367,11 @@ class _Cycle:
         singles = list(store.singles.values())
         n = len(self.teams) + 1
         index, sink, tier_of = self.team_index, self.sink, self._tier
-        teams = [index.get(c.team, sink) for c in classes]
-        tiers = [tier_of(c.priority, t) for c, t in zip(classes, teams, strict=True)]
-        s_teams = [index.get(g.team, sink) for g, _ in singles]
-        s_tiers = [tier_of(g.priority, t) for (g, _), t in zip(singles, s_teams, strict=True)]
         scav = self._scavenging.tolist()
+        teams = [index.get(c.team, sink) for c in classes]
+        tiers = [tier_of(c.priority, scav[t]) for c, t in zip(classes, teams, strict=True)]
+        s_teams = [index.get(g.team, sink) for g, _ in singles]
+        s_tiers = [tier_of(g.priority, scav[t]) for (g, _), t in zip(singles, s_teams, strict=True)]
         self.views: list[View] = []
         # Summed in Python lists (an item update of a numpy array costs far more), then kept as arrays.
         pending_pods = [0] * n
@@ -421,8 +417,7 @@ class _Cycle:
     def _budget_blocked(self, t: int, tier: Tier, scavenging: bool) -> bool:
         """Over budget with `block` (or scavenging not possible): the team's work waits."""
         return bool(
-            self.policy.budgets
-            and self.budgets[t].exhausted
+            self.exhausted[t]
             and not scavenging
             and (tier is not Tier.PRODUCTION or self.config.budget_applies_to_production)
         )
@@ -606,16 +601,16 @@ class _Cycle:
         )
 
     def _candidates(self, w: _Waiting, reclaim: bool) -> Candidates | None:
+        if w.tier is Tier.TRAINING and not reclaim and not self._scav_held:
+            # No scavenger GPUs held (evictions lower the count): nothing to take. The
+            # usual case on a busy cluster without scavenger work.
+            return None
         alive, tier = self.run_alive, self.run_tier
         if w.tier is Tier.PRODUCTION:
             ok = alive & (tier < Tier.PRODUCTION)
             if self.config.production_honours_min_runtime:
                 ok &= self.run_old
         elif w.tier is Tier.TRAINING:
-            if not reclaim and not self._scav_held:
-                # No scavenger GPUs held (evictions lower the count): nothing to take. The
-                # usual case on a busy cluster without scavenger work.
-                return None
             ok = alive & self.run_old & (tier == Tier.SCAVENGER)
             if reclaim:
                 over = self.alloc > self.share + _EPS

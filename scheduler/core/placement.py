@@ -30,12 +30,16 @@ class GangRequest:
     pinned: np.ndarray | None = None  # node mask the gang must stay in (running members)
     whole_node_gpus: int = 8
     counts: dict[Shape, int] = field(init=False, compare=False)
+    whole_gpus: int = field(init=False, compare=False)  # whole GPUs of all the pods
+    largest_gpus: int = field(init=False, compare=False)  # whole GPUs of the largest pod
 
     def __post_init__(self) -> None:
         counts: dict[Shape, int] = {}
         for s in self.shapes:
             counts[s] = counts.get(s, 0) + 1
         object.__setattr__(self, "counts", counts)
+        object.__setattr__(self, "whole_gpus", sum(s.gpus for s in self.shapes))
+        object.__setattr__(self, "largest_gpus", max((s.gpus for s in self.shapes), default=0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,9 @@ def capacity_at(state: ClusterState, shape: Shape, req: GangRequest, idx: np.nda
 
 def place_gang(state: ClusterState, cache: ShapeCache, req: GangRequest) -> Placement | None:
     """Place every pod of `req` or none. On success the state holds the placement."""
+    free, most = cache.whole_room()
+    if req.whole_gpus > free or req.largest_gpus > most:
+        return None  # fails by whole GPUs alone: most tries on a full cluster, found in one step
     counts = req.counts
     caps = {s: capacity_of(state, cache, s, req) for s in counts}
     for s, c in counts.items():

@@ -13,7 +13,6 @@ and refreshed only for nodes that changed since the last look.
 
 from __future__ import annotations
 
-import copy
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -259,10 +258,11 @@ class Fragmentation(NodeScorer):
     def __init__(self, mix: WorkloadMix, objective: str = "residual") -> None:
         if objective not in self.OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; use one of {', '.join(self.OBJECTIVES)}")
-        self.mix = mix
+        self._mix = mix
         self.objective = objective
         need = np.where(mix.gpus > 0, FULL, mix.milli).astype(np.int64)
         self._needs, self._need_of = np.unique(need, return_inverse=True)
+        self._whole_only = self._needs.tolist() == [FULL]
         self._count = np.where(mix.gpus > 0, mix.gpus, 1).astype(np.int64)
         self._cpu = mix.cpu.astype(np.int64)
         self._mem = mix.mem.astype(np.int64)
@@ -279,10 +279,15 @@ class Fragmentation(NodeScorer):
         """The same scorer for the same types in other proportions. Only the final weighted
         sum depends on them, so a caller whose mix keeps its types (a cycle after cycle on
         a busy cluster) reuses what the types alone decide instead of working it out again."""
-        other = copy.copy(self)
+        other = object.__new__(Fragmentation)
+        other.__dict__.update(self.__dict__)  # a shallow copy, without copy.copy's detours
         other._p = np.array(p, dtype=np.float64)
-        other.mix = replace(self.mix, p=other._p)
         return other
+
+    @property
+    def mix(self) -> WorkloadMix:
+        """The mix this scorer weighs, in its current proportions."""
+        return replace(self._mix, p=self._p)
 
     # ---------------------------------------------------------------- pieces
 
@@ -298,9 +303,14 @@ class Fragmentation(NodeScorer):
             self._access_for = (models, table)
         return self._access_for[1][state.model_id[idx]]
 
-    def _per_need(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per node and distinct per-GPU need: GPUs with at least that much free, and the
-        free capacity on usable GPUs with less."""
+    def _per_need(self, state: ClusterState, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per node of `idx` and distinct per-GPU need: GPUs with at least that much free,
+        and the free capacity on usable GPUs with less."""
+        if self._whole_only:
+            # Every type takes whole GPUs: the state's own columns say it, no slot is read.
+            whole = state.whole_free[idx]
+            return whole[:, None], (state.total_free[idx] - whole * FULL)[:, None]
+        rows = state.free[idx]
         fits = rows[:, :, None] >= self._needs
         below = np.where(fits, 0, np.maximum(rows, 0)[:, :, None]).sum(axis=1)
         return fits.sum(axis=1), below
@@ -335,7 +345,7 @@ class Fragmentation(NodeScorer):
         if idx is None:
             idx = np.arange(state.node_count)
         total = state.total_free[idx]
-        fits, below = self._per_need(state.free[idx])
+        fits, below = self._per_need(state, idx)
         cpu, mem = state.cpu_free[idx], state.mem_free[idx]
         return self._frag_by_type(fits, below, total, cpu, mem, self._access(state, idx)) @ self._p
 
@@ -353,7 +363,7 @@ class Fragmentation(NodeScorer):
     def node_stats(self, state: ClusterState, idx: np.ndarray) -> np.ndarray:
         """Per node: fitting GPUs per need, free capacity below each need, and per type
         whether the node can host it (0 or 1)."""
-        fits, below = self._per_need(state.free[idx])
+        fits, below = self._per_need(state, idx)
         host = self._host(fits, state.cpu_free[idx], state.mem_free[idx], self._access(state, idx))
         return np.concatenate([fits, below, host], axis=1)
 
@@ -428,6 +438,8 @@ class ShapeCache:
         self._last_seen = len(state.change_log)
         self._variants: dict[tuple[int, int], int] = {}  # full shapes seen per GPU size
         self._gpu_shapes: dict[Shape, Shape] = {}  # a shape's GPU request alone
+        self._room: tuple[int, int] = (0, 0)
+        self._room_seen = -1
 
     def _moved_since(self, seen: int) -> np.ndarray:
         """Nodes changed since the change log was `seen` long, ascending."""
@@ -470,6 +482,16 @@ class ShapeCache:
         if stats is None:
             return self.scorer.scores(self.state, shape, idx)
         return self.scorer.scores(self.state, shape, idx, stats=stats)  # type: ignore[call-arg]
+
+    def whole_room(self) -> tuple[int, int]:
+        """Whole free GPUs on placeable nodes: in all, and the most on one node. A request
+        for more fails by room alone, whatever else it asks, without a look at any node."""
+        seen = len(self.state.change_log)
+        if self._room_seen != seen:
+            free = self.state.whole_free[self.state.placeable]
+            self._room = (int(free.sum()), int(free.max(initial=0)))
+            self._room_seen = seen
+        return self._room
 
     def capacity(self, shape: Shape) -> np.ndarray:
         """Pods of this shape's GPU size each node can take (GPUs only). Do not modify it."""
