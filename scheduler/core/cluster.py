@@ -97,6 +97,7 @@ class ClusterState:
         self.cpu_free = np.array([node.cpu_milli for node in nodes], dtype=np.int64).reshape(n)
         self.mem_free = np.array([node.memory_mib for node in nodes], dtype=np.int64).reshape(n)
         self.schedulable = np.array([node.schedulable for node in nodes], dtype=bool).reshape(n)
+        self._healthy = int(self.usable[self.schedulable].sum())  # nodes never change in a state
         self.models = sorted({node.gpu_model for node in nodes})
         model_index = {m: i for i, m in enumerate(self.models)}
         self.model_id = np.array([model_index[node.gpu_model] for node in nodes], dtype=np.int32)
@@ -116,6 +117,7 @@ class ClusterState:
         shared; what placement and release change is copied."""
         other = object.__new__(ClusterState)
         shared = ("names", "index", "usable", "schedulable", "models", "model_id", "levels", "placeable")
+        shared += ("_healthy",)
         for name in shared:
             setattr(other, name, getattr(self, name))
         other.domains, other.domain_names = self.domains, self.domain_names
@@ -142,7 +144,7 @@ class ClusterState:
         return len(self.names)
 
     def healthy_gpus(self) -> int:
-        return int(self.usable[self.schedulable].sum())
+        return self._healthy
 
     # ------------------------------------------------------------ loading running pods
 

@@ -34,26 +34,43 @@ def water_fill(
     n = len(weights)
     if n == 0:
         return []
-    limits = [max(0.0, min(demands[i], math.inf if caps[i] is None else caps[i])) for i in range(n)]
-    base = [min(max(0.0, floors[i]), limits[i]) for i in range(n)]
+    # min() and max() are written out as conditionals (same values, same arithmetic):
+    # their calls were most of the cost, and a replay divides capacity every cycle.
+    limits = [
+        x if x > 0.0 else 0.0
+        for x in [c if c is not None and c < d else d for d, c in zip(demands, caps, strict=True)]
+    ]
+    if any(f > 0.0 for f in floors):
+        floor = [f if f > 0.0 else 0.0 for f in floors]
+        base = [lim if lim < a else a for lim, a in zip(limits, floor, strict=True)]
+    else:
+        base = [0.0] * n  # min(max(0, floor), limit) with no floor and limits never below 0
     capacity = max(0.0, capacity)
     total_base = sum(base)
     if total_base >= capacity:
         scale = capacity / total_base if total_base > 0 else 0.0
         return [b * scale for b in base]
-    if all(math.isfinite(lim) for lim in limits) and sum(limits) <= capacity:
+    if all(map(math.isfinite, limits)) and sum(limits) <= capacity:
         return limits[:]
+
+    def level_part(bases: Sequence[float], ws: Sequence[float], level: float) -> list[float]:
+        """max(floor, weight * level) per team (the level is never negative)."""
+        rise = [w * level for w in ws]
+        return [x if x > b else b for b, x in zip(bases, rise, strict=True)] if any(bases) else rise
 
     # A team that asks for nothing gets nothing at every level and adds exactly 0.0 to
     # every sum, so the search leaves it out (most of a replay's teams, early on).
-    triples = [(lim, b, w) for lim, b, w in zip(limits, base, weights, strict=True) if lim > 0]
+    lims, bases, ws = zip(*[t for t in zip(limits, base, weights, strict=True) if t[0] > 0], strict=True)
 
     def filled(level: float) -> float:
-        return sum(min(lim, max(b, w * level)) for lim, b, w in triples)
+        return sum([x if x < lim else lim for lim, x in zip(lims, level_part(bases, ws, level), strict=True)])
 
     # The filled amount is piecewise linear in the water level, bending where a team
     # leaves its floor or reaches its limit: find the segment that crosses capacity.
-    points = sorted({b / w for _, b, w in triples} | {lim / w for lim, _, w in triples if math.isfinite(lim)})
+    bends = {b / w for b, w in zip(bases, ws, strict=True)} | {
+        lim / w for lim, w in zip(lims, ws, strict=True) if math.isfinite(lim)
+    }
+    points = sorted(bends)
     # `filled` never falls as the level rises: a binary search finds the first bend that
     # reaches capacity, with the same arithmetic as walking the bends one by one.
     first, last = 0, len(points)
@@ -73,7 +90,7 @@ def water_fill(
     if level is None:  # past every bend: only teams with no limit still rise
         slope = sum(w for w, lim in zip(weights, limits, strict=True) if not math.isfinite(lim))
         level = lo + (capacity - f_lo) / slope
-    return [min(limits[i], max(base[i], weights[i] * level)) for i in range(n)]
+    return [x if x < lim else lim for lim, x in zip(limits, level_part(base, weights, level), strict=True)]
 
 
 def fairshare_factors(weights: Sequence[float], decayed_usage: Sequence[float]) -> list[float]:
