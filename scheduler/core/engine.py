@@ -372,7 +372,8 @@ class _Cycle:
         tiers = [tier_of(c.priority, scav[t]) for c, t in zip(classes, teams, strict=True)]
         s_teams = [index.get(g.team, sink) for g, _ in singles]
         s_tiers = [tier_of(g.priority, scav[t]) for (g, _), t in zip(singles, s_teams, strict=True)]
-        self.views: list[View] = []
+        self.views: list[View] = []  # the classes', then the singles'
+        self._classes = len(classes)
         # Summed in Python lists (an item update of a numpy array costs far more), then kept as arrays.
         pending_pods = [0] * n
         demand_milli = [0] * n
@@ -666,11 +667,11 @@ class _Cycle:
         if problems and self.explain:
             self.out.pending.extend_lazy(problems_in_order(problems))
         ready = [v for v in self.views if v.problem is None]
-        self._nominated_pass(ready)
+        self._nominated_pass(self.views[self._classes :])  # a gang with a nomination is a single
         if self.policy.ordering == "fifo":
             self._fifo_pass(ready)
         else:
-            by_tier: dict[Tier, list[View]] = {tier: [] for tier in Tier}
+            by_tier: list[list[View]] = [[], [], []]  # indexed by Tier
             for v in ready:
                 by_tier[v.tier].append(v)
             self._simple_pass(by_tier[Tier.PRODUCTION], preempt=True)
@@ -718,7 +719,7 @@ class _Cycle:
         code, text = self._diagnose(v.request)
         return code, self._with_context(_Waiting(v.gangs[0], v.team, v.tier, (), (), v.gpus), text)
 
-    def _nominated_pass(self, ready: list[View]) -> None:
+    def _nominated_pass(self, singles: list[View]) -> None:
         """Gangs an earlier cycle preempted for bind first, on the nodes their victims left.
         The lost work bought that room: were the gang to wait its turn again, a gang earlier
         in this cycle's order (often a victim, restarting) would take the room, and the
@@ -727,9 +728,11 @@ class _Cycle:
         budget (now scavenger work) waits with the other scavenger work."""
         held = [
             v
-            for v in ready
-            if v.waiting is not None and v.waiting.nominated is not None and v.tier is not Tier.SCAVENGER
+            for v in singles
+            if v.problem is None and v.waiting.nominated is not None and v.tier is not Tier.SCAVENGER
         ]
+        if not held:
+            return
         held.sort(key=lambda v: (-int(v.tier), -v.gangs[0].priority, v.keys[0]))
         for v in held:
             w = v.waiting
@@ -748,6 +751,8 @@ class _Cycle:
 
     def _simple_pass(self, queue: list[View], preempt: bool, demoted: np.ndarray | None = None) -> None:
         """Priority then age; gangs of `demoted` teams (over budget) after all others."""
+        if not queue:
+            return
         last = demoted if demoted is not None else np.zeros(len(self.teams) + 1, dtype=bool)
         lane = Lane(queue, lambda v: (bool(last[v.team]), -v.gangs[0].priority))
         while lane:

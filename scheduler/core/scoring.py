@@ -316,13 +316,14 @@ class Fragmentation(NodeScorer):
         return fits.sum(axis=1), below
 
     def _host(
-        self, fits: np.ndarray, cpu: np.ndarray, mem: np.ndarray, access: np.ndarray | None
+        self, fits: np.ndarray, cpu: np.ndarray | None, mem: np.ndarray | None, access: np.ndarray | None
     ) -> np.ndarray:
-        """Per node and type: can the node host one pod of the type."""
+        """Per node and type: can the node host one pod of the type. `cpu` and `mem` (CPU
+        and memory free) are read only when some type asks for them."""
         host = fits[:, self._need_of] >= self._count
-        if self._check_cpu:
+        if cpu is not None and self._check_cpu:
             host &= cpu[:, None] >= self._cpu
-        if self._check_mem:
+        if mem is not None and self._check_mem:
             host &= mem[:, None] >= self._mem
         if access is not None:
             host &= access
@@ -333,8 +334,8 @@ class Fragmentation(NodeScorer):
         fits: np.ndarray,
         below: np.ndarray,
         total: np.ndarray,
-        cpu: np.ndarray,
-        mem: np.ndarray,
+        cpu: np.ndarray | None,
+        mem: np.ndarray | None,
         access: np.ndarray | None,
     ) -> np.ndarray:
         host = self._host(fits, cpu, mem, access)
@@ -364,7 +365,9 @@ class Fragmentation(NodeScorer):
         """Per node: fitting GPUs per need, free capacity below each need, and per type
         whether the node can host it (0 or 1)."""
         fits, below = self._per_need(state, idx)
-        host = self._host(fits, state.cpu_free[idx], state.mem_free[idx], self._access(state, idx))
+        cpu = state.cpu_free[idx] if self._check_cpu else None
+        mem = state.mem_free[idx] if self._check_mem else None
+        host = self._host(fits, cpu, mem, self._access(state, idx))
         return np.concatenate([fits, below, host], axis=1)
 
     def scores(
@@ -392,8 +395,9 @@ class Fragmentation(NodeScorer):
             taken = 0
             fits_after, below_after = fits, below
         left = total - taken
-        cpu = state.cpu_free[idx] - shape.cpu
-        mem = state.mem_free[idx] - shape.mem
+        # CPU and memory left only where a type asks for them (most mixes ask for GPUs only).
+        cpu = state.cpu_free[idx] - shape.cpu if self._check_cpu else None
+        mem = state.mem_free[idx] - shape.mem if self._check_mem else None
         access = self._access(state, idx)
         after = self._frag_by_type(fits_after, below_after, left, cpu, mem, access)
         if self.objective == "growth":
