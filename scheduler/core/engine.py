@@ -186,8 +186,8 @@ class _Cycle:
         # Only the fragmentation scorer weighs the pod types (of waiting and running pods).
         self.weighs_mix = SCORERS[policy.scorer] is Fragmentation
         self._read_waiting()
-        self.demand = self.alloc + self.waiting_demand_milli / 1000.0
-        self.share = np.zeros(n_teams + 1)
+        self.demand = np.array(self.alloc) + self.waiting_demand_milli / 1000.0
+        self.share = [0.0] * (n_teams + 1)
         self._divide_training_capacity()
         decayed = [u.decayed_gpu_seconds for u in usage]
         self.idle = [u.idle_gpus for u in usage]
@@ -313,7 +313,9 @@ class _Cycle:
         self.run_team = run.team
         self.run_gpus = run.gpus
         self.state = hit.cluster.copy()  # the cycle's own: the Core's stays as loaded
-        self.alloc = hit.gpus[Tier.TRAINING].copy()  # training GPUs held
+        # Training GPUs held per team, and (see _divide_training_capacity) the fair shares:
+        # Python floats, as the passes read them one team at a time, far more often than whole.
+        self.alloc: list[float] = hit.gpus[Tier.TRAINING].tolist()
         self.prod = hit.gpus[Tier.PRODUCTION].copy()
         self.scav = hit.gpus[Tier.SCAVENGER].copy()
         self._scav_held = bool(self.scav.max() > _EPS)  # kept current where `scav` changes
@@ -614,7 +616,7 @@ class _Cycle:
         elif w.tier is Tier.TRAINING:
             ok = alive & self.run_old & (tier == Tier.SCAVENGER)
             if reclaim:
-                over = self.alloc > self.share + _EPS
+                over = np.array(self.alloc) > np.array(self.share) + _EPS
                 over[self.sink] = False
                 ok |= (
                     alive
@@ -638,7 +640,7 @@ class _Cycle:
             self._acceptable(w),
             self.run_team,
             # What `_accept_for` lets a training gang take from each team: down to its share.
-            np.maximum(self.alloc - self.share, 0.0) if w.tier is Tier.TRAINING else None,
+            np.maximum(np.array(self.alloc) - np.array(self.share), 0.0) if w.tier is Tier.TRAINING else None,
         )
 
     def _accept_for(self, w: _Waiting):
@@ -657,7 +659,7 @@ class _Cycle:
         """Per running gang: whether `_accept_for(w)` takes it when nothing else is chosen yet."""
         if w.tier is Tier.PRODUCTION:
             return np.ones(len(self.run_team), dtype=bool)
-        alloc, share = self.alloc[self.run_team], self.share[self.run_team]
+        alloc, share = np.array(self.alloc)[self.run_team], np.array(self.share)[self.run_team]
         return (self.run_tier == Tier.SCAVENGER) | (alloc - self.run_gpus >= share - _EPS)
 
     # ------------------------------------------------------------------ passes
@@ -1013,7 +1015,7 @@ class _Cycle:
         else:
             scav = cand.tier[cand.pod_gang] == Tier.SCAVENGER
             takeable = float(cand.pod_milli[scav].sum()) / 1000.0
-            slack = np.maximum(self.alloc - self.share, 0.0)
+            slack = np.maximum(np.array(self.alloc) - np.array(self.share), 0.0)
             slack[[w.team, self.sink]] = 0.0
             if free + takeable + float(slack.sum()) < w.gpus - _EPS:
                 return False
@@ -1086,7 +1088,7 @@ class _Cycle:
     def _team_status(self) -> dict[str, TeamStatus]:
         out = {}
         # Python floats in one step each (reading numpy arrays item by item is slow).
-        share, alloc, prod = self.share.tolist(), self.alloc.tolist(), self.prod.tolist()
+        share, alloc, prod = self.share, self.alloc, self.prod.tolist()
         scav, demand, pods = self.scav.tolist(), self.demand.tolist(), self.pending_pods.tolist()
         for t, team in enumerate(self.teams):
             b = self.budgets[t]

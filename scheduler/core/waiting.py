@@ -253,7 +253,7 @@ class Lane:
         comes after that has nothing before it to pass over."""
         stop: tuple | None = None
         passed: list[View] = []
-        for prefix, key, _, v in sorted(self.heap):
+        for prefix, key, _, v in sorted(self.heap) if len(self.heap) > 1 else self.heap:
             if stops(v):
                 stop = (prefix, key)
                 break
@@ -267,7 +267,10 @@ class Lane:
             if end > v.cursor:
                 runs.append((v, v.cursor, end))
                 v.cursor = end
-        self._rebuild()
+        if stop is None:  # passed over to the end: the lane is empty (the usual case)
+            self.views, self.heap = [], []
+        else:
+            self._rebuild()
         return runs
 
     def rest(self) -> list[tuple[View, int, int]]:
