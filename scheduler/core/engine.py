@@ -134,6 +134,11 @@ class _TeamTable(Mapping[str, TeamStatus]):
         return repr(self._all())
 
 
+def _by_priority(v: View) -> tuple[int]:
+    """A lane's order within one team: priority first (then age, as every lane)."""
+    return (-v.gangs[0].priority,)
+
+
 def _make_scorer(
     policy: Policy,
     config: PolicyConfig,
@@ -778,8 +783,11 @@ class _Cycle:
         by_team: dict[int, list[View]] = {}
         for v in queue:
             by_team.setdefault(v.team, []).append(v)
-        queues = {t: Lane(views, lambda v: (-v.gangs[0].priority,)) for t, views in by_team.items()}
-        queues = {t: lane for t, lane in queues.items() if lane}
+        queues = {}
+        for t, views in by_team.items():
+            lane = Lane(views, _by_priority)
+            if lane:
+                queues[t] = lane
         dominant = self.policy.ordering == "dominant-share"
         totals = (
             (

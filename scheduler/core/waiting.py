@@ -220,9 +220,12 @@ class Lane:
 
     def __init__(self, views: Sequence[View], prefix: Callable[[View], tuple]) -> None:
         self.views = [v for v in views if v.cursor < v.size]
-        for v in self.views:
+        heap = []
+        for n, v in enumerate(self.views):
             v.prefix = prefix(v)
-        self._rebuild()
+            heap.append((v.prefix, v.keys[v.cursor], n, v))
+        heapq.heapify(heap)
+        self.heap = heap
 
     def _rebuild(self) -> None:
         self.views = [v for v in self.views if v.cursor < v.size]
