@@ -764,7 +764,7 @@ class _Cycle:
         lane = Lane(queue, lambda v: (bool(last[v.team]), -v.gangs[0].priority))
         while lane:
             if self._doomed(lane.head(), preempt, False):
-                runs = lane.skip(lambda v: not self._doomed(v, preempt, False))
+                runs = lane.skip(lambda v: not self._doomed(v, preempt, False), head_passes=True)
                 self._passed_over(runs, self._waits_why)
                 continue
             v, i = lane.pop()
@@ -868,10 +868,12 @@ class _Cycle:
                 # Nothing changes while gangs fail, so this team stays first until a gang
                 # that may succeed, or (when it came first by being below its share) a
                 # gang that would take it above: pass over all before that in one step.
+                # (The head is doomed, and below its share where that is asked: it passes.)
                 if not dominant and below(t, head.gpus):
-                    runs = lane.skip(lambda v, t=t: not doomed(t, v) or not below(t, v.gpus))
+                    stops = lambda v, t=t: not doomed(t, v) or not below(t, v.gpus)  # noqa: E731
                 else:
-                    runs = lane.skip(lambda v, t=t: not doomed(t, v))
+                    stops = lambda v, t=t: not doomed(t, v)  # noqa: E731
+                runs = lane.skip(stops, head_passes=True)
                 self._passed_over(runs, why)
             else:
                 v, i = lane.pop()

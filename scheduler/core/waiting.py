@@ -249,15 +249,18 @@ class Lane:
             heapq.heappop(self.heap)
         return v, i
 
-    def skip(self, stops: Callable[[View], bool]) -> list[tuple[View, int, int]]:
+    def skip(self, stops: Callable[[View], bool], head_passes: bool = False) -> list[tuple[View, int, int]]:
         """Pass over every gang before the first one of a view for which `stops` holds;
         returns the runs passed over as (view, start, end). Views are asked in the order
         of their first gang, and only up to the first that stops: a view whose first gang
-        comes after that has nothing before it to pass over."""
+        comes after that has nothing before it to pass over. `head_passes`: the caller
+        has just found that `stops` does not hold for the head's view (it is not asked)."""
         stop: tuple | None = None
         passed: list[View] = []
         for prefix, key, _, v in sorted(self.heap) if len(self.heap) > 1 else self.heap:
-            if stops(v):
+            if head_passes:
+                head_passes = False
+            elif stops(v):
                 stop = (prefix, key)
                 break
             passed.append(v)
