@@ -227,6 +227,9 @@ class _Cycle:
             self._start_failures.extend(carried[1])
         self._releases = 0
         self._preemptors = 0
+        self._may_preempt = policy.preemption and self.config.preemption_enabled
+        self._max_preemptors = self.config.max_preemptors_per_cycle
+        self._caps = [team.max_gpus for team in self.teams]  # maxGPUs per team
         self._no_victims: dict[tuple, int] = {}
         self._diagnosed: dict[tuple, tuple[str, str]] = {}
         self._contexts: dict[tuple, str] = {}
@@ -376,7 +379,11 @@ class _Cycle:
         index, sink, tier_of = self.team_index, self.sink, self._tier
         scav = self._scavenging.tolist()
         teams = [index.get(c.team, sink) for c in classes]
-        tiers = [tier_of(c.priority, scav[t]) for c, t in zip(classes, teams, strict=True)]
+        memo = self.core.tier_memo  # what `_tier` remembers, read first: most classes hit it
+        tiers = [
+            memo.get((c.priority, scav[t])) or tier_of(c.priority, scav[t])
+            for c, t in zip(classes, teams, strict=True)
+        ]
         s_teams = [index.get(g.team, sink) for g, _ in singles]
         s_tiers = [tier_of(g.priority, scav[t]) for (g, _), t in zip(singles, s_teams, strict=True)]
         self.views: list[View] = []  # the classes', then the singles'
@@ -710,9 +717,7 @@ class _Cycle:
         preempt. Binds only take room away, so this holds until the next eviction."""
         if v.waiting is not None or self._failed.get(id(v.request)) != self._releases:
             return False
-        if not (preempt and self.policy.preemption and self.config.preemption_enabled):
-            return True
-        if self._preemptors >= self.config.max_preemptors_per_cycle:
+        if not (preempt and self._may_preempt) or self._preemptors >= self._max_preemptors:
             return True
         # A training gang that may not reclaim can take only scavenger work: with none
         # running, the search would find nothing (as `_candidates` says), so no need to try.
@@ -753,7 +758,7 @@ class _Cycle:
 
     def _over_cap(self, t: int, gpus: float) -> bool:
         """Whether `gpus` more training GPUs would take team `t` over its maxGPUs."""
-        cap = self.teams[t].max_gpus
+        cap = self._caps[t]
         return cap is not None and self.alloc[t] + gpus > cap + _EPS
 
     def _simple_pass(self, queue: list[View], preempt: bool, demoted: np.ndarray | None = None) -> None:
@@ -918,8 +923,7 @@ class _Cycle:
         if placed is not None:
             self._bind(w, placed)
             return True
-        may_preempt = preempt and self.policy.preemption and self.config.preemption_enabled
-        if may_preempt and self._preempt_for(w, reclaim):
+        if preempt and self._may_preempt and self._preempt_for(w, reclaim):
             return False
         if not self.explain:
             return False
@@ -978,7 +982,7 @@ class _Cycle:
             self.out.pending.append(Pending(w.gang.id, "ExtrasWaiting", reasons.extras_waiting(w.gang, left)))
 
     def _preempt_for(self, w: _Waiting, reclaim: bool) -> bool:
-        if self._preemptors >= self.config.max_preemptors_per_cycle:
+        if self._preemptors >= self._max_preemptors:
             return False
         assert w.request is not None
         # Gangs of one team and shape fare alike: after one found no victims, the rest
