@@ -139,10 +139,29 @@ def _by_priority(v: View) -> tuple[int]:
     return (-v.gangs[0].priority,)
 
 
+def _pods_of(w: _Waiting) -> tuple[Pod, ...]:
+    return (*w.need, *w.extras)
+
+
+def _waiting_mix(views: list[View]) -> Counter[tuple[int, int, int, int]]:
+    """Pods waiting per type (GPUs, share, CPU, memory), scavenger work left out."""
+    mix: Counter[tuple[int, int, int, int]] = Counter()
+    for v in views:
+        if v.tier is Tier.SCAVENGER:
+            continue
+        if v.source is not None:
+            for shape in v.source.shapes:
+                mix[shape] += v.size
+        else:
+            for p in _pods_of(v.waiting):
+                mix[(p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib)] += 1
+    return mix
+
+
 def _make_scorer(
     policy: Policy,
     config: PolicyConfig,
-    waiting: Counter[tuple[int, int, int, int]] | None,
+    waiting: Callable[[], Counter[tuple[int, int, int, int]]] | None,
     running: Counter[tuple[int, int, int, int]],
     made: dict[tuple, Fragmentation],
 ) -> NodeScorer:
@@ -153,7 +172,7 @@ def _make_scorer(
     across cycles); the mix's types change far less often than its proportions."""
     if waiting is None:
         return SCORERS[policy.scorer]()
-    shapes: Counter[tuple[int, int, int, int]] = Counter(waiting)
+    shapes = waiting()
     shapes.update(running)
     types, p = WorkloadMix.ranked(shapes, config.workload_types)
     scorer = made.get(types)
@@ -210,7 +229,7 @@ class _Cycle:
                 _make_scorer,
                 policy,
                 self.config,
-                self.mix_waiting,
+                partial(_waiting_mix, self.views) if self.weighs_mix else None,
                 self.core.running.gpu_pod_shapes,
                 self.core.scorers,
             ),
@@ -388,28 +407,18 @@ class _Cycle:
         s_tiers = [tier_of(g.priority, scav[t]) for (g, _), t in zip(singles, s_teams, strict=True)]
         self.views: list[View] = []  # the classes', then the singles'
         self._classes = len(classes)
-        # Summed in Python lists (an item update of a numpy array costs far more), then kept as arrays.
-        pending_pods = [0] * n
+        # Summed in a Python list (an item update of a numpy array costs far more). What only
+        # the team table and the scorer read (pending pods, the waiting mix) waits for them.
         demand_milli = [0] * n
-        mix = self.mix_waiting = Counter() if self.weighs_mix else None
         for c, t, tier in zip(classes, teams, tiers, strict=True):
             v = self._class_view(c, t, tier, scav[t])
-            count = len(c)
-            pending_pods[t] += count * c.pods
             if v.problem is None and v.tier is Tier.TRAINING:
-                demand_milli[t] += count * c.milli
-            if mix is not None and v.tier is not Tier.SCAVENGER:
-                for shape in c.shapes:
-                    mix[shape] += count
+                demand_milli[t] += len(c) * c.milli
             self.views.append(v)
         for (gang, seq), t, tier in zip(singles, s_teams, s_tiers, strict=True):
             w = self._waiting(gang, t, tier, scav[t])
-            pending_pods[t] += len(w.need) + len(w.extras)
             if w.problem is None and w.tier is Tier.TRAINING:
                 demand_milli[t] += sum(p.gpus * 1000 + p.gpu_milli for p in (*w.need, *w.extras))
-            if mix is not None and w.tier is not Tier.SCAVENGER:
-                for p in (*w.need, *w.extras):
-                    mix[(p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib)] += 1
             key = [(gang.submit_s, gang.id)]
             problem = w.problem
             self.views.append(
@@ -426,8 +435,15 @@ class _Cycle:
                     w,
                 )
             )
-        self.pending_pods = np.array(pending_pods, dtype=np.int64)
         self.waiting_demand_milli = np.array(demand_milli, dtype=np.int64)
+
+    @cached_property
+    def pending_pods(self) -> list[int]:
+        """Pods waiting per team (and the sink)."""
+        out = [0] * (len(self.teams) + 1)
+        for v in self.views:
+            out[v.team] += v.size * v.source.pods if v.source is not None else len(_pods_of(v.waiting))
+        return out
 
     def _budget_blocked(self, t: int, tier: Tier, scavenging: bool) -> bool:
         """Over budget with `block` (or scavenging not possible): the team's work waits."""
@@ -984,6 +1000,8 @@ class _Cycle:
     def _preempt_for(self, w: _Waiting, reclaim: bool) -> bool:
         if self._preemptors >= self._max_preemptors:
             return False
+        if w.tier is Tier.TRAINING and not reclaim and not self._scav_held:
+            return False  # nothing it may take runs (as `_candidates` and `_doomed` say)
         assert w.request is not None
         # Gangs of one team and shape fare alike: after one found no victims, the rest
         # of the cycle does not search again until something is freed.
@@ -1103,7 +1121,7 @@ class _Cycle:
         out = {}
         # Python floats in one step each (reading numpy arrays item by item is slow).
         share, alloc, prod = self.share, self.alloc, self.prod.tolist()
-        scav, demand, pods = self.scav.tolist(), self.demand.tolist(), self.pending_pods.tolist()
+        scav, demand, pods = self.scav.tolist(), self.demand.tolist(), self.pending_pods
         for t, team in enumerate(self.teams):
             b = self.budgets[t]
             out[team.name] = TeamStatus(

@@ -93,7 +93,7 @@ def place_gang(state: ClusterState, cache: ShapeCache, req: GangRequest) -> Plac
         if int(caps[s].sum()) < c:
             return None
     if len(req.shapes) == 1:
-        return _fill(state, cache, req, None, CLUSTER_LEVEL)
+        return _fill(state, cache, req, None, CLUSTER_LEVEL, caps)
     levels = range(len(state.levels) - 1, max(req.widest_level, 0) - 1, -1)
     for level in levels:
         placed = _place_at_level(state, cache, req, caps, level)
@@ -149,12 +149,17 @@ def _fill(
     req: GangRequest,
     within: np.ndarray | None,
     level: int,
+    first: dict[Shape, np.ndarray] | None = None,
 ) -> Placement | None:
-    """Put the request's pods on nodes of `within`, best-scored nodes first."""
+    """Put the request's pods on nodes of `within`, best-scored nodes first. `first`:
+    `capacity_of` per shape as the state stands now (good until the first pod is placed)."""
     mark = state.mark()
     held_by_shape: dict[Shape, list[Held]] = {}
     for shape, count in sorted(req.counts.items(), key=lambda kv: (-kv[0].gpus, -kv[0].milli)):
-        cap = capacity_of(state, cache, shape, req)
+        if first is not None and not held_by_shape:
+            cap = first[shape]
+        else:
+            cap = capacity_of(state, cache, shape, req)
         if within is not None:
             cap = np.where(within, cap, 0)
         if shape.gpus >= req.whole_node_gpus:
