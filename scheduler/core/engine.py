@@ -72,7 +72,8 @@ def run_cycle(core: Core, now_s: float, usage: Mapping[str, TeamUsage]) -> Decis
 
 class _Loaded(NamedTuple):
     """The running set as a cycle reads it, kept by the Core while it is the same (`key`:
-    the running store's version and the teams that scavenge). Never changed once made."""
+    the running store's version and the teams that scavenge). Never changed while it is
+    the Core's (the next one may take over its cluster: see _read_running)."""
 
     key: tuple[int, bytes]
     run: RunningTable
@@ -317,7 +318,9 @@ class _Cycle:
             if hit is not None and changes is not None and not hit.special:
                 # Whole GPUs at no known slot before: carry the pods that came and went
                 # over onto the last loaded cluster, node by node, instead of loading all.
-                loaded = hit.cluster.copy()
+                # That cluster is the Core's alone (each cycle works on a copy) and is
+                # replaced here, so it is changed in place; if the shift fails, it is dropped.
+                loaded, core.loaded = hit.cluster, None
                 if not loaded.shift_running(changes):
                     loaded = None
             if loaded is None:
