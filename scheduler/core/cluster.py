@@ -117,11 +117,11 @@ class ClusterState:
         shared; what placement and release change is copied."""
         other = object.__new__(ClusterState)
         shared = ("names", "index", "usable", "schedulable", "models", "model_id", "levels", "placeable")
-        shared += ("_healthy",)
+        shared += ("_healthy", "overcommitted")  # both set by load_running only, which makes its own
         for name in shared:
             setattr(other, name, getattr(self, name))
         other.domains, other.domain_names = self.domains, self.domain_names
-        mutable = ("free", "cpu_free", "mem_free", "anon_mask", "overcommitted", "whole_free", "total_free")
+        mutable = ("free", "cpu_free", "mem_free", "anon_mask", "whole_free", "total_free")
         for name in mutable:
             setattr(other, name, getattr(self, name).copy())
         other.change_log = []
@@ -169,6 +169,7 @@ class ClusterState:
         held: dict[int, Held] = {}
         if node.size == 0:
             return held
+        self.overcommitted = self.overcommitted.copy()  # shared with the state it was copied from
         self.cpu_free -= np.bincount(node, weights=cpu, minlength=n).astype(np.int64)
         self.mem_free -= np.bincount(node, weights=mem, minlength=n).astype(np.int64)
         anon = gpus > 0

@@ -83,6 +83,7 @@ class _Loaded(NamedTuple):
     gpus: np.ndarray  # per (tier, team)
     cpu: np.ndarray  # per team, training only
     mem: np.ndarray
+    scav_held: bool  # whether any scavenger GPUs are held
 
 
 @dataclass(slots=True)
@@ -337,7 +338,8 @@ class _Cycle:
             train = tiers == Tier.TRAINING
             cpu = np.bincount(run.team[train], weights=run.cpu[train], minlength=n).astype(np.float64)
             mem = np.bincount(run.team[train], weights=run.mem[train], minlength=n).astype(np.float64)
-            hit = core.loaded = _Loaded(key, run, tiers, loaded, special, gpus, cpu, mem)
+            held = bool(gpus[Tier.SCAVENGER].max() > _EPS)
+            hit = core.loaded = _Loaded(key, run, tiers, loaded, special, gpus, cpu, mem, held)
         run = self.rt = hit.run
         self.run_tier, self.special = hit.tiers, hit.special
         self.run_team = run.team
@@ -348,7 +350,7 @@ class _Cycle:
         self.alloc: list[float] = hit.gpus[Tier.TRAINING].tolist()
         self.prod = hit.gpus[Tier.PRODUCTION].copy()
         self.scav = hit.gpus[Tier.SCAVENGER].copy()
-        self._scav_held = bool(self.scav.max() > _EPS)  # kept current where `scav` changes
+        self._scav_held = hit.scav_held  # kept current where `scav` changes
         self.alloc_cpu = hit.cpu.copy()
         self.alloc_mem = hit.mem.copy()
 
