@@ -909,7 +909,7 @@ class _Cycle:
                     self.out.pending.append(Pending(w.gang.id, "OverMaxGPUs", text))
                 else:
                     submit = w.gang.submit_s
-                    note = held_back(t, w.gpus, submit)
+                    note = held_back(t, w.gpus, submit) if self.explain else None  # words only
                     self._schedule(w, preempt=True, reclaim=may_reclaim(t, w.gpus, submit), note=note)
             if not lane:
                 del queues[t]

@@ -195,8 +195,12 @@ class _Columns:
                 grown = np.zeros(max(8, 2 * (self.n + k)), dtype=col.dtype)
                 grown[: self.n] = col[: self.n]
                 self.cols[name] = grown
-        for name, vals in values.items():
-            self.cols[name][self.n : self.n + k] = vals
+        if k == 1:  # one row (a gang, or a one-pod gang's pod): item stores cost far less
+            for name, vals in values.items():
+                self.cols[name][self.n] = vals[0]
+        else:
+            for name, vals in values.items():
+                self.cols[name][self.n : self.n + k] = vals
         self.n += k
 
     def delete(self, start: int, stop: int) -> None:
