@@ -110,7 +110,7 @@ def plan_preemption(
         for within in _candidate_domains(state, level, freeable, need, req, domains_per_level):
             if best is not None and within is not None and not _may_beat(best, weight, cand, within):
                 continue
-            plan = _plan_in(state, cache, req, cand, accept, within, level)
+            plan = _plan_in(state, cache, req, cand, accept, within, level, (slots, freed))
             if plan is not None and (best is None or _key(plan) < _key(best)):
                 best = plan
         if best is not None:
@@ -210,14 +210,18 @@ def _plan_in(
     accept: Accept,
     within: np.ndarray | None,
     level: int,
+    freeable: tuple[np.ndarray, np.ndarray],
 ) -> Plan | None:
+    """`freeable`: `_freeable` of every victim `accept` may take alone, per node."""
     bounded = False
     if within is not None:
-        # Most domains fail the bound; check it on the domain's gangs before ordering them
-        # (the same set as the ordered list whenever the domain has no more than are tried).
-        inside = np.unique(cand.pod_gang[within[cand.pod_node]])
-        if inside.size <= MAX_VICTIMS_TRIED:
-            if not _could_fit(state, req, cand, inside, within):
+        # Check the bound on all the domain's gangs before ordering them (the same set as
+        # the ordered list whenever the domain has no more than are tried). On the domain's
+        # nodes only its own gangs' pods run, so what they could free there is what every
+        # candidate could: the figures worked out once for the whole cluster.
+        pods = within[cand.pod_node]
+        if int(pods.sum()) <= MAX_VICTIMS_TRIED or np.unique(cand.pod_gang[pods]).size <= MAX_VICTIMS_TRIED:
+            if _bounded(cand, req) and not _room_fits(state, req, *freeable, within):
                 return None
             bounded = True
     gangs = _victim_order(state, req, cand, within)[:MAX_VICTIMS_TRIED]
