@@ -462,3 +462,16 @@ def test_pods_shifted_onto_a_loaded_cluster_give_what_loading_afresh_gives(befor
         was = state(*nodes_)
         load(was, rows)
         assert fresh.overcommitted.any() or was.overcommitted.any()
+
+
+def test_loading_running_pods_into_a_copy_leaves_the_original_as_it_was():
+    # Copies share what a cycle never changes (the overcommitted mask among it); loading
+    # running pods, which may mark nodes overcommitted, works on the copy's own.
+    base = ClusterState([node("a", 2), node("b", 2)], PolicyConfig())
+    loaded = base.copy()
+    one = np.array([0], dtype=np.int64)
+    zero = np.zeros(1, dtype=np.int64)
+    loaded.load_running(one * 0, np.array([3]), zero, zero, zero, {})  # 3 GPUs on a 2-GPU node
+    assert loaded.overcommitted.tolist() == [True, False]
+    assert base.overcommitted.tolist() == [False, False]
+    assert base.placeable.tolist() == [True, True] and loaded.placeable.tolist() == [False, True]

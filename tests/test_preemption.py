@@ -17,6 +17,8 @@ from scheduler.core.preemption import (
     Candidates,
     Plan,
     Victim,
+    _acceptable_pods,
+    _could_fit,
     _freeable,
     _may_beat,
     _room_fits,
@@ -143,6 +145,8 @@ def _same_without_bounds(snap) -> None:
     with (
         mock.patch.object(preemption, "_slack_clears_nodes", lambda *_: True),
         mock.patch.object(preemption, "_may_beat", lambda *_: True),
+        mock.patch.object(preemption, "_room_fits", lambda *_: True),
+        mock.patch.object(preemption, "_could_fit", lambda *_: True),
     ):
         without = decide(snap, CONFIG)
     assert with_bounds.binds == without.binds
@@ -162,6 +166,60 @@ def test_a_domain_skipped_for_its_cheapest_victim_held_no_better_plan(snap):
     # Reclaim on nodes full of one team's small gangs: several nodes can be cleared, and
     # a node whose cheapest victim costs more than the best plan so far is not walked.
     _same_without_bounds(snap)
+
+
+@st.composite
+def _victims_across_nodes(draw):
+    """Gangs of one to three pods spread over a few 8-GPU nodes (whole GPUs or, with
+    `shared`, some half-GPU pods), a request, and a domain of consecutive nodes."""
+    n = draw(st.integers(2, 6))
+    shared = draw(st.booleans())
+    sizes = [1000, 2000, 4000] + ([500] if shared else [])
+    rows = []  # (node, gang, milli)
+    gangs = draw(st.integers(1, 8))
+    for g in range(gangs):
+        for _ in range(draw(st.integers(1, 3))):
+            rows.append((draw(st.integers(0, n - 1)), g, draw(st.sampled_from(sizes))))
+    node_of = np.array([r[0] for r in rows], dtype=np.int64)
+    milli = np.array([r[2] for r in rows], dtype=np.int64)
+    st_ = ClusterState([node(f"n{i}") for i in range(n)], PolicyConfig())
+    whole = milli >= 1000
+    st_.load_running(
+        node_of, np.where(whole, milli // 1000, 0), np.where(whole, 0, milli), np.zeros_like(milli),
+        np.zeros_like(milli), {},
+    )
+    cand = Candidates(
+        tier=np.array([draw(st.sampled_from([T, S])) for _ in range(gangs)]),
+        cost=np.zeros(gangs),
+        pod_node=node_of,
+        pod_gang=np.array([r[1] for r in rows], dtype=np.int64),
+        pod_milli=milli,
+        victim=lambda g: None,  # type: ignore[arg-type, return-value]
+        acceptable=np.array([draw(st.booleans()) for _ in range(gangs)]),
+        team=np.array([draw(st.integers(0, 1)) for _ in range(gangs)], dtype=np.int64),
+        slack=np.array([draw(st.sampled_from([0.0, 1.0, 3.0, 8.0])) for _ in range(2)]),
+    )
+    pods = draw(st.sampled_from([1, 2, 4, 8]))
+    req = GangRequest((Shape(pods, 0, 0, 0),) * draw(st.integers(1, 2)), None, CLUSTER_LEVEL)
+    first = draw(st.integers(0, n - 1))
+    within = np.zeros(n, dtype=bool)
+    within[first : draw(st.integers(first + 1, n))] = True
+    return st_, cand, req, within, shared
+
+
+@settings(max_examples=300, deadline=None)
+@given(_victims_across_nodes())
+def test_a_domains_bound_from_the_whole_clusters_figures_is_its_own(case):
+    # On a domain's nodes only the pods of its own gangs run, so what every candidate could
+    # free there bounds the domain as its own gangs do: the same, and never tighter (with
+    # half-GPU victims elsewhere the whole cluster's slots are the looser kind).
+    st_, cand, req, within, shared = case
+    inside = np.unique(cand.pod_gang[within[cand.pod_node]])
+    own = _could_fit(st_, req, cand, inside, within)
+    everyone = _room_fits(st_, req, *_freeable(st_.node_count, cand, _acceptable_pods(cand, None)), within)
+    assert everyone or not own  # never rules out what the domain's own gangs allow
+    if not shared:
+        assert everyone == own
 
 
 def _plan(*lost: float) -> Plan:

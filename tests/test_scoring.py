@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -457,3 +459,39 @@ def test_every_named_scorer_places_a_pod() -> None:
         st = cluster(node("a"), node("b", 4), used=[7, 0])
         got = place_gang(st, ShapeCache(st, scorer), GangRequest((FOUR,), None, CLUSTER_LEVEL))
         assert got is not None and got.held[0].node == 1
+
+
+def test_a_whole_gpu_mix_reads_the_states_columns_as_the_slots_say() -> None:
+    # When every expected type takes whole GPUs, the per-node figures come from the
+    # state's whole and total free columns, not from each GPU slot: the same figures and
+    # scores, shared-GPU pods running or not.
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        n = int(rng.integers(2, 9))
+        st = ClusterState([node(f"n{i}", int(rng.choice([4, 8]))) for i in range(n)], PolicyConfig())
+        rows = int(rng.integers(0, 3 * n))
+        on = rng.integers(0, n, size=rows)
+        gpus = rng.choice([0, 1, 2], size=rows)
+        milli = np.where(gpus == 0, rng.choice([250, 500], size=rows), 0)
+        zero = np.zeros(rows, dtype=np.int64)
+        st.load_running(on, gpus, milli, zero, zero, {})
+        frag = Fragmentation(WorkloadMix.from_shapes([(1, 0)] * 3 + [(2, 0), (4, 0)] * 2 + [(8, 0)], top=8))
+        assert frag._whole_only
+        by_slot = Fragmentation.__new__(Fragmentation)
+        by_slot.__dict__.update(frag.__dict__)
+        by_slot._whole_only = False  # the general way: every slot against every need
+        idx = np.arange(n)
+        assert np.array_equal(frag.node_stats(st, idx), by_slot.node_stats(st, idx))
+        for shape in (ONE, Shape(2, 0, 0, 0), FOUR, HALF):
+            assert np.array_equal(frag.scores(st, shape, idx), by_slot.scores(st, shape, idx))
+        assert np.array_equal(frag.fragmentation(st), by_slot.fragmentation(st))
+
+
+def test_whole_room_follows_placements_and_leaves_out_nodes_that_take_nothing() -> None:
+    st = cluster(node("a", 8), node("b", 4), replace(node("c", 8), schedulable=False), used=[3, 0, 0])
+    cache = ShapeCache(st, Fragmentation(WorkloadMix.from_shapes([(1, 0)], top=4)))
+    assert cache.whole_room() == (9, 5)  # 5 on a, 4 on b; c is cordoned
+    st.allocate(1, FOUR)
+    assert cache.whole_room() == (5, 5)
+    st.allocate(0, Shape(5, 0, 0, 0))
+    assert cache.whole_room() == (0, 0)
