@@ -1059,7 +1059,7 @@ class _Cycle:
             # Tighter: a training victim is accepted only while its team stays at or above
             # its share, so one larger than its team's slack is never taken, and no team
             # gives more than its slack (see _accept_for).
-            gangs = np.flatnonzero(np.bincount(cand.pod_gang[~scav]))  # np.unique's, without sorting
+            gangs = np.flatnonzero(np.bincount(cand.pod_gang[~scav]))  # as np.unique, counted not sorted
             if gangs.size:
                 team, gpus = self.run_team[gangs], self.run_gpus[gangs]
                 alone = gpus <= slack[team] + _EPS
