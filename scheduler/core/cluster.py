@@ -348,7 +348,7 @@ class ClusterState:
             cap = np.minimum(cap, np.maximum(self.cpu_free, 0) // shape.cpu)
         if shape.mem:
             cap = np.minimum(cap, np.maximum(self.mem_free, 0) // shape.mem)
-        ok = self.schedulable & ~self.overcommitted
+        ok = self.placeable
         if model_ok is not None:
             ok = ok & model_ok
         return np.where(ok, cap, 0)

@@ -403,11 +403,7 @@ class _Cycle:
         index, sink, tier_of = self.team_index, self.sink, self._tier
         scav = self._scavenging.tolist()
         teams = [index.get(c.team, sink) for c in classes]
-        memo = self.core.tier_memo  # what `_tier` remembers, read first: most classes hit it
-        tiers = [
-            memo.get((c.priority, scav[t])) or tier_of(c.priority, scav[t])
-            for c, t in zip(classes, teams, strict=True)
-        ]
+        tiers = [tier_of(c.priority, scav[t]) for c, t in zip(classes, teams, strict=True)]
         s_teams = [index.get(g.team, sink) for g, _ in singles]
         s_tiers = [tier_of(g.priority, scav[t]) for (g, _), t in zip(singles, s_teams, strict=True)]
         self.views: list[View] = []  # the classes', then the singles'
@@ -423,7 +419,7 @@ class _Cycle:
         for (gang, seq), t, tier in zip(singles, s_teams, s_tiers, strict=True):
             w = self._waiting(gang, t, tier, scav[t])
             if w.problem is None and w.tier is Tier.TRAINING:
-                demand_milli[t] += sum(p.gpus * 1000 + p.gpu_milli for p in (*w.need, *w.extras))
+                demand_milli[t] += sum(p.gpus * 1000 + p.gpu_milli for p in _pods_of(w))
             key = [(gang.submit_s, gang.id)]
             problem = w.problem
             self.views.append(
@@ -637,10 +633,6 @@ class _Cycle:
         )
 
     def _candidates(self, w: _Waiting, reclaim: bool) -> Candidates | None:
-        if w.tier is Tier.TRAINING and not reclaim and not self._scav_held:
-            # No scavenger GPUs held (evictions lower the count): nothing to take. The
-            # usual case on a busy cluster without scavenger work.
-            return None
         alive, tier = self.run_alive, self.run_tier
         if w.tier is Tier.PRODUCTION:
             ok = alive & (tier < Tier.PRODUCTION)
@@ -740,12 +732,15 @@ class _Cycle:
             return False
         if not (preempt and self._may_preempt) or self._preemptors >= self._max_preemptors:
             return True
-        # A training gang that may not reclaim can take only scavenger work: with none
-        # running, the search would find nothing (as `_candidates` says), so no need to try.
-        if v.tier is Tier.TRAINING and not reclaim and not self._scav_held:
+        if self._nothing_to_take(v.tier, reclaim):
             return True
         key = (v.tier, v.team if v.tier is Tier.TRAINING else -1, reclaim, id(v.request))
         return self._no_victims.get(key) == self._releases
+
+    def _nothing_to_take(self, tier: Tier, reclaim: bool) -> bool:
+        """A training gang that may not reclaim can take only scavenger work: with none
+        running (the usual case on a busy cluster without it), a search finds nothing."""
+        return tier is Tier.TRAINING and not reclaim and not self._scav_held
 
     def _waits_why(self, v: View) -> tuple[str, str]:
         """The reason a doomed gang of `v` gets (what `_schedule` would say)."""
@@ -1005,8 +1000,8 @@ class _Cycle:
     def _preempt_for(self, w: _Waiting, reclaim: bool) -> bool:
         if self._preemptors >= self._max_preemptors:
             return False
-        if w.tier is Tier.TRAINING and not reclaim and not self._scav_held:
-            return False  # nothing it may take runs (as `_candidates` and `_doomed` say)
+        if self._nothing_to_take(w.tier, reclaim):
+            return False
         assert w.request is not None
         # Gangs of one team and shape fare alike: after one found no victims, the rest
         # of the cycle does not search again until something is freed.
@@ -1052,7 +1047,8 @@ class _Cycle:
         else:
             scav = cand.tier[cand.pod_gang] == Tier.SCAVENGER
             takeable = float(cand.pod_milli[scav].sum()) / 1000.0
-            slack = np.maximum(np.array(self.alloc) - np.array(self.share), 0.0)
+            assert cand.slack is not None  # a training gang's candidates carry the teams' slack
+            slack = cand.slack.copy()
             slack[[w.team, self.sink]] = 0.0
             if free + takeable + float(slack.sum()) < w.gpus - _EPS:
                 return False
