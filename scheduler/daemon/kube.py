@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"

@@ -4,7 +4,7 @@ ServiceAccount (and see RBAC refuse what its Role does not allow)."""
 from __future__ import annotations
 
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 
 def serviceaccount_token(

@@ -1,6 +1,7 @@
 """gpufair's Prometheus metrics, dashboards and alert rules; names live in `names`."""
 
-from scheduler.metrics.fairness import ClusterView, cluster_view, entitled_shares, fragmented_gpus, jain_index
+from scheduler.core.fairshare import entitled_shares
+from scheduler.metrics.fairness import ClusterView, cluster_view, fragmented_gpus, jain_index
 from scheduler.metrics.live import SchedulerMetrics, exposition
 
 __all__ = [
