@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from scheduler.core.cluster import FULL
+from scheduler.core.scoring import SCORERS
 from simulator import packing
 from simulator.packing import (
     INFLATION,
@@ -175,6 +177,20 @@ def test_fragmentation_beats_random_on_the_subsample(sub) -> None:
     gpufair = np.mean([run_one(pods, nodes, "gpufair", s)["unallocated_gpu_pct"] for s in seeds])
     random_ = np.mean([run_one(pods, nodes, "random", s)["unallocated_gpu_pct"] for s in seeds])
     assert gpufair < random_ - 2.0, (gpufair, random_)
+
+
+def test_the_policies_are_the_core_scorers_plus_the_experiment_names(sub) -> None:
+    # No list of its own: a scorer registered in the core is a packing policy under its name;
+    # the fragmentation scorer runs as "gpufair" (and, with the paper's objective, "fgd").
+    pods, _ = sub
+    assert set(packing.POLICIES) == {"gpufair", "fgd"} | (set(SCORERS) - {"fragmentation"})
+    assert packing.POLICIES[: len(packing.DEFAULT_POLICIES)] == packing.DEFAULT_POLICIES
+    for name in packing.POLICIES:
+        scorer = packing.make_scorer(name, pods, 42)
+        assert type(scorer) is SCORERS["fragmentation" if name in ("gpufair", "fgd") else name]
+    valid = ", ".join(packing.POLICIES)
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(f"unknown policy 'tetris'; use {valid}")):
+        packing.parse_policies("gpufair,tetris")
 
 
 def test_run_packing_writes_one_packing_json_per_policy(sub_csvs, tmp_path: Path) -> None:
