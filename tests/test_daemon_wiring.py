@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import time
 import urllib.request
+from dataclasses import replace
 
 import aiomqtt
 import pynvml
@@ -19,9 +20,13 @@ from scheduler.agent.labels import patch_own_node
 from scheduler.agent.nvml_reader import NvmlReader
 from scheduler.agent.nvml_replay import ReplayApi
 from scheduler.agent.payloads import state_message
+from scheduler.core import Budget, OnExhausted, Team, TeamUsage, Tier, decide
 from scheduler.core.config import PolicyConfig
+from scheduler.core.tiers import tier_by_priority
 from scheduler.daemon.hooks import DaemonHooks, TelemetryThread
 from scheduler.daemon.kube import KubeError
+from scheduler.daemon.translate import Translation
+from tests.builders import NOW, apply, gang, nodes, snapshot
 from tests.daemon_support import (
     ROOT,
     InProcessDaemon,
@@ -68,6 +73,40 @@ def _get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
     except urllib.error.URLError:  # not listening yet
         return 0, ""
+
+
+def test_the_ledger_charges_a_run_in_the_tier_of_its_bind(tmp_path):
+    # A team over budget (onExhausted: scavenge) binds its training gang as scavenger work:
+    # the ledger must book it there, not in the training tier its priority alone gives.
+    policy = PolicyConfig()
+    spent = Team("spent", 1, budget=Budget(100.0, "month", OnExhausted.SCAVENGE), namespaces=("spent",))
+    g = gang("spent/train", "spent", gpus=8)
+    snap = snapshot(nodes(1), (spent,), [g], usage={"spent": TeamUsage(period_gpu_hours=150.0)})
+    decisions = decide(snap, policy)
+    [bind] = decisions.binds
+    assert bind.tier is Tier.SCAVENGER and tier_by_priority(g.priority, policy) is Tier.TRAINING
+    running = apply(snap, decisions)  # bound at NOW
+
+    def accrue_after(hooks: DaemonHooks, hours: float) -> dict[str, float]:
+        later = replace(running, now_s=NOW + hours * 3600)
+        hooks.accrue(Translation(later, {}, {}), later.now_s)
+        assert hooks.ledger is not None
+        return hooks.ledger.period_usage(later.now_s, "spent", spent.budget)
+
+    ledger = str(tmp_path / "ledger.sqlite")
+    hooks = DaemonHooks(policy, ledger)
+    try:
+        hooks.cycle_done(Translation(snap, {}, {}), decisions, 0.01)  # the cycle that bound it
+        assert accrue_after(hooks, 1) == {"scavenger": 8.0}
+    finally:
+        hooks.close()
+    # A daemon that takes over the running gang saw no bind: it keeps the tier the ledger
+    # booked the run in.
+    hooks = DaemonHooks(policy, ledger)
+    try:
+        assert accrue_after(hooks, 2) == {"scavenger": 16.0}
+    finally:
+        hooks.close()
 
 
 def test_endpoints_metrics_and_clean_shutdown_on_sigterm(kube_cluster, kube, team_ns, tmp_path):

@@ -3,7 +3,8 @@ metrics and node telemetry, plugged into the loop through the `Hooks` protocol.
 
 Accrual is derived from what runs, not from decisions: each accrual lists the gangs with
 bound pods now and the runs that ended since the last one (completed, failed or evicted),
-and the ledger charges each from its last charged instant. Accrual runs every
+and the ledger charges each from its last charged instant, in the tier of the decision that
+bound it (`Bind.tier`: an over-budget team's training runs as scavenger). Accrual runs every
 `accrue_every_s`, not every cycle, since it writes to the database.
 """
 
@@ -14,8 +15,10 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scheduler.core.config import PolicyConfig
 from scheduler.core.model import Decisions, Eviction, Gang, Team, TeamUsage
@@ -23,12 +26,18 @@ from scheduler.core.tiers import tier_by_priority
 from scheduler.daemon.actuator import Outcome
 from scheduler.daemon.translate import Translation
 
+if TYPE_CHECKING:  # the ledger (SQLAlchemy) and the metrics load only when a daemon uses them
+    from scheduler.ledger import GangRun, Ledger
+    from scheduler.metrics import SchedulerMetrics
+    from scheduler.telemetry import TelemetryState
+
 log = logging.getLogger("gpufair.hooks")
 
 
-def _gang_runs(tr: Translation, policy: PolicyConfig) -> dict[str, tuple]:
+def _gang_runs(tr: Translation, tier_of: Callable[[Gang, float], str]) -> dict[str, GangRun]:
     """Running gangs of known teams as ledger runs, keyed by gang id; the ledger tells runs of
-    one id apart by their start, so a gang restarted after eviction is a new run."""
+    one id apart by their start, so a gang restarted after eviction is a new run. `tier_of`
+    gives the tier a run is charged in, from the gang and the run's start."""
     from scheduler.ledger import GangRun
 
     runs = {}
@@ -43,7 +52,7 @@ def _gang_runs(tr: Translation, policy: PolicyConfig) -> dict[str, tuple]:
         runs[g.id] = GangRun(
             gang_id=g.id,
             team=g.team,
-            tier=tier_by_priority(g.priority, policy).label,
+            tier=tier_of(g, start),
             gpus=sum(p.gpu_amount for p in bound),
             start_s=start,
             namespace=g.id.split("/", 1)[0],
@@ -58,8 +67,8 @@ class DaemonHooks:
         self,
         policy: PolicyConfig,
         ledger_url: str | None = None,
-        metrics=None,
-        telemetry=None,
+        metrics: SchedulerMetrics | None = None,
+        telemetry: TelemetryThread | None = None,
         accrue_every_s: float = 30.0,
     ) -> None:
         from scheduler.metrics import SchedulerMetrics
@@ -67,10 +76,13 @@ class DaemonHooks:
         self.policy = policy
         self.metrics = metrics if metrics is not None else SchedulerMetrics()
         self.ledger_url = ledger_url
-        self._ledger = None
+        self._ledger: Ledger | None = None
         self.telemetry = telemetry
         self.accrue_every_s = accrue_every_s
-        self._runs: dict[str, tuple] = {}
+        self._runs: dict[str, GangRun] = {}
+        # Gang id -> the tier its last bind decision (Bind.tier) gave it: what its run is
+        # charged in. Only the loop's thread uses it.
+        self._tiers: dict[str, str] = {}
         self._last_accrual = 0.0
         self._usage: dict[str, TeamUsage] = {}
         self._waited: set[str] = set()
@@ -80,7 +92,7 @@ class DaemonHooks:
         self._lock = threading.Lock()
 
     @property
-    def ledger(self):
+    def ledger(self) -> Ledger | None:
         """Opened (and migrated) on first use, which only the leader's cycles reach, so two
         replicas never run the schema migration at once."""
         if self._ledger is None and self.ledger_url:
@@ -114,30 +126,53 @@ class DaemonHooks:
     def cycle_done(self, tr: Translation, decisions: Decisions, seconds: float) -> None:
         now = tr.snapshot.now_s
         self.metrics.observe_cycle(decisions, tr.snapshot, seconds)
+        # Taken from the decisions, not the bind callbacks: the next snapshot counts a queued
+        # bind as bound already, and the actuator may take seconds to send a burst of them.
+        self._tiers.update((b.gang, b.tier.label) for b in decisions.binds)
         if self.ledger is not None and now - self._last_accrual >= self.accrue_every_s:
             self.accrue(tr, now)
         if self.telemetry is not None:
-            self._idle(tr, now)
-            self._telemetry_health(tr, now)
+            self._idle(tr, now, self.telemetry.state)
+            self._telemetry_health(tr, now, self.telemetry.state)
 
     def accrue(self, tr: Translation, now: float) -> None:
-        runs = _gang_runs(tr, self.policy)
-        ended = [
-            r._replace(end_s=now)
-            for gid, r in self._runs.items()
-            if gid not in runs or runs[gid].start_s != r.start_s
-        ]
+        ledger = self.ledger
+        if ledger is None:
+            return
         try:
-            accrual = self.ledger.accrue(now, runs.values(), ended, tr.snapshot.teams)
+            runs = _gang_runs(tr, lambda g, start: self._run_tier(ledger, g, start))
+            ended = [
+                r._replace(end_s=now)
+                for gid, r in self._runs.items()
+                if gid not in runs or runs[gid].start_s != r.start_s
+            ]
+            accrual = ledger.accrue(now, runs.values(), ended, tr.snapshot.teams)
         except Exception:
             log.exception("ledger accrual failed; usage is charged at the next one from the same checkpoint")
             return
         self.metrics.observe_accrual(accrual)
         self._runs = runs
         self._last_accrual = now
-        self._usage = self.ledger.usage(now, tr.snapshot.teams)
+        self._usage = ledger.usage(now, tr.snapshot.teams)
+        # Gangs with no pods left are done; a gang still in the snapshot may bind again.
+        present = {g.id for g in tr.snapshot.gangs}
+        self._tiers = {gid: tier for gid, tier in self._tiers.items() if gid in present}
 
-    def _idle(self, tr: Translation, now: float) -> None:
+    def _run_tier(self, ledger: Ledger, gang: Gang, start_s: float) -> str:
+        """The tier a run is charged in: its bind decision's. A run bound before this daemon
+        led keeps the tier the ledger booked it in; only a run neither has seen (bound by
+        something else) falls back to its priority's tier."""
+        tier = self._tiers.get(gang.id)
+        if tier is None:
+            record = ledger.gang(gang.id)
+            if record is not None and record.run_start_s == start_s:
+                tier = record.tier
+            else:
+                tier = tier_by_priority(gang.priority, self.policy).label
+            self._tiers[gang.id] = tier
+        return tier
+
+    def _idle(self, tr: Translation, now: float, state: TelemetryState) -> None:
         """Idle allocated GPUs per team. Which GPU a pod holds is the device plugin's choice,
         so a node's idle GPUs are attributed to its teams in proportion to what each holds."""
         by_node: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -147,7 +182,7 @@ class DaemonHooks:
                     by_node[p.node][g.team] += p.gpu_amount
         gpus_of = {n.name: n.gpus for n in tr.snapshot.nodes}
         allocations = {(node, i): "*" for node in by_node for i in range(gpus_of.get(node, 0))}
-        idle = self.telemetry.state.idle_allocated_gpus(now, allocations).get("*", [])
+        idle = state.idle_allocated_gpus(now, allocations).get("*", [])
         idle_on: dict[str, int] = defaultdict(int)
         for node, _gpu in idle:
             idle_on[node] += 1
@@ -163,10 +198,9 @@ class DaemonHooks:
             self.metrics.set_idle_gpus(team, per_team.get(team, 0.0))
         self._idle_by_team = dict(per_team)
 
-    def _telemetry_health(self, tr: Translation, now: float) -> None:
+    def _telemetry_health(self, tr: Translation, now: float, state: TelemetryState) -> None:
         """Stale nodes and telemetry that disagrees with the node objects: a metric, and a
         log line when the set of findings changes (not every cycle)."""
-        state = self.telemetry.state
         stale = state.stale_nodes(now)
         unhealthy = sum(len(state.unhealthy_gpus(node)) for node in state.nodes())
         self.metrics.observe_telemetry(len(stale), unhealthy, dict(state.dropped))
