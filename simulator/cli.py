@@ -154,8 +154,9 @@ def _replay(args: argparse.Namespace) -> int:
         results.append(result)
         summaries.append(write_outputs(result, out))
         if args.openmetrics:
-            from simulator.openmetrics import lookback_note, write_openmetrics
+            from simulator.openmetrics import ObservedReplay, lookback_note, write_openmetrics
 
+            assert isinstance(replay, ObservedReplay)  # chosen above when --openmetrics is given
             path, step = write_openmetrics(result, replay.observations, Path(args.openmetrics), trace.epoch_s)
             print(f"openmetrics: {path}{lookback_note(step)}")
     from simulator.report import side_by_side_table, write_report  # matplotlib: only when replaying

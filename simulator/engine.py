@@ -32,6 +32,9 @@ from scheduler.core.incremental import Core
 from simulator.model import Job, JobRecord, RunResult, Sample, Trace
 
 ARRIVAL, COMPLETION, ROLLOVER, FAILURE, REPAIR = range(5)
+# What an event carries: an arrival its Job, a completion (job id, attempt), a rollover its
+# team's name, a failure or repair its node's name.
+Payload = Job | tuple[str, int] | str
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +158,7 @@ class Replay:
         self.samples: list[Sample] = []
         self.last_sample = -math.inf
         self.seq = 0
-        self.events: list[tuple[float, int, int, object]] = []
+        self.events: list[tuple[float, int, int, Payload]] = []
         jobs = self.trace.jobs
         submits = np.fromiter((j.submit_s for j in jobs), dtype=np.float64, count=len(jobs))
         self.arrival_order = np.argsort(submits, kind="stable")
@@ -191,7 +194,7 @@ class Replay:
             t = min(t, self._arrival_at(self.next_arrival))
         return t
 
-    def _push(self, t: float, kind: int, payload: object) -> None:
+    def _push(self, t: float, kind: int, payload: Payload) -> None:
         self.seq += 1
         heapq.heappush(self.events, (t, self.seq, kind, payload))
 
@@ -233,26 +236,27 @@ class Replay:
 
     # ------------------------------------------------------------------ events
 
-    def _handle(self, kind: int, payload: object, now: float) -> bool:
+    def _handle(self, kind: int, payload: Payload, now: float) -> bool:
         """Carry out one event; False when it was cancelled (changes nothing)."""
         if kind == ARRIVAL:
             self.arrivals_left -= 1
-            job = payload  # type: ignore[assignment]
-            assert isinstance(job, Job)
+            assert isinstance(payload, Job)
+            job = payload
             record = JobRecord(job.job_id, job.team, job.tier, job.gpus, job.submit_s)
             state = _JobState(job, record, self._pending_gang(job), job.duration_s)
             self.records.append(record)
             self.by_id[job.job_id] = state
             self._enqueue(state)
         elif kind == COMPLETION:
-            job_id, attempt = payload  # type: ignore[misc]
-            state = self.running.get(job_id)
-            if state is None or state.attempt != attempt:
+            assert isinstance(payload, tuple)
+            job_id, attempt = payload
+            ending = self.running.get(job_id)
+            if ending is None or ending.attempt != attempt:
                 return False  # evicted or killed since: a stale completion
-            self._stop(state, now)
+            self._stop(ending, now)
             self.core.remove(job_id)
             del self.by_id[job_id]
-            state.record.end_s = now
+            ending.record.end_s = now
         elif kind == ROLLOVER:
             team = next(t for t in self.teams if t.name == payload)
             self.period_hours[self.team_pos[team.name]] = 0.0
@@ -308,7 +312,8 @@ class Replay:
         self.running_milli[job.team] += sign * _milli(job)
         each = job.gpus_per_pod * 1000 + job.gpu_milli
         for p in state.gang.pods:
-            self.node_used_milli[self.node_pos[p.node]] += sign * each  # type: ignore[index]
+            assert p.node is not None  # a running job's pods are all bound
+            self.node_used_milli[self.node_pos[p.node]] += sign * each
 
     def _stop(self, state: _JobState, now: float) -> None:
         del self.running[state.job.job_id]

@@ -257,9 +257,11 @@ def openmetrics_text(
                 fam[spec.name].add(f"{spec.name}{suffix}", labels, v, ts[k])
 
     waits: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
-    for j in result.jobs:
-        if math.isfinite(j.start_s):
-            waits[(j.team, obs.first_tier.get(j.job_id, j.tier))].append((j.start_s, j.start_s - j.submit_s))
+    for rec in result.jobs:
+        if math.isfinite(rec.start_s):
+            waits[(rec.team, obs.first_tier.get(rec.job_id, rec.tier))].append(
+                (rec.start_s, rec.start_s - rec.submit_s)
+            )
     for (team, tier), ev in sorted(waits.items()):
         histogram(n.QUEUE_WAIT, (("team", team), ("tier", tier)), ev)
     histogram(n.CYCLE_DURATION, (), [(t, wall) for t, wall, _, _ in obs.cycles])

@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import matplotlib
 import numpy as np
@@ -139,7 +139,13 @@ def _thin_sorted(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> 
 # ------------------------------------------------------------------ plots
 
 
-def _steps(x: np.ndarray, s: Series) -> dict[str, str]:
+class _LineStyle(TypedDict, total=False):
+    """Keyword arguments of `Axes.plot` that `_steps` may set (a plain dict would not say which)."""
+
+    drawstyle: str
+
+
+def _steps(x: np.ndarray, s: Series) -> _LineStyle:
     """Raw samples are steps; bin means are drawn as a plain line through the bins' middles."""
     return {"drawstyle": "steps-post"} if x is s.t else {}
 

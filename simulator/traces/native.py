@@ -35,7 +35,7 @@ so any trace can be converted once and replayed fast.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -109,6 +109,7 @@ def _index(path: str, names: list[str]) -> dict[str, int]:
 
 def read(path: str | Path, options: TraceOptions) -> Trace:
     rows = Rows(path, options.strict)
+    records: Iterable[tuple[int, Sequence[object]]]  # (row number, values): Parquet's or the CSV's
     if _is_parquet(path):
         table = pq.read_table(path)
         index = _index(rows.path, table.column_names)
