@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     import pynvml
 
     from scheduler.agent.labels import node_labels, patch_own_node
+    from scheduler.agent.nvml_api import NvmlApi
     from scheduler.agent.nvml_reader import NvmlReader
     from scheduler.agent.payloads import state_message
     from scheduler.agent.publisher import Publisher
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         interval = parse_duration(args.interval, "agent", "--interval")
         if interval <= 0:
             raise InvalidInput("agent", "--interval", "must be above 0", "use e.g. 10s")
+        api: NvmlApi  # a recording or the driver
         if args.nvml_replay:
             from scheduler.agent.nvml_replay import ReplayApi
 

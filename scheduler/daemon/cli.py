@@ -144,7 +144,7 @@ def _status(args: argparse.Namespace) -> int:
         budget = (spec.get("budget") or {}).get("gpuHours")
         used = s.get("budgetUsedGPUHours")
         left = s.get("budgetLeftGPUHours")
-        valid = next((c for c in s.get("conditions") or [] if c.get("type") == "Valid"), {})
+        valid: dict[str, Any] = next((c for c in s.get("conditions") or [] if c.get("type") == "Valid"), {})
         state = (
             "invalid: " + valid.get("message", "")
             if valid.get("status") == "False"

@@ -51,7 +51,7 @@ class Explainer:
         meta = pod["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
         said = self._said.get(key)
-        condition = next(
+        condition: dict[str, Any] = next(
             (c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") == "PodScheduled"),
             {},
         )

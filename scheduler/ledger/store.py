@@ -512,13 +512,13 @@ class Ledger:
         cutoff = now_s - self.retention_s
         with self._session() as s, s.begin():
             counts = {
-                "gangs": s.exec(  # type: ignore[call-overload]
+                "gangs": s.exec(
                     delete(GangRecord).where(
                         col(GangRecord.end_s).is_not(None), col(GangRecord.end_s) < cutoff
                     )
                 ).rowcount,
-                "audit": s.exec(delete(AuditEntry).where(col(AuditEntry.at_s) < cutoff)).rowcount,  # type: ignore[call-overload]
-                "periods": s.exec(  # type: ignore[call-overload]
+                "audit": s.exec(delete(AuditEntry).where(col(AuditEntry.at_s) < cutoff)).rowcount,
+                "periods": s.exec(
                     delete(PeriodUsage).where(col(PeriodUsage.period_end_s) < cutoff)
                 ).rowcount,
             }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
@@ -16,6 +17,9 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from scheduler.core.model import Decisions, Snapshot
 from scheduler.metrics import names as n
 from scheduler.metrics.fairness import ClusterView, cluster_view, jain_index
+
+if TYPE_CHECKING:  # the ledger (SQLAlchemy) is not loaded for metrics alone
+    from scheduler.ledger import Accrual
 
 # Gauges set in full every cycle: a label set missing from a cycle is removed.
 _PER_CYCLE = (
@@ -92,11 +96,11 @@ class SchedulerMetrics:
 
     # ------------------------------------------------------------------ outcomes
 
-    def observe_accrual(self, charged: Mapping[tuple[str, str], float] | object) -> None:
+    def observe_accrual(self, charged: Accrual | Mapping[tuple[str, str], float]) -> None:
         """GPU-seconds charged by the ledger, by (team, tier): a `ledger.Accrual` or a mapping."""
-        seconds = getattr(charged, "gpu_seconds", charged)
+        seconds = charged if isinstance(charged, Mapping) else charged.gpu_seconds
         counter = self._m[n.TEAM_GPU_HOURS.name]
-        for (team, tier), s in seconds.items():  # type: ignore[union-attr]
+        for (team, tier), s in seconds.items():
             if s > 0:
                 counter.labels(team, tier).inc(s / 3600.0)
 

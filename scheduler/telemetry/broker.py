@@ -7,10 +7,23 @@ import random
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import aiomqtt
 
 from scheduler.core.errors import InvalidInput
+
+
+class BrokerOptions(TypedDict, total=False):
+    """The BrokerConfig fields besides the address, as keywords of `BrokerConfig.parse`."""
+
+    ca: Path | None
+    cert: Path | None
+    key: Path | None
+    username: str | None
+    password: str | None
+    keepalive_s: int
+    timeout_s: float
 
 
 @dataclass(frozen=True)
@@ -26,7 +39,7 @@ class BrokerConfig:
     timeout_s: float = 10.0
 
     @classmethod
-    def parse(cls, address: str, **kwargs: object) -> BrokerConfig:
+    def parse(cls, address: str, **kwargs: Unpack[BrokerOptions]) -> BrokerConfig:
         """'host:port' (port 8883 when left out); names the fix when the address is bad."""
         host, sep, port = address.rpartition(":")
         if not sep:
@@ -35,7 +48,7 @@ class BrokerConfig:
             raise InvalidInput(
                 "broker", "--broker", f"{address!r} is not HOST:PORT", "give e.g. mqtt.gpufair:8883"
             )
-        return cls(host=host, port=int(port), **kwargs)  # type: ignore[arg-type]
+        return cls(host=host, port=int(port), **kwargs)
 
     def tls_context(self) -> ssl.SSLContext | None:
         """Verifies the broker against `ca` (hostname included); presents `cert`/`key` when given."""

@@ -6,12 +6,12 @@ Without one (the plain `alembic` command with `-x url=...`), it connects by itse
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 
 from scheduler.ledger.tables import VERSION_TABLE
 
 
-def _run(connection) -> None:
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         version_table=VERSION_TABLE,
@@ -28,6 +28,8 @@ else:
     url = context.get_x_argument(as_dictionary=True).get("url") or context.config.get_main_option(
         "sqlalchemy.url"
     )
+    if not url:  # create_engine would fail on it with a message that does not say why
+        raise SystemExit("alembic: no database to migrate; give -x url=... or sqlalchemy.url")
     engine = create_engine(url)
     with engine.begin() as conn:
         _run(conn)
