@@ -466,11 +466,8 @@ class DevCluster:
     def fake_node_names(self) -> list[str]:
         """Names of every node KWOK plays, sorted."""
         with self.api_client() as api:
-            resp = client.CoreV1Api(api).list_node(
-                label_selector=f"{fake_nodes.FAKE_NODE_LABEL}={fake_nodes.FAKE_NODE_VALUE}",
-                _preload_content=False,
-            )
-            return sorted(item["metadata"]["name"] for item in json.loads(resp.data)["items"])
+            items = fake_nodes.node_objects(api, f"{fake_nodes.FAKE_NODE_LABEL}={fake_nodes.FAKE_NODE_VALUE}")
+            return sorted(item["metadata"]["name"] for item in items)
 
     def serviceaccount_kubeconfig(
         self,

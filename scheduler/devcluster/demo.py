@@ -22,6 +22,7 @@ import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -269,19 +270,7 @@ def install_basics(kube: Kube) -> None:
         crd = yaml.safe_load(path.read_text())
         _create(kube, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
         name = crd["metadata"]["name"]
-        _wait(
-            f"CRD {name} established",
-            lambda name=name: any(
-                c["type"] == "Established" and c["status"] == "True"
-                for c in (
-                    kube.request(
-                        "GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
-                    ).get("status")
-                    or {}
-                ).get("conditions")
-                or []
-            ),
-        )
+        _wait(f"CRD {name} established", partial(_established, kube, name))
     for name, value in PRIORITY_CLASSES.items():
         body = {
             "apiVersion": "scheduling.k8s.io/v1",
@@ -298,7 +287,7 @@ def install_basics(kube: Kube) -> None:
     for ns in namespaces:
         _wait(
             f"ServiceAccount {ns}/default",
-            lambda ns=ns: _exists(kube, f"/api/v1/namespaces/{ns}/serviceaccounts/default"),
+            partial(_exists, kube, f"/api/v1/namespaces/{ns}/serviceaccounts/default"),
         )
     for team in TEAMS:
         spec = {k: v for k, v in team.items() if k != "name"}
@@ -309,6 +298,15 @@ def install_basics(kube: Kube) -> None:
             "spec": spec,
         }
         _create(kube, "/apis/gpufair.io/v1alpha1/gputeams", body)
+
+
+def _established(kube: Kube, name: str) -> bool:
+    """Whether the API server serves the CustomResourceDefinition `name` yet."""
+    crd = kube.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+    return any(
+        c["type"] == "Established" and c["status"] == "True"
+        for c in (crd.get("status") or {}).get("conditions") or []
+    )
 
 
 def _exists(kube: Kube, path: str) -> bool:

@@ -149,7 +149,8 @@ def create_nodes(
     def create(body: dict[str, Any]) -> str:
         name = body["metadata"]["name"]
         try:
-            core.create_node(body, _preload_content=False)
+            # The client turns a dict body into its V1Node model anyway; done here, it is typed.
+            core.create_node(client.V1Node.model_validate(body), _preload_content=False)
         except ApiException as exc:
             if exc.status == 409:
                 raise ValueError(
@@ -165,6 +166,27 @@ def create_nodes(
     return names
 
 
+def node_objects(api: client.ApiClient, label_selector: str | None = None) -> list[dict[str, Any]]:
+    """Node objects as plain JSON, with no client model built per node: the GET that
+    `CoreV1Api.list_node(_preload_content=False)` sends (whose annotation says it returns a
+    V1NodeList, not the raw answer), and the same ApiException for a non-2xx answer."""
+    query = [("labelSelector", label_selector)] if label_selector is not None else []
+    resp = api.call_api(
+        *api.param_serialize(
+            "GET",
+            "/api/v1/nodes",
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+    )
+    data = resp.read()
+    if not 200 <= resp.status <= 299:
+        raise ApiException.from_response(http_resp=resp, body=None, data=None)
+    items: list[dict[str, Any]] = json.loads(data)["items"]
+    return items
+
+
 def _ready(item: dict[str, Any]) -> bool:
     for cond in item.get("status", {}).get("conditions") or ():
         if cond.get("type") == "Ready":
@@ -174,12 +196,10 @@ def _ready(item: dict[str, Any]) -> bool:
 
 def wait_nodes_ready(api: client.ApiClient, names: Iterable[str], timeout_s: float = 120.0) -> None:
     """Block until every named node has condition Ready=True (KWOK sets it)."""
-    core = client.CoreV1Api(api)
     waiting = set(names)
     deadline = time.monotonic() + timeout_s
     while waiting:
-        resp = core.list_node(label_selector=f"{FAKE_NODE_LABEL}={FAKE_NODE_VALUE}", _preload_content=False)
-        items = json.loads(resp.data)["items"]
+        items = node_objects(api, f"{FAKE_NODE_LABEL}={FAKE_NODE_VALUE}")
         waiting -= {item["metadata"]["name"] for item in items if _ready(item)}
         if not waiting:
             return
@@ -212,8 +232,7 @@ def delete_nodes(
     deadline = time.monotonic() + 60
     left = set(todo)
     while left and time.monotonic() < deadline:
-        resp = core.list_node(_preload_content=False)
-        left &= {item["metadata"]["name"] for item in json.loads(resp.data)["items"]}
+        left &= {item["metadata"]["name"] for item in node_objects(api)}
         if left:
             time.sleep(0.1)
     if left:

@@ -37,4 +37,7 @@ def serviceaccount_token(
                 f"ServiceAccount {namespace}/{name} does not exist; create it (or pass create=True)"
             ) from exc
         raise
-    return str(made.status.token)
+    token = made.status.token if made.status is not None else None
+    if not token:  # the API always answers with one; say so rather than hand back "None"
+        raise RuntimeError(f"the TokenRequest for ServiceAccount {namespace}/{name} answered no token")
+    return token
