@@ -12,6 +12,12 @@ DEMO_SECONDS ?= 0
 
 .PHONY: test lint bench replay clean control-plane demo
 
+# The one lint recipe: `make lint` and `make test` (so CI) run exactly these checks.
+define LINT
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+endef
+
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -25,7 +31,7 @@ control-plane:
 	scripts/build-control-plane.sh
 
 test: $(STAMP) control-plane
-	$(BIN)/ruff check .
+	$(LINT)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # A local GPU cluster playground: 16 fake nodes of 8 GPUs, three teams, the daemon and a mixed
@@ -33,8 +39,9 @@ test: $(STAMP) control-plane
 demo: $(STAMP) control-plane
 	$(BIN)/gpufair dev-cluster demo --seconds $(DEMO_SECONDS)
 
+# ruff, then mypy with its configuration ([tool.mypy]) from pyproject.toml.
 lint: $(STAMP)
-	$(BIN)/ruff check .
+	$(LINT)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine_cycle.py --out benchmarks/results
