@@ -56,4 +56,4 @@ replay: $(STAMP)
 	@echo "open sim-out/philly/report.html"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache build *.egg-info
