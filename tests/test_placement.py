@@ -10,7 +10,8 @@ import pytest
 from scheduler.core import Decisions, Gang, Node, Pod, PolicyConfig, decide
 from scheduler.core.cluster import ClusterState, Shape
 from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, place_gang
-from scheduler.core.scoring import BestFit, FirstFit, Fragmentation, NodeScorer, ShapeCache, WorkloadMix
+from scheduler.core.scoring import BestFit, FirstFit, Fragmentation, NodeScorer, WorkloadMix
+from scheduler.core.shapecache import ShapeCache
 from tests.builders import CLIQUE, LEAF, NOW, gang, node, running, snapshot, teams
 
 CONFIG = PolicyConfig()

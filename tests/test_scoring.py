@@ -18,9 +18,9 @@ from scheduler.core.scoring import (
     GpuPacking,
     NodeScorer,
     Random,
-    ShapeCache,
     WorkloadMix,
 )
+from scheduler.core.shapecache import ShapeCache
 from tests.builders import node
 
 ONE = Shape(1, 0, 0, 0)

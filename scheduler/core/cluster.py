@@ -116,7 +116,8 @@ class ClusterState:
         The node-derived parts that never change in a cycle (names, topology, models) are
         shared; what placement and release change is copied."""
         other = object.__new__(ClusterState)
-        shared = ("names", "index", "usable", "schedulable", "models", "model_id", "levels", "placeable")
+        shared: tuple[str, ...] = ("names", "index", "usable", "schedulable", "models", "model_id", "levels")
+        shared += ("placeable",)
         shared += ("_healthy", "overcommitted")  # both set by load_running only, which makes its own
         for name in shared:
             setattr(other, name, getattr(self, name))
@@ -178,15 +179,15 @@ class ClusterState:
         for row, slots in indices.items():
             i = int(node[row])
             amount = int(milli[row]) or FULL
-            taken = []
+            slots_taken: list[int] = []
             for s in slots:
                 if 0 <= s < self.free.shape[1] and self.free[i, s] >= amount:
                     self.free[i, s] -= amount
-                    taken.append(s)
+                    slots_taken.append(s)
                 else:  # an unhealthy or overbooked GPU: hold nothing there, trust the node less
                     self.overcommitted[i] = True
-            held[row] = Held(i, tuple(taken), amount, int(cpu[row]), int(mem[row]))
-        taken = None
+            held[row] = Held(i, tuple(slots_taken), amount, int(cpu[row]), int(mem[row]))
+        taken: np.ndarray | None = None
         if anon.any():
             want = np.bincount(node[anon], weights=gpus[anon], minlength=n).astype(np.int64)
             avail = self.free == FULL
@@ -207,8 +208,8 @@ class ClusterState:
             self.placeable = self.schedulable & ~self.overcommitted
             return held
         shared = shared[np.argsort(-milli[shared], kind="stable")]  # large shares first pack best
-        for row in shared:
-            row = int(row)
+        for shared_row in shared:
+            row = int(shared_row)
             if row in indices:
                 continue
             i = int(node[row])

@@ -19,10 +19,13 @@ from collections.abc import Iterable, Mapping
 
 from scheduler.core.cluster import ClusterState
 from scheduler.core.config import PolicyConfig
+from scheduler.core.cycle import run_cycle
 from scheduler.core.errors import InvalidInput
 from scheduler.core.intake import RunningStore
 from scheduler.core.model import Decisions, Gang, Node, Snapshot, Team, TeamUsage
+from scheduler.core.placement import GangRequest, RequestKey
 from scheduler.core.policies import Policy, get_policy
+from scheduler.core.shortcuts import Shortcuts
 from scheduler.core.waiting import WaitingStore
 
 
@@ -44,7 +47,10 @@ class Core:
         config: PolicyConfig | None = None,
         policy: str | Policy = "gpufair",
         explain: bool = True,
+        reference: bool = False,
     ) -> None:
+        """`reference=True` switches every speed-up off (see shortcuts.py): the same
+        decisions, slower; for the tests that hold the fast mode to it."""
         self.config = config or PolicyConfig()
         # False: cycles leave `pending` empty. Saying why each gang waits is a good part of
         # a cycle's cost, and a replay never reads it; binds and evictions are the same.
@@ -56,18 +62,19 @@ class Core:
         self.gangs: dict[str, Gang] = {}  # snapshot order
         self.seq: dict[str, int] = {}
         self._next_seq = 0
-        self.waiting = WaitingStore(frozenset(self.team_index))
-        # Fragmentation scorers by pod types (see engine._make_scorer): node-independent.
-        self.scorers: dict[tuple, object] = {}
-        self.tier_memo: dict[tuple[int, bool], object] = {}  # (priority, scavenging) -> Tier
-        self.shares: dict[tuple, list[float]] = {}  # (capacity, demand) -> water-filled shares
+        self.waiting = WaitingStore(frozenset(self.team_index), self.policy.filters)
+        self.shortcuts = Shortcuts(reference=reference)
         self._set_nodes(tuple(nodes), reload=False)
 
     @classmethod
     def from_snapshot(
-        cls, snap: Snapshot, config: PolicyConfig | None = None, policy: str | Policy = "gpufair"
+        cls,
+        snap: Snapshot,
+        config: PolicyConfig | None = None,
+        policy: str | Policy = "gpufair",
+        reference: bool = False,
     ) -> Core:
-        core = cls(snap.nodes, snap.teams, config, policy)
+        core = cls(snap.nodes, snap.teams, config, policy, reference=reference)
         for gang in snap.gangs:
             if gang.id in core.gangs:
                 raise InvalidInput(
@@ -90,14 +97,10 @@ class Core:
         self.base = ClusterState(nodes, self.config)  # free capacity before any running pod
         self.max_node_gpus = int(self.base.usable.max()) if self.base.node_count else 0
         self.running = RunningStore(self.team_index, self.sink, self.base.index)
-        # The last cycle's running table and cluster with it loaded (see engine._read_running),
-        # and the requests of one pod shape that failed on a cluster that pods have only
-        # come to since (see engine._Cycle).
-        self.loaded: tuple | None = None
-        self.carried_failures: tuple | None = None
-        # Shared placement requests by (shapes, models, widest level): their node masks
-        # depend on the nodes only, so they live as long as the node list.
-        self.requests: dict[tuple, object] = {}
+        self.shortcuts.forget_nodes()
+        # Shared placement requests by (shapes, filter signatures, widest level): their node
+        # masks depend on the nodes only, so they live as long as the node list.
+        self.requests: dict[RequestKey, GangRequest] = {}
         if reload:
             self.running.load(tuple(self.gangs.values()))
 
@@ -139,6 +142,4 @@ class Core:
         """One decision cycle on the current input. `pending` is a LazyPending: the reasons
         for long runs of look-alike waiting gangs are built when first read (and it is
         empty when the Core was made with `explain=False`)."""
-        from scheduler.core.engine import run_cycle
-
         return run_cycle(self, now_s, usage or {})

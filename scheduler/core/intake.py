@@ -89,7 +89,8 @@ def read_running(
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.array(sizes, dtype=np.int64), out=offsets[1:])
     gang_of_row = np.repeat(np.arange(n), np.array(sizes, dtype=np.int64))
-    pod_node = np.fromiter((node_index[p.node] for p in bound_pods), dtype=np.int64, count=n_rows)
+    # Every pod here is bound (`or ""` only tells the type checker so).
+    pod_node = np.fromiter((node_index[p.node or ""] for p in bound_pods), dtype=np.int64, count=n_rows)
     pod_gpus = _col(bound_pods, "gpus", np.int64, n_rows)
     pod_milli = _col(bound_pods, "gpu_milli", np.int64, n_rows)
     pod_cpu = _col(bound_pods, "cpu_milli", np.int64, n_rows)
@@ -276,8 +277,8 @@ class RunningStore:
         for row, slots in table.indices.items():
             self.pod_slots[row] = slots
         self.gpu_pod_shapes = Counter()
-        cols = (table.pod_gpus, table.pod_milli, table.pod_cpu, table.pod_mem)
-        self._count_shapes(zip(*(c.tolist() for c in cols), strict=True), +1)
+        shape_cols = (table.pod_gpus, table.pod_milli, table.pod_cpu, table.pod_mem)
+        self._count_shapes(zip(*(c.tolist() for c in shape_cols), strict=True), +1)
         return waiting
 
     def add(self, gang: Gang) -> bool:
@@ -310,7 +311,7 @@ class RunningStore:
             }
         )
         if rows:
-            nodes = [self.node_index[p.node] for p in rows]  # type: ignore[index]
+            nodes = [self.node_index[p.node or ""] for p in rows]  # known rows are bound
             if self.changes is not None:
                 self.changes.extend(
                     (+1, i, p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib, bool(p.gpu_indices))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scheduler.core.errors import InvalidInput
@@ -351,7 +351,7 @@ class TeamStatus:
 class Decisions:
     binds: tuple[Bind, ...]
     evictions: tuple[Eviction, ...]
-    pending: tuple[Pending, ...]
+    pending: Sequence[Pending]  # a tuple, or a LazyPending that reads the same
     teams: Mapping[str, TeamStatus]
     nominations: Mapping[str, str] = field(default_factory=dict)
 

@@ -9,15 +9,19 @@ state is rolled back and nothing is placed.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from scheduler.core.cluster import FULL, ClusterState, Held, Shape
-from scheduler.core.scoring import ShapeCache
+from scheduler.core.shapecache import ShapeCache
 
 CLUSTER_LEVEL = -1  # the whole cluster as one domain
 _DOMAINS_TRIED_PER_LEVEL = 3
+
+
+RequestKey = tuple[tuple[Shape, ...], Hashable, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +33,9 @@ class GangRequest:
     widest_level: int  # index into the topology levels, or CLUSTER_LEVEL
     pinned: np.ndarray | None = None  # node mask the gang must stay in (running members)
     whole_node_gpus: int = 8
+    # What the request is made of (shapes, the node filters' signature, widest level) when
+    # it is shared by look-alike gangs; None for a gang's own (pinned, nominated) request.
+    key: RequestKey | None = field(default=None, compare=False)
     counts: dict[Shape, int] = field(init=False, compare=False)
     whole_gpus: int = field(init=False, compare=False)  # whole GPUs of all the pods
     largest_gpus: int = field(init=False, compare=False)  # whole GPUs of the largest pod

@@ -1,67 +1,51 @@
-"""Named policies: gpufair's own and the baselines, all run by the same engine.
+"""Named policies: gpufair's own and the baselines, each a set of units behind the
+extension points of framework.py, all run by the same cycle.
 
-A policy only picks strategies; the engine holds no policy of its own beyond the order
-of the passes. Baselines exist so the simulator can put numbers side by side:
 `fifo` is strict first-come first-served with first-fit placement (the first gang that
 cannot start blocks the ones behind it); `drf` orders teams by their instantaneous
 dominant share (no usage history, no budgets) with best-fit placement, which is what
-Volcano's proportion plugin and YuniKorn's fair ordering do.
+Volcano's proportion plugin and YuniKorn's fair ordering do. A new policy is one `Policy`
+(see docs/architecture.md) and one line in `POLICIES`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from scheduler.core import strict_priority
 from scheduler.core.errors import InvalidInput
+from scheduler.core.ordering import Arrival, DominantShare, FairShare
+from scheduler.core.passes import Fifo, Nominated
+from scheduler.core.policy import TIERED, Policy
+from scheduler.core.reclaim import BelowShare
+from scheduler.core.victims import ProtectShares
 
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    name: str
-    scorer: str  # a key of scoring.SCORERS
-    ordering: str  # 'fair-share', 'dominant-share' or 'fifo'
-    tiers: bool  # production first; lower tiers can be preempted by higher ones
-    budgets: bool  # GPU-hour budgets take effect
-    history: bool  # decayed usage orders teams
-    preemption: bool
-    reclaim: bool  # under-share teams take GPUs back from over-share teams
-    head_of_line: bool  # a waiting gang blocks every gang behind it
+__all__ = ["POLICIES", "Policy", "get_policy"]
 
 
 POLICIES: dict[str, Policy] = {
-    "gpufair": Policy(
-        "gpufair",
-        "fragmentation",
-        "fair-share",
-        tiers=True,
-        budgets=True,
-        history=True,
-        preemption=True,
-        reclaim=True,
-        head_of_line=False,
-    ),
+    "gpufair": Policy("gpufair", "fragmentation", FairShare(), TIERED, ProtectShares(), BelowShare()),
     "drf": Policy(
         "drf",
         "best-fit",
-        "dominant-share",
-        tiers=True,
+        DominantShare(),
+        TIERED,
+        ProtectShares(),
+        BelowShare(),
         budgets=False,
         history=False,
-        preemption=True,
-        reclaim=True,
-        head_of_line=False,
     ),
     "fifo": Policy(
         "fifo",
         "first-fit",
-        "fifo",
+        Arrival(),
+        (Nominated(), Fifo()),
+        ProtectShares(),
+        None,
         tiers=False,
         budgets=False,
         history=False,
         preemption=False,
-        reclaim=False,
-        head_of_line=True,
     ),
+    strict_priority.POLICY.name: strict_priority.POLICY,
 }
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from scheduler.core.cluster import ClusterState, Held
 from scheduler.core.model import Tier
 from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, allowed_nodes, capacity_at, place_gang
-from scheduler.core.scoring import ShapeCache
+from scheduler.core.shapecache import ShapeCache
 
 MAX_VICTIMS_TRIED = 256
 
@@ -85,17 +85,24 @@ def plan_preemption(
     cand: Candidates,
     accept: Accept,
     domains_per_level: int,
+    bounds: bool = True,
 ) -> Plan | None:
-    """The cheapest set of victims whose eviction lets `req` be placed, or None."""
+    """The cheapest set of victims whose eviction lets `req` be placed, or None.
+    `bounds=False` (the reference mode) walks every candidate domain in full, without
+    the bounds that skip walks which cannot succeed or cannot beat the best plan."""
     if cand.pod_node.size == 0:
         return None
     # Room per node if every victim that may be taken went (each team no more than its
     # slack): worked out once, for the bound over the whole cluster and for ranking domains.
     pods = _acceptable_pods(cand, None)
     slots, freed = _freeable(state.node_count, cand, pods)
-    if _bounded(cand, req) and not (
-        _room_fits(state, req, slots, freed, req.pinned)
-        and _slack_clears_nodes(state, req, cand, pods, slots)
+    if (
+        bounds
+        and _bounded(cand, req)
+        and not (
+            _room_fits(state, req, slots, freed, req.pinned)
+            and _slack_clears_nodes(state, req, cand, pods, slots)
+        )
     ):
         return None  # not even with every victim that may be taken gone, anywhere
     levels = list(range(len(state.levels) - 1, req.widest_level - 1, -1))
@@ -108,9 +115,14 @@ def plan_preemption(
     for level in levels:
         best: Plan | None = None
         for within in _candidate_domains(state, level, freeable, need, req, domains_per_level):
-            if best is not None and within is not None and not _may_beat(best, weight, cand, within):
+            if (
+                bounds
+                and best is not None
+                and within is not None
+                and not _may_beat(best, weight, cand, within)
+            ):
                 continue
-            plan = _plan_in(state, cache, req, cand, accept, within, level, (slots, freed))
+            plan = _plan_in(state, cache, req, cand, accept, within, level, (slots, freed), bounds)
             if plan is not None and (best is None or _key(plan) < _key(best)):
                 best = plan
         if best is not None:
@@ -211,10 +223,11 @@ def _plan_in(
     within: np.ndarray | None,
     level: int,
     freeable: tuple[np.ndarray, np.ndarray],
+    bounds: bool = True,
 ) -> Plan | None:
     """`freeable`: `_freeable` of every victim `accept` may take alone, per node."""
-    bounded = False
-    if within is not None:
+    bounded = not bounds  # without bounds: as if already checked
+    if within is not None and bounds:
         # Check the bound on all the domain's gangs before ordering them (the same set as
         # the ordered list whenever the domain has no more than are tried). On the domain's
         # nodes only its own gangs' pods run, so what they could free there is what every

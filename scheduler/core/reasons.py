@@ -17,7 +17,7 @@ from scheduler.core.config import PolicyConfig
 from scheduler.core.durations import format_duration
 from scheduler.core.model import Gang, Pod, Team, Tier
 from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, capacity_of
-from scheduler.core.scoring import ShapeCache
+from scheduler.core.shapecache import ShapeCache
 
 if TYPE_CHECKING:
     from scheduler.core.preemption import Plan, Victim
@@ -186,14 +186,14 @@ def diagnose(state: ClusterState, cache: ShapeCache, req: GangRequest) -> tuple[
                 f"running pods are; it has {gpus(room / FULL)} free"
             )
         dom = state.domains[req.widest_level]
-        room = np.bincount(
+        per_domain = np.bincount(
             dom,
             weights=np.where(ok, state.total_free, 0),
             minlength=len(state.domain_names[req.widest_level]),
         )
         return "TopologyWait", (
             f"waiting for {gpus(asked)} ({_pods(req.shapes)}) in one {label}; "
-            f"the most free in any one {label} is {gpus(float(room.max()) / FULL)}"
+            f"the most free in any one {label} is {gpus(float(per_domain.max()) / FULL)}"
         )
     return "NoRoom", (
         f"waiting for {gpus(asked)} ({_pods(req.shapes)}) to fit at once; {gpus(free)} are free "

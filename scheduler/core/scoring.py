@@ -17,11 +17,15 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from scheduler.core.cluster import FULL, ClusterState, Shape
+from scheduler.core.config import PolicyConfig
+
+if TYPE_CHECKING:
+    from scheduler.core.shortcuts import Shortcuts
 
 # A pod type of the mix: (gpus, milli, cpu_milli, memory_mib, allowed GPU models).
 TypeKey = tuple[int, int, int, int, tuple[str, ...]]
@@ -72,13 +76,13 @@ class WorkloadMix:
         types, at most `top` of them and no more than it takes to cover `coverage` of the
         pods (FGD keeps 95%). Pods that ask for no GPU are left out: they strand no GPU
         capacity whatever the node."""
-        merged: Counter[TypeKey] = Counter()
+        merged: dict[TypeKey, float] = {}
         for key, c in counts.items():
             k = _type_key(key)
             if (k[0] or k[1]) and c > 0:
-                merged[k] += c
+                merged[k] = merged.get(k, 0) + c
         if not merged:
-            merged = Counter({(g, 0, 0, 0, ()): 1 for g in (1, 2, 4, 8)})
+            merged = {(g, 0, 0, 0, ()): 1 for g in (1, 2, 4, 8)}
         ranked = sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))
         all_pods = float(sum(c for _, c in ranked))
         kept: list[tuple[TypeKey, float]] = []
@@ -127,6 +131,21 @@ class WorkloadMix:
         return bool((self.cpu > 0).any() or (self.mem > 0).any())
 
 
+PodType = tuple[int, int, int, int]  # (GPUs, share, CPU, memory) of one pod
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringContext:
+    """What a scorer may weigh when a cycle makes it: the policy settings, the pods that
+    wait and run by type (scavenger work is not among the waiting: it must not steer where
+    in-budget work goes), and the Core's memos. `waiting` is worked out only when called."""
+
+    config: PolicyConfig
+    waiting: Callable[[], Counter[PodType]]
+    running: Counter[PodType]
+    memo: Shortcuts
+
+
 class NodeScorer(ABC):
     """A placement strategy: a vector of scores for putting one pod of `shape` on nodes."""
 
@@ -138,8 +157,15 @@ class NodeScorer(ABC):
     volatile: ClassVar[bool] = False
 
     @abstractmethod
-    def scores(self, state: ClusterState, shape: Shape, idx: np.ndarray) -> np.ndarray:
+    def scores(
+        self, state: ClusterState, shape: Shape, idx: np.ndarray, stats: np.ndarray | None = None
+    ) -> np.ndarray:
         """Scores of nodes `idx` for one pod of `shape`; lower is better."""
+
+    @classmethod
+    def for_cycle(cls, ctx: ScoringContext) -> NodeScorer:
+        """The scorer a cycle uses; one that weighs the workload reads it from `ctx`."""
+        return cls()
 
     def node_stats(self, state: ClusterState, idx: np.ndarray) -> np.ndarray | None:
         """Per-node figures every score needs whatever the pod, one row per node; the shape
@@ -159,7 +185,9 @@ class FirstFit(NodeScorer):
 
     name = "first-fit"
 
-    def scores(self, state: ClusterState, shape: Shape, idx: np.ndarray) -> np.ndarray:
+    def scores(
+        self, state: ClusterState, shape: Shape, idx: np.ndarray, stats: np.ndarray | None = None
+    ) -> np.ndarray:
         return idx.astype(np.float64)
 
 
@@ -168,7 +196,9 @@ class BestFit(NodeScorer):
 
     name = "best-fit"
 
-    def scores(self, state: ClusterState, shape: Shape, idx: np.ndarray) -> np.ndarray:
+    def scores(
+        self, state: ClusterState, shape: Shape, idx: np.ndarray, stats: np.ndarray | None = None
+    ) -> np.ndarray:
         taken = shape.gpus * FULL + shape.milli
         return (state.total_free[idx] - taken).astype(np.float64) + idx * 1e-9
 
@@ -187,7 +217,9 @@ class GpuPacking(NodeScorer):
 
     name = "gpu-packing"
 
-    def scores(self, state: ClusterState, shape: Shape, idx: np.ndarray) -> np.ndarray:
+    def scores(
+        self, state: ClusterState, shape: Shape, idx: np.ndarray, stats: np.ndarray | None = None
+    ) -> np.ndarray:
         whole = state.whole_free[idx]
         idle = whole == state.usable[idx]
         tie = idx * 1e-9
@@ -211,7 +243,9 @@ class DotProduct(NodeScorer):
     CPU_SPEC = 128_000.0
     GPU_SPEC = 8.0 * FULL
 
-    def scores(self, state: ClusterState, shape: Shape, idx: np.ndarray) -> np.ndarray:
+    def scores(
+        self, state: ClusterState, shape: Shape, idx: np.ndarray, stats: np.ndarray | None = None
+    ) -> np.ndarray:
         gpu = (shape.gpus * FULL + shape.milli) / self.GPU_SPEC
         cpu = shape.cpu / self.CPU_SPEC
         free_gpu = state.total_free[idx] / self.GPU_SPEC
@@ -228,8 +262,10 @@ class Random(NodeScorer):
     def __init__(self, rng: np.random.Generator | None = None, seed: int = 0) -> None:
         self.rng = rng if rng is not None else np.random.default_rng(seed)
 
-    def scores(self, state: ClusterState, shape: Shape, idx: np.ndarray) -> np.ndarray:
-        return self.rng.random(idx.shape[0])
+    def scores(
+        self, state: ClusterState, shape: Shape, idx: np.ndarray, stats: np.ndarray | None = None
+    ) -> np.ndarray:
+        return np.asarray(self.rng.random(idx.shape[0]))
 
 
 class Fragmentation(NodeScorer):
@@ -274,6 +310,17 @@ class Fragmentation(NodeScorer):
         self.uses_resources = self._check_cpu or self._check_mem
         self._models = mix.models if any(mix.models) else ()
         self._access_for: tuple[tuple[str, ...], np.ndarray] | None = None
+
+    @classmethod
+    def for_cycle(cls, ctx: ScoringContext) -> NodeScorer:
+        """Weighs the pod types of the waiting and the running pods (the top types that
+        cover `workloadTypes`); the scorer for the same types is reused, reweighted."""
+        shapes = ctx.waiting()
+        shapes.update(ctx.running)
+        types, p = WorkloadMix.ranked(shapes, ctx.config.workload_types)
+        objective = ctx.config.fragmentation_objective
+        made = ctx.memo.scorer(types, lambda: cls(WorkloadMix.of(types, p), objective))
+        return made.reweighted(p)
 
     def reweighted(self, p: tuple[float, ...]) -> Fragmentation:
         """The same scorer for the same types in other proportions. Only the final weighted
@@ -419,160 +466,3 @@ SCORERS: dict[str, type[NodeScorer]] = {
     DotProduct.name: DotProduct,
     Random.name: Random,
 }
-
-
-class ShapeCache:
-    """GPU capacity and scores per pod shape, kept current through the state's change log."""
-
-    def __init__(self, state: ClusterState, scorer: NodeScorer | Callable[[], NodeScorer]) -> None:
-        """`scorer`: a scorer, or what makes one when a score is first asked for (a cycle
-        on a full cluster often places nothing, and then never pays for one)."""
-        self.state = state
-        self._scorer = scorer if isinstance(scorer, NodeScorer) else None
-        self._make_scorer = scorer
-        # Scores and GPU capacity are kept apart: a placement that fails (most tries on a
-        # full cluster) finds out from the capacity alone and never pays for scoring.
-        self._entries: dict[tuple[int, ...], tuple[np.ndarray, int]] = {}  # scores
-        self._caps: dict[tuple[int, int], tuple[np.ndarray, int]] = {}  # per GPU size
-        self._all = np.arange(state.node_count)
-        self._stats: np.ndarray | None = None
-        self._stats_seen = -1  # the per-node figures are worked out with the scorer
-        # Per node, the change-log length just after its last change (0: not since start).
-        self._last_change = np.zeros(state.node_count, dtype=np.int64)
-        self._last_seen = len(state.change_log)
-        self._variants: dict[tuple[int, int], int] = {}  # full shapes seen per GPU size
-        self._gpu_shapes: dict[Shape, Shape] = {}  # a shape's GPU request alone
-        self._room: tuple[int, int] = (0, 0)
-        self._room_seen = -1
-
-    def _moved_since(self, seen: int) -> np.ndarray:
-        """Nodes changed since the change log was `seen` long, ascending."""
-        log = self.state.change_log
-        if len(log) - seen <= self._all.size // 8:
-            # A few changes (the usual case: one placement): a set is far cheaper than np.unique.
-            return np.array(sorted(set(log[seen:])), dtype=np.int64)
-        if self._last_seen < len(log):
-            fresh = np.array(log[self._last_seen :], dtype=np.int64)
-            np.maximum.at(self._last_change, fresh, np.arange(self._last_seen + 1, len(log) + 1))
-            self._last_seen = len(log)
-        return np.nonzero(self._last_change > seen)[0]
-
-    @property
-    def scorer(self) -> NodeScorer:
-        if self._scorer is None:
-            self._scorer = self._make_scorer()  # type: ignore[operator]
-        return self._scorer
-
-    @property
-    def _full_shape(self) -> bool:
-        return self.scorer.uses_resources
-
-    def _stats_for(self, idx: np.ndarray) -> np.ndarray | None:
-        """The scorer's per-node figures for `idx`, refreshed once per change for all shapes."""
-        log = self.state.change_log
-        if self._stats_seen < 0:
-            self._stats = self.scorer.node_stats(self.state, self._all)
-            self._stats_seen = len(log)
-        if self._stats is None:
-            return None
-        if self._stats_seen < len(log):
-            moved = self._moved_since(self._stats_seen)
-            self._stats[moved] = self.scorer.node_stats(self.state, moved)
-            self._stats_seen = len(log)
-        return self._stats if idx is self._all else self._stats[idx]
-
-    def _scores(self, shape: Shape, idx: np.ndarray) -> np.ndarray:
-        stats = self._stats_for(idx)
-        if stats is None:
-            return self.scorer.scores(self.state, shape, idx)
-        return self.scorer.scores(self.state, shape, idx, stats=stats)  # type: ignore[call-arg]
-
-    def whole_room(self) -> tuple[int, int]:
-        """Whole free GPUs on placeable nodes: in all, and the most on one node. A request
-        for more fails by room alone, whatever else it asks, without a look at any node."""
-        seen = len(self.state.change_log)
-        if self._room_seen != seen:
-            free = self.state.whole_free[self.state.placeable]
-            self._room = (int(free.sum()), int(free.max(initial=0)))
-            self._room_seen = seen
-        return self._room
-
-    def capacity(self, shape: Shape) -> np.ndarray:
-        """Pods of this shape's GPU size each node can take (GPUs only). Do not modify it."""
-        key = (shape.gpus, shape.milli)
-        log = self.state.change_log
-        entry = self._caps.get(key)
-        if entry is None:
-            cap = self.state.gpu_capacity(shape)  # reads the GPU request only
-        else:
-            cap, seen = entry
-            if seen < len(log):
-                moved = self._moved_since(seen)
-                cap[moved] = self.state.gpu_capacity(shape, moved)
-        self._caps[key] = (cap, len(log))
-        return cap
-
-    def get(self, shape: Shape) -> tuple[np.ndarray, np.ndarray]:
-        """(GPU capacity per node, score per node) for pods of this shape.
-
-        Capacity counts GPUs only. Scores are per GPU size, or per full shape for scorers
-        whose score depends on the pod's CPU and memory too; a full shape seen for the
-        first time starts from its GPU size's scores and computes only the nodes where
-        the CPU and memory can matter.
-        """
-        gpu_shape = self._gpu_shapes.get(shape)
-        if gpu_shape is None:
-            gpu_shape = self._gpu_shapes[shape] = Shape(shape.gpus, shape.milli, 0, 0)
-        if not self._full_shape or shape == gpu_shape or self.scorer.volatile:
-            return self.capacity(shape), self._gpu_size_scores(gpu_shape if not self._full_shape else shape)
-        key = (shape.gpus, shape.milli, shape.cpu, shape.mem)
-        log = self.state.change_log
-        entry = self._entries.get(key)
-        if entry is None:
-            size = (shape.gpus, shape.milli)
-            self._variants[size] = self._variants.get(size, 0) + 1
-            base = self._gpu_size_scores(gpu_shape)
-            same = self.scorer.unaffected_by_resources(self.state, shape, self._all)
-            score = self._on_top_of(base, shape, self._all, same)
-        else:
-            score, seen = entry
-            if seen < len(log):
-                moved = self._moved_since(seen)
-                if self._variants[(shape.gpus, shape.milli)] > 1:
-                    # Several CPU sizes share this GPU size: refresh its scores once, for
-                    # all of them, and compute only where the CPU and memory matter.
-                    base = self._gpu_size_scores(gpu_shape)
-                    same = self.scorer.unaffected_by_resources(self.state, shape, moved)
-                    score[moved] = self._on_top_of(base, shape, moved, same)
-                else:
-                    score[moved] = self._scores(shape, moved)
-        self._entries[key] = (score, len(log))
-        return self.capacity(shape), score
-
-    def _on_top_of(
-        self, base: np.ndarray, shape: Shape, idx: np.ndarray, same: np.ndarray | None
-    ) -> np.ndarray:
-        """Scores of `shape` on `idx`: the GPU size's where CPU and memory cannot matter."""
-        if same is None:
-            return self._scores(shape, idx)
-        out = base[idx]  # a copy (fancy indexing)
-        tight = np.nonzero(~same)[0]
-        if tight.size:
-            out[tight] = self._scores(shape, idx[tight])
-        return out
-
-    def _gpu_size_scores(self, shape: Shape) -> np.ndarray:
-        key = (shape.gpus, shape.milli)
-        log = self.state.change_log
-        entry = self._entries.get(key)
-        if entry is None:
-            score = self._scores(shape, self._all)
-        else:
-            score, seen = entry
-            if self.scorer.volatile:
-                score = self._scores(shape, self._all)
-            elif seen < len(log):
-                moved = self._moved_since(seen)
-                score[moved] = self._scores(shape, moved)
-        self._entries[key] = (score, len(log))
-        return score

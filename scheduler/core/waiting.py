@@ -17,18 +17,44 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import TYPE_CHECKING, overload
 
 from scheduler.core.cluster import Shape
-from scheduler.core.model import Gang, Pending
+from scheduler.core.model import Gang, Pending, Pod, Tier
+from scheduler.core.placement import GangRequest
+
+if TYPE_CHECKING:
+    from scheduler.core.framework import NodeFilter
 
 MemberKey = tuple[float, str]  # (submit_s, gang id)
+Problem = Callable[[Gang], Pending]  # the reason a gang of a view cannot even be tried
 
 
-def class_key(gang: Gang) -> tuple | None:
-    """The class of a waiting gang, or None when it must be looked at on its own."""
+@dataclass(slots=True)
+class Waiting:
+    """One waiting gang as the passes handle it."""
+
+    gang: Gang
+    team: int
+    tier: Tier
+    need: tuple[Pod, ...]  # placed all together or not at all
+    extras: tuple[Pod, ...]  # beyond minMember: placed when there is room
+    gpus: float
+    request: GangRequest | None = None
+    problem: Pending | None = None  # set when the gang cannot even be tried
+    nominated: GangRequest | None = None  # its request kept to the nodes held for it
+
+    @property
+    def pods(self) -> tuple[Pod, ...]:
+        return (*self.need, *self.extras)
+
+
+def scheduling_signature(gang: Gang, filters: Sequence[NodeFilter] = ()) -> tuple | None:
+    """The scheduling signature of a waiting gang (as KAI's and kube-scheduler's pod
+    signatures): everything a cycle reads of it but its name and age. None when it must be
+    looked at on its own."""
     pods = gang.pods
     if gang.min_member is not None and gang.min_member != len(pods):
         return None  # minMember below the size, or pods still to come: looked at on its own
@@ -45,13 +71,16 @@ def class_key(gang: Gang) -> tuple | None:
         gang.team,
         gang.priority,
         shapes,
-        gang.gpu_models,
         gang.topology_required,
         gang.topology_preferred,
+        *(f.signature(gang) for f in filters),
     )
 
 
-class GangClass:
+ClassRequest = tuple[dict, GangRequest | None, Problem | None]
+
+
+class SignatureGroup:
     """Waiting gangs alike in everything a cycle looks at, sorted by (submit time, id)."""
 
     __slots__ = (
@@ -95,7 +124,7 @@ class GangClass:
         # (the Core's request table it came from, the class's shared GangRequest or None, the
         # problem that keeps its gangs from being tried or None): the same for every cycle
         # until the nodes change, so it is not worked out and hashed again each cycle.
-        self.request_cache: tuple[dict, Any, Any] | None = None
+        self.request_cache: ClassRequest | None = None
 
     def _own(self) -> None:
         if self.borrowed:
@@ -132,11 +161,12 @@ class WaitingStore:
     """Every waiting gang, as classes and singles, in a form that changes one gang at a time."""
 
     teams: frozenset[str] = frozenset()  # a gang of another team is a single (it has no team)
-    classes: dict[tuple, GangClass] = field(default_factory=dict)
+    filters: tuple[NodeFilter, ...] = ()  # their signatures join each gang's
+    classes: dict[Hashable, SignatureGroup] = field(default_factory=dict)
     singles: dict[str, tuple[Gang, int]] = field(default_factory=dict)  # id -> (gang, seq)
 
     def _key(self, gang: Gang) -> tuple | None:
-        return class_key(gang) if gang.team in self.teams else None
+        return scheduling_signature(gang, self.filters) if gang.team in self.teams else None
 
     def add(self, gang: Gang, seq: int) -> None:
         key = self._key(gang)
@@ -145,7 +175,7 @@ class WaitingStore:
             return
         cls = self.classes.get(key)
         if cls is None:
-            cls = self.classes[key] = GangClass(key, gang)
+            cls = self.classes[key] = SignatureGroup(key, gang)
         cls.add(gang, seq)
 
     def load(self, gangs: Sequence[tuple[int, Gang]]) -> None:
@@ -164,7 +194,7 @@ class WaitingStore:
                     cls.add(gang, seq)
                 continue
             members.sort(key=lambda m: m[0])
-            cls = self.classes[key] = GangClass(key, members[0][2])
+            cls = self.classes[key] = SignatureGroup(key, members[0][2])
             cls.keys = [m[0] for m in members]
             cls.ids = [m[0][1] for m in members]
             cls.seqs = [m[1] for m in members]
@@ -193,18 +223,18 @@ class View:
     cycle's queue has got through its gangs (`cursor`)."""
 
     team: int
-    tier: Any  # Tier
+    tier: Tier
     gpus: float  # GPUs of one gang's required pods
     keys: Sequence[MemberKey]
     ids: Sequence[str]
     gangs: Sequence[Gang]
     seqs: Sequence[int]
-    request: Any = None  # GangRequest, shared between look-alike views
-    problem: Callable[[Gang], Pending] | None = None  # set when its gangs cannot even be tried
-    waiting: Any = None  # a single's own _Waiting (None for a class)
+    request: GangRequest | None = None  # shared between look-alike views
+    problem: Problem | None = None  # set when its gangs cannot even be tried
+    waiting: Waiting | None = None  # a single's own (None for a class)
     prefix: tuple = ()  # the queue's order before (submit time, id), set by the lane
     cursor: int = 0
-    source: GangClass | None = None  # the class whose lists these are (None: a single's own)
+    source: SignatureGroup | None = None  # the class whose lists these are (None: a single's own)
     size: int = field(init=False)  # gangs in the view (the lists do not change within a cycle)
 
     def __post_init__(self) -> None:
@@ -237,6 +267,14 @@ class Lane:
 
     def head(self) -> View:
         return self.heap[0][3]
+
+    def head_key(self) -> MemberKey:
+        """(submit time, id) of the first gang of the queue."""
+        return self.heap[0][1]
+
+    def head_gang(self) -> Gang:
+        v = self.heap[0][3]
+        return v.gangs[v.cursor]
 
     def pop(self) -> tuple[View, int]:
         """The first gang of the queue, as (its view, its index there)."""
@@ -297,7 +335,7 @@ PendingMaker = Callable[[], list[Pending]]
 def merged_run(runs: list[tuple[View, int, int]], reason: Callable[[View], tuple[str, str]]) -> PendingMaker:
     """Pending entries for runs passed over in one step, in queue order, built only when
     read. A class's lists are borrowed, not copied: the class copies them before its next
-    change (see GangClass.borrowed)."""
+    change (see SignatureGroup.borrowed)."""
     parts = []
     for v, start, end in runs:
         code, text = reason(v)
@@ -325,7 +363,10 @@ def problems_in_order(views: list[View]) -> PendingMaker:
     for v in views:
         if v.source is not None:
             v.source.borrowed = True
-    parts = [(v.seqs, v.gangs, v.problem) for v in views]
+    parts: list[tuple[Sequence[int], Sequence[Gang], Problem]] = []
+    for v in views:
+        assert v.problem is not None  # only views with a problem are passed
+        parts.append((v.seqs, v.gangs, v.problem))
 
     def make() -> list[Pending]:
         rows = [
@@ -334,7 +375,7 @@ def problems_in_order(views: list[View]) -> PendingMaker:
             for seq, gang in zip(seqs, gangs, strict=True)
         ]
         rows.sort(key=lambda r: r[0])
-        return [problem(gang) for _, gang, problem in rows]  # type: ignore[misc]
+        return [problem(gang) for _, gang, problem in rows]
 
     return make
 
@@ -392,7 +433,7 @@ class LazyPending(Sequence[Pending]):
     def __getitem__(self, i: int) -> Pending: ...
     @overload
     def __getitem__(self, i: slice) -> tuple[Pending, ...]: ...
-    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+    def __getitem__(self, i: int | slice) -> Pending | tuple[Pending, ...]:
         return self._all()[i]
 
     def __len__(self) -> int:

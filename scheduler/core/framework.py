@@ -1,0 +1,144 @@
+"""The decision cycle's extension points: each rule is one small named unit behind one of these.
+
+A `Policy` (policies.py) is a set of such units; the cycle (cycle.py) only calls them in
+order. The points, in the order a cycle meets them:
+
+- `NodeFilter` (as kube-scheduler's Filter): which nodes a gang's pods may use at all. Its
+  `signature` joins the gang's scheduling signature, so look-alike gangs share one mask.
+- `TierPass` (as KAI's actions): one pass over the ready gangs, e.g. production first, then
+  training in fair-share order, then scavenger work on what is left.
+- `QueueOrder` (as kube-scheduler's QueueSort, Kueue's queueing strategies): which team's
+  head gang the training pass tries next.
+- `ReclaimRule` (as KAI's reclaim plugin callbacks): whether a gang may take GPUs back
+  from teams above their share, and if not, the words that say why.
+- `VictimPolicy` (as kube-scheduler's PostFilter, Kueue's preemption strategies): which
+  running gangs a pending gang may evict, in an exact form (victim by victim, as a plan is
+  built) and a vectorised form (all gangs at once, for bounds), kept side by side so a test
+  can hold them to the same answers.
+- `NodeScorer` (scoring.py, as kube-scheduler's Score): which allowed node a pod goes to.
+
+Each registry below maps a name to its unit; `policies.Policy.build` refuses a name that
+is not in it, listing those that are.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Mapping
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+import numpy as np
+
+from scheduler.core.errors import InvalidInput
+from scheduler.core.preemption import Accept
+
+if TYPE_CHECKING:
+    from scheduler.core.cluster import ClusterState
+    from scheduler.core.cycle import Cycle
+    from scheduler.core.model import Gang
+    from scheduler.core.waiting import Lane, View, Waiting
+
+__all__ = ["Accept", "NodeFilter", "Note", "QueueOrder", "ReclaimRule", "TierPass", "VictimPolicy", "resolve"]
+
+Note = Callable[[str], str]  # adds to a pending gang's reason
+
+
+class NodeFilter(ABC):
+    """Nodes a gang's pods may use, whatever is free on them."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def signature(self, gang: Gang) -> Hashable:
+        """What of the gang this filter reads: gangs alike in it get the same mask."""
+
+    @abstractmethod
+    def mask(self, state: ClusterState, gang: Gang) -> np.ndarray | None:
+        """Per node of `state`: may the gang's pods go there (None: every node may)."""
+
+
+class TierPass(ABC):
+    """One pass of the cycle over the gangs that are ready to be tried."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def run(self, cyc: Cycle, ready: list[View]) -> None:
+        """Try the pass's gangs of `ready` (every view whose gangs may be tried), binding,
+        preempting and explaining through `cyc`."""
+
+
+class QueueOrder(ABC):
+    """The order in which the training pass serves teams: the lowest key goes next."""
+
+    name: ClassVar[str]
+    # Whether the training pass may pass over a team's gangs that can only fail in one
+    # step (see `skip_stops`). An order whose key is the head gang's own cannot: each gang
+    # passed over would move the team.
+    skips_doomed: ClassVar[bool] = True
+
+    @abstractmethod
+    def keys(self, cyc: Cycle) -> Callable[[int, Lane], tuple]:
+        """The key of team `t` whose queue is `lane`, for this pass (a function, so that
+        figures the whole pass shares are worked out once)."""
+
+    def skip_stops(self, cyc: Cycle, t: int, head: View) -> Callable[[View], bool] | None:
+        """When the head of team `t` can only fail, the training pass passes over the gangs
+        behind it that can only fail too, in one step, while the team's key stays the same.
+        This says at which gang the key would change (None: it depends on no gang)."""
+        return None
+
+
+class ReclaimRule(ABC):
+    """Whether a training gang may evict other teams' training work to reach its share."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def may_reclaim(self, cyc: Cycle, t: int, gpus: float, submit_s: float) -> bool:
+        """Whether a gang of team `t` asking `gpus`, submitted at `submit_s`, may reclaim."""
+
+    @abstractmethod
+    def held_back(self, cyc: Cycle, t: int, gpus: float, submit_s: float) -> Note | None:
+        """Below its share yet not reclaiming: the words to add to its reason (None: none)."""
+
+
+class VictimPolicy(ABC):
+    """Which running gangs a pending gang may evict. `accept` and `acceptable` state one rule
+    twice: `acceptable(cyc, w)[g]` must equal `accept(cyc, w)({}, victim g)` for every
+    eligible gang g (tests/test_extension_points.py checks it)."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def eligible(self, cyc: Cycle, w: Waiting, reclaim: bool) -> np.ndarray | None:
+        """Per running gang: whether it is a candidate at all (None: no candidates)."""
+
+    @abstractmethod
+    def accept(self, cyc: Cycle, w: Waiting) -> Accept:
+        """The exact rule, victim by victim, given what the plan already takes."""
+
+    @abstractmethod
+    def acceptable(self, cyc: Cycle, w: Waiting) -> np.ndarray:
+        """The vectorised rule for a plan that takes nothing yet, per running gang."""
+
+    @abstractmethod
+    def slack(self, cyc: Cycle, w: Waiting) -> np.ndarray | None:
+        """Per team: the training GPUs `accept` lets one plan take from it in all (None: no
+        such limit)."""
+
+
+U = TypeVar("U")
+
+
+def resolve(registry: Mapping[str, U], kind: str, name: str) -> U:
+    """The unit registered under `name`, or a clear error listing the valid names."""
+    try:
+        return registry[name]
+    except KeyError:
+        raise InvalidInput(
+            "policy",
+            kind,
+            f"unknown {kind} {name!r}",
+            f"use one of {', '.join(sorted(registry))}",
+        ) from None

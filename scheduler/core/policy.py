@@ -1,0 +1,61 @@
+"""A policy: the set of units, one behind each extension point of framework.py, that a
+cycle runs. The named policies are in policies.py."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scheduler.core.filters import NODE_FILTERS, GpuModel
+from scheduler.core.framework import NodeFilter, QueueOrder, ReclaimRule, TierPass, VictimPolicy, resolve
+from scheduler.core.ordering import QUEUE_ORDERS
+from scheduler.core.passes import TIER_PASSES, Nominated, Production, Scavenger, Training
+from scheduler.core.reclaim import RECLAIM_RULES, BelowShare
+from scheduler.core.scoring import SCORERS
+from scheduler.core.victims import VICTIM_POLICIES, ProtectShares
+
+# Nominated gangs, then production, training in the queue order, scavenger work.
+TIERED: tuple[TierPass, ...] = (Nominated(), Production(), Training(), Scavenger())
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: str
+    scorer: str  # a key of scoring.SCORERS
+    order: QueueOrder  # which team the training pass serves next
+    passes: tuple[TierPass, ...]  # run in this order
+    victims: VictimPolicy  # who may be evicted for whom
+    reclaim: ReclaimRule | None  # None: no team takes GPUs back from another
+    filters: tuple[NodeFilter, ...] = (GpuModel(),)
+    tiers: bool = True  # production first; lower tiers can be preempted by higher ones
+    budgets: bool = True  # GPU-hour budgets take effect
+    history: bool = True  # decayed usage orders teams
+    preemption: bool = True
+
+    def __post_init__(self) -> None:
+        resolve(SCORERS, "scorer", self.scorer)
+
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        scorer: str,
+        order: str,
+        passes: Sequence[str],
+        victims: str = ProtectShares.name,
+        reclaim: str | None = BelowShare.name,
+        filters: Sequence[str] = (GpuModel.name,),
+        **switches: bool,
+    ) -> Policy:
+        """A policy from the names of its units; an unknown name is refused with the list
+        of valid ones."""
+        return cls(
+            name,
+            scorer,  # checked by __post_init__
+            resolve(QUEUE_ORDERS, "order", order),
+            tuple(resolve(TIER_PASSES, "pass", p) for p in passes),
+            resolve(VICTIM_POLICIES, "victims", victims),
+            None if reclaim is None else resolve(RECLAIM_RULES, "reclaim", reclaim),
+            tuple(resolve(NODE_FILTERS, "filter", f) for f in filters),
+            **switches,
+        )

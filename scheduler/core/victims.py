@@ -1,0 +1,154 @@
+"""Who may be evicted for whom: gpufair's victim policy, and the candidate set built from it.
+
+`ProtectShares` is DESIGN.md's rule 2 and 4: production may evict scavenger and training
+work (never production); a training gang may evict scavenger work, and when it may
+reclaim, training gangs of other teams above their fair share, but never so far that the
+victim team falls below its own share (no ping-pong); no gang is a victim before its
+minimum runtime (for production, when `productionHonoursMinRuntime`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scheduler.core.cluster import Held
+from scheduler.core.framework import Accept, VictimPolicy
+from scheduler.core.model import Tier
+from scheduler.core.preemption import Candidates, Victim
+
+if TYPE_CHECKING:
+    from scheduler.core.cycle import Cycle
+    from scheduler.core.waiting import Waiting
+
+_EPS = 1e-6
+
+
+class ProtectShares(VictimPolicy):
+    """Lower tiers only, and never a team below its fair share (see the module doc)."""
+
+    name = "protect-shares"
+
+    def eligible(self, cyc: Cycle, w: Waiting, reclaim: bool) -> np.ndarray | None:
+        alive, tier = cyc.run_alive, cyc.run_tier
+        if w.tier is Tier.PRODUCTION:
+            ok = alive & (tier < Tier.PRODUCTION)
+            if cyc.config.production_honours_min_runtime:
+                ok &= cyc.run_old
+            return ok
+        if w.tier is not Tier.TRAINING:
+            return None
+        ok = alive & cyc.run_old & (tier == Tier.SCAVENGER)
+        if reclaim:
+            over = np.array(cyc.alloc) > np.array(cyc.share) + _EPS
+            over[cyc.sink] = False
+            ok |= (
+                alive & cyc.run_old & (tier == Tier.TRAINING) & (cyc.run_team != w.team) & over[cyc.run_team]
+            )
+        return ok
+
+    def accept(self, cyc: Cycle, w: Waiting) -> Accept:
+        if w.tier is Tier.PRODUCTION:
+            return lambda taken, v: True
+        alloc, share, run_team = cyc.alloc, cyc.share, cyc.run_team
+
+        def accept(taken: Mapping[str, float], v: Victim) -> bool:
+            if v.tier is Tier.SCAVENGER:
+                return True
+            t = int(run_team[v.ref])
+            return alloc[t] - taken.get(v.team, 0) - v.gpus >= share[t] - _EPS
+
+        return accept
+
+    def acceptable(self, cyc: Cycle, w: Waiting) -> np.ndarray:
+        if w.tier is Tier.PRODUCTION:
+            return np.ones(len(cyc.run_team), dtype=bool)
+        alloc, share = np.array(cyc.alloc)[cyc.run_team], np.array(cyc.share)[cyc.run_team]
+        return (cyc.run_tier == Tier.SCAVENGER) | (alloc - cyc.run_gpus >= share - _EPS)
+
+    def slack(self, cyc: Cycle, w: Waiting) -> np.ndarray | None:
+        if w.tier is not Tier.TRAINING:
+            return None
+        return np.maximum(np.array(cyc.alloc) - np.array(cyc.share), 0.0)
+
+
+VICTIM_POLICIES: dict[str, VictimPolicy] = {ProtectShares.name: ProtectShares()}
+
+
+def held_by(cyc: Cycle, row: int) -> Held:
+    """What the running pod at `row` holds."""
+    special = cyc.special.get(row)
+    if special is not None:
+        return special
+    run = cyc.rt
+    return Held(
+        int(run.pod_node[row]),
+        (),
+        0,
+        int(run.pod_cpu[row]),
+        int(run.pod_mem[row]),
+        int(run.pod_gpus[row]),
+    )
+
+
+def make_victim(cyc: Cycle, g: int) -> Victim:
+    t = int(cyc.run_team[g])
+    rows = cyc.rt.rows(g)
+    return Victim(
+        g,
+        cyc.rt.gangs[g].id,
+        cyc.teams[t].name if t != cyc.sink else "",
+        Tier(int(cyc.run_tier[g])),
+        float(cyc.run_gpus[g]),
+        float(cyc.run_cost[g]),
+        tuple(held_by(cyc, row) for row in rows),
+        tuple(cyc.rt.pod_names[row] for row in rows),
+        cyc.rt.pod_node[rows.start : rows.stop],
+    )
+
+
+def candidates(cyc: Cycle, w: Waiting, reclaim: bool) -> Candidates | None:
+    """The running gangs `w` may evict under the policy's victim rule, as pod arrays."""
+    rule = cyc.policy.victims
+    ok = rule.eligible(cyc, w, reclaim)
+    if ok is None or not ok.any():
+        return None
+    pods = ok[cyc.run_pod_gang]
+    return Candidates(
+        cyc.run_tier,
+        cyc.run_cost,
+        cyc.rt.pod_node[pods],
+        cyc.run_pod_gang[pods],
+        cyc.run_pod_milli[pods],
+        cyc.victim,
+        rule.acceptable(cyc, w),
+        cyc.run_team,
+        rule.slack(cyc, w),
+    )
+
+
+def could_free_enough(cyc: Cycle, w: Waiting, cand: Candidates) -> bool:
+    """A cheap upper bound: free GPUs plus all a plan may take, against the need."""
+    state = cyc.state
+    free = float(state.total_free[state.schedulable].sum()) / 1000.0
+    if w.tier is Tier.PRODUCTION or cand.slack is None:
+        takeable = float(cand.pod_milli.sum()) / 1000.0
+        return free + takeable >= w.gpus - _EPS
+    scav = cand.tier[cand.pod_gang] == Tier.SCAVENGER
+    takeable = float(cand.pod_milli[scav].sum()) / 1000.0
+    slack = cand.slack.copy()
+    slack[[w.team, cyc.sink]] = 0.0
+    if free + takeable + float(slack.sum()) < w.gpus - _EPS:
+        return False
+    # Tighter: a training victim is accepted only while its team stays at or above its
+    # share, so one larger than its team's slack is never taken, and no team gives more
+    # than its slack (see ProtectShares.accept).
+    gangs = np.flatnonzero(np.bincount(cand.pod_gang[~scav]))  # as np.unique, counted not sorted
+    if gangs.size:
+        team, gpus = cyc.run_team[gangs], cyc.run_gpus[gangs]
+        alone = gpus <= slack[team] + _EPS
+        most = np.bincount(team[alone], weights=gpus[alone], minlength=len(cyc.teams) + 1)
+        takeable += float(np.minimum(slack + _EPS, most).sum())
+    return free + takeable >= w.gpus - _EPS
