@@ -29,6 +29,7 @@ from scheduler.core import Decisions, Gang, Node, Pod, PolicyConfig, Snapshot, T
 from scheduler.core.budget import period_bounds
 from scheduler.core.fairshare import decay
 from scheduler.core.incremental import Core
+from scheduler.core.nominations import Nominations
 from simulator.model import Job, JobRecord, RunResult, Sample, Trace
 
 ARRIVAL, COMPLETION, ROLLOVER, FAILURE, REPAIR = range(5)
@@ -138,7 +139,7 @@ class Replay:
         self.records: list[JobRecord] = []
         self.by_id: dict[str, _JobState] = {}  # jobs that arrived and have not finished
         self.pending: dict[str, _JobState] = {}
-        self.nominated: set[str] = set()  # pending jobs with room held for them by the last cycle
+        self.nominations = Nominations()  # room held for preemptors by the last cycle
         self.running: dict[str, _JobState] = {}
         # Per team, in team order (numpy, so accrual is one step, not a loop over teams):
         # GPUs running, decayed GPU-seconds, and GPU-hours used in the budget period.
@@ -410,24 +411,16 @@ class Replay:
         self._nominate(d)
 
     def _nominate(self, d: Decisions) -> None:
-        """Hold the room the cycle's evictions made for each preemptor, as the daemon does:
-        the next cycle binds it there first. A nomination the next cycle could not use
-        (a node failed meanwhile) is dropped, and the gang waits its turn again."""
-        held = {e.preemptor for e in d.evictions if e.preemptor in self.pending}
-        for gid in self.nominated - held:
+        """Hold the room the cycle's evictions made for each preemptor, as the daemon does
+        (the lifecycle is the core's: scheduler/core/nominations.py)."""
+
+        def pending(gid: str) -> Gang | None:
             state = self.pending.get(gid)
-            if state is not None:  # not bound: drop the nomination
-                state.gang = replace(
-                    state.gang, pods=tuple(replace(p, nominated_node=None) for p in state.gang.pods)
-                )
-                self.core.put(state.gang)
-        for gid in held:
-            state = self.pending[gid]
-            pods = tuple(replace(p, nominated_node=d.nominations.get(p.name)) for p in state.gang.pods)
-            if any(p.nominated_node for p in pods):
-                state.gang = replace(state.gang, pods=pods)
-                self.core.put(state.gang)
-        self.nominated = {gid for gid in held if any(p.nominated_node for p in self.pending[gid].gang.pods)}
+            return None if state is None else state.gang
+
+        for gang in self.nominations.after_cycle(d, pending):
+            self.pending[gang.id].gang = gang
+            self.core.put(gang)
 
     # ------------------------------------------------------------------ samples
 

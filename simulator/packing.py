@@ -38,7 +38,8 @@ from scheduler.core.cluster import FULL, ClusterState, Shape
 from scheduler.core.config import PolicyConfig
 from scheduler.core.model import Node
 from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, place_gang
-from scheduler.core.scoring import SCORERS, Fragmentation, NodeScorer, Random, ShapeCache, WorkloadMix
+from scheduler.core.scoring import SCORERS, Fragmentation, NodeScorer, Random, WorkloadMix
+from scheduler.core.shapecache import ShapeCache
 
 DEFAULT_POLICIES = ("gpufair", "fgd", "best-fit", "gpu-packing", "dot-product", "random")
 # The core's scorers plus the experiment's two on the trace's mix, "gpufair" (the registry's

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.core import Decisions, Gang, InvalidInput, Node, Pod, Snapshot, Team
+from scheduler.core.nominations import Nominations
 
 NOW = 1_800_000_000.0  # 2027-01-15, a Friday
 LEAF = "network.gpufair.io/leaf"
@@ -79,6 +80,8 @@ def apply(snap: Snapshot, d: Decisions, at: float | None = None) -> Snapshot:
     now = snap.now_s if at is None else at
     binds = {b.pod: b for b in d.binds}
     evicted = {e.gang for e in d.evictions}
+    held = Nominations()  # victims leave at once: every preemptor's room is held
+    held.hold(d, (p.name for g in snap.gangs for p in g.pods if p.node is None))
     gangs = []
     for g in snap.gangs:
         if g.id in evicted:
@@ -93,10 +96,8 @@ def apply(snap: Snapshot, d: Decisions, at: float | None = None) -> Snapshot:
                 p = replace(
                     p, node=b.node, gpu_indices=b.gpu_indices, start_s=snap.now_s, nominated_node=None
                 )
-            elif p.node is None:
-                p = replace(p, nominated_node=d.nominations.get(p.name))
             pods.append(p)
-        gangs.append(replace(g, pods=tuple(pods)))
+        gangs.append(held.nominate(replace(g, pods=tuple(pods))))
     return replace(snap, gangs=tuple(gangs), now_s=now)
 
 

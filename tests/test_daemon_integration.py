@@ -190,7 +190,7 @@ def test_production_evicts_training_through_the_eviction_api_and_honours_pdbs(cl
         # The cycle that bound it saw the node held for it (the daemon's own record), and
         # the nomination was spent there.
         assert (f"{a}/infer", victim_node) in hooks.seen
-        assert f"{a}/infer" not in daemon.nominated
+        assert f"{a}/infer" not in daemon.nominations.held
         reasons = [e["reason"] for e in events_for(kube, a, "train5")]
         assert "Preempted" in reasons
         assert "evicted by gpufair" in explain_pod(kube, a, "train5")

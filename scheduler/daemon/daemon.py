@@ -4,11 +4,12 @@ The loop holds no policy. What it keeps between cycles is bookkeeping of its own
 pods it has bound whose watch event has not come back yet (`assumed`, so the next cycle
 does not bind them again), gangs whose victims are still terminating (`preempting`,
 held out of the snapshot so the core does not pick more victims for them while the first
-ones leave), and the nodes those victims leave (`nominated`: the cycle that sees the gang
-again binds it there first, before any gang that comes earlier in its order takes the
-room). Nominations live only here, never in anything a user can write, so no pod can
-claim one. Explanations and status writes go to a background worker with its own rate
-limiter, so thousands of pending pods never delay a bind.
+ones leave), and the nodes those victims leave (`nominations`, whose lifecycle is the
+core's, scheduler/core/nominations.py: the cycle that sees the gang again binds it there
+first, before any gang that comes earlier in its order takes the room). Nominations live
+only here, never in anything a user can write, so no pod can claim one. Explanations and
+status writes go to a background worker with its own rate limiter, so thousands of
+pending pods never delay a bind.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 
 from scheduler.core import decide
 from scheduler.core.model import Bind, Decisions, Eviction, Gang, TeamUsage
+from scheduler.core.nominations import Nominations
 from scheduler.core.policies import get_policy
 from scheduler.daemon.actuator import Actuator, Outcome
 from scheduler.daemon.cache import Cache
@@ -159,7 +161,7 @@ class Daemon:
         self.assumed: dict[str, tuple[str, str | None, float | None]] = {}
         self._assumed_lock = threading.Lock()
         self.preempting: dict[str, tuple[set[str], float]] = {}  # gang -> (victim pods, since)
-        self.nominated: dict[str, str] = {}  # preemptor pod -> the node held for it
+        self.nominations = Nominations()  # preemptor pod -> the node held for it
         self.stats = CycleStats()
         self.last: tuple[Translation, Decisions] | None = None
 
@@ -220,7 +222,7 @@ class Daemon:
                     dropped = self.actuator.cancel_pending()
                     with self._assumed_lock:
                         self.assumed.clear()
-                    self.nominated.clear()
+                    self.nominations = Nominations()
                     log.info("lost the lease; dropped %d queued API calls", dropped)
                 was_leader = leading
             if not leading or not self.cache.is_synced:
@@ -287,7 +289,7 @@ class Daemon:
             usage=usage,
             unhealthy=self.hooks.unhealthy(),
             hold=self._held_preemptors(now),
-            nominated=self.nominated,
+            nominated=self.nominations.held,
             priority_classes=self.cache["priorityclasses"].values(),
         )
 
@@ -308,14 +310,11 @@ class Daemon:
         return decisions
 
     def _spend_nominations(self, tr: Translation) -> None:
-        """A nomination counts for one cycle that sees its gang: that cycle bound the gang
-        on the held nodes, or found it could not (a node went away) and let it wait its
-        turn. Nominations of pods that are gone go too."""
-        if not self.nominated:
-            return
-        seen = {p.name for g in tr.snapshot.gangs for p in g.pods}
-        for key in [k for k in self.nominated if k in seen or k not in tr.pods]:
-            del self.nominated[key]
+        """The cycle saw these pods: their nominations are used up (see core.nominations);
+        those of pods that are gone go too."""
+        if self.nominations:
+            self.nominations.spend(p.name for g in tr.snapshot.gangs for p in g.pods)
+            self.nominations.forget_gone(tr.pods)
 
     def _evict(self, tr: Translation, decisions: Decisions, now: float) -> None:
         if not decisions.evictions:
@@ -347,9 +346,7 @@ class Daemon:
             leaving = pods - refused
             if leaving:
                 self.preempting[gang] = (leaving, now)
-                for key in tr.gang_pods.get(gang, ()):
-                    if key in decisions.nominations:
-                        self.nominated[key] = decisions.nominations[key]
+                self.nominations.hold(decisions, tr.gang_pods.get(gang, ()))
 
     def _bind(self, tr: Translation, decisions: Decisions, now: float) -> None:
         """Queues the binds without waiting: each pod counts as bound (assumed) from now on,
