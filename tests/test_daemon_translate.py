@@ -110,25 +110,26 @@ def test_gangs_from_podgroups_and_from_the_crd_free_label():
     ]
     tr = b.build(0.0, [node("n1")], pods, podgroups_raw=[pg])
     by_id = {g.id: g for g in tr.snapshot.gangs}
-    assert by_id["ml/job1"].required_members == 3 and len(by_id["ml/job1"].pods) == 4
-    assert by_id["ml/small"].required_members == 2
-    assert sorted(tr.gang_pods["ml/small"]) == ["ml/g0", "ml/g1"]
+    assert by_id["ml/podgroup:job1"].required_members == 3 and len(by_id["ml/podgroup:job1"].pods) == 4
+    assert by_id["ml/gang:small"].required_members == 2
+    assert sorted(tr.gang_pods["ml/gang:small"]) == ["ml/g0", "ml/g1"]
 
 
 @pytest.mark.parametrize(
-    ("labels", "annotations", "words"),
+    ("labels", "annotations", "gang", "words"),
     [
-        ({"gpufair.io/gang": "g"}, {}, "gpufair.io/gang-size"),
-        ({"gpufair.io/gang": "g"}, {"gpufair.io/gang-size": "four"}, "not a whole number"),
-        ({"scheduling.x-k8s.io/pod-group": "missing"}, {}, "PodGroup ml/missing does not exist"),
-        ({}, {"gpufair.io/min-runtime": "soon"}, "gpufair.io/min-runtime"),
+        ({"gpufair.io/gang": "g"}, {}, "ml/gang:g", "gpufair.io/gang-size"),
+        ({"gpufair.io/gang": "g"}, {"gpufair.io/gang-size": "four"}, "ml/gang:g", "not a whole number"),
+        ({"scheduling.x-k8s.io/pod-group": "missing"}, {}, "ml/bad", "PodGroup ml/missing does not exist"),
+        ({}, {"gpufair.io/min-runtime": "soon"}, "ml/bad", "gpufair.io/min-runtime"),
     ],
 )
-def test_a_malformed_pod_is_reported_and_the_others_still_schedule(labels, annotations, words):
+def test_a_malformed_pod_is_reported_and_the_others_still_schedule(labels, annotations, gang, words):
     b = SnapshotBuilder([team("t", "ml")])
     bad = pod("bad", labels=labels, annotations=annotations)
     tr = b.build(0.0, [node("n1")], [bad, pod("good")])
-    assert "ml/bad" in tr.invalid and words in tr.invalid["ml/bad"]
+    assert gang in tr.invalid and words in tr.invalid[gang]
+    assert tr.gang_pods[gang] == ["ml/bad"]
     assert [p.name for p in tr.problems] == ["bad"] and words in tr.problems[0].message
     d = decide(tr.snapshot, PolicyConfig(), get_policy("gpufair"))
     assert [b.pod for b in d.binds] == ["ml/good"]

@@ -38,7 +38,7 @@ TRACE = Trace(
 # A replay has no usage factor and no node telemetry: those series exist only in the daemon.
 NOT_IN_REPLAYS = {
     n.TEAM_FACTOR.name, n.TEAM_IDLE.name,
-    n.TELEMETRY_STALE.name, n.TELEMETRY_UNHEALTHY.name, n.TELEMETRY_DROPPED.name,
+    n.TELEMETRY_STALE.name, n.TELEMETRY_UNHEALTHY.name, n.TELEMETRY_DROPPED.name, n.HOOK_FAILURES.name,
 }  # fmt: skip
 
 def observed():

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 import yaml
@@ -70,9 +73,41 @@ def _budget(obj: str, body: Any) -> Budget:
             f"unknown value {raw_mode!r}",
             "use 'scavenge' or 'block'",
         ) from None
-    anchor = body.get("anchor", 0)
-    anchor_s = _number(obj, "spec.budget.anchor", anchor)
+    anchor_s = _anchor(obj, body.get("anchor", 0))
     return Budget(hours, period, mode, period_seconds, anchor_s)
+
+
+# RFC 3339 date-time (section 5.6): the offset is required, so an instant never depends on
+# the reader's time zone.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+_ANCHOR_FIX = "write an RFC 3339 instant such as '2026-01-05T00:00:00Z'"
+
+
+def _anchor(obj: str, value: Any) -> float:
+    """spec.budget.anchor as epoch seconds: an RFC 3339 instant (what the CRD takes), or epoch
+    seconds as a number (what team files for `gpufair validate` and the simulator took before)."""
+    path = "spec.budget.anchor"
+    if isinstance(value, datetime):  # YAML reads an unquoted timestamp into one
+        if value.tzinfo is None:
+            raise InvalidInput(obj, path, f"{value.isoformat()!r} has no UTC offset", _ANCHOR_FIX)
+        return value.timestamp()
+    if isinstance(value, date):
+        raise InvalidInput(
+            obj, path, f"{value.isoformat()!r} is a date without a time", f"write '{value}T00:00:00Z'"
+        )
+    if isinstance(value, str):
+        text = value.strip()
+        if not _RFC3339.fullmatch(text):
+            raise InvalidInput(obj, path, f"{value!r} is not an RFC 3339 instant", _ANCHOR_FIX)
+        try:
+            return datetime.fromisoformat(text.upper().replace("Z", "+00:00")).timestamp()
+        except ValueError as exc:
+            raise InvalidInput(obj, path, f"{value!r} is not a valid instant ({exc})", _ANCHOR_FIX) from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(obj, path, f"{value!r} is not an RFC 3339 instant", _ANCHOR_FIX)
+    if not math.isfinite(value):
+        raise InvalidInput(obj, path, f"{value!r} is not an instant", _ANCHOR_FIX)
+    return float(value)
 
 
 def team_from_manifest(doc: Mapping[str, Any]) -> Team:
@@ -120,26 +155,110 @@ def team_from_manifest(doc: Mapping[str, Any]) -> Team:
     )
 
 
-def teams_from_manifests(docs: Iterable[Mapping[str, Any]]) -> tuple[Team, ...]:
-    """Several GPUTeams; refuses a repeated team name or a namespace claimed twice."""
-    teams: list[Team] = []
+def claim_order(doc: Mapping[str, Any]) -> tuple[int, float, str]:
+    """Which of two GPUTeams claimed a namespace first: the older metadata.creationTimestamp,
+    then the name. A document without a timestamp (a file not yet applied) counts as newest."""
+    created = _metadata(doc).get("creationTimestamp")
+    try:
+        at = datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp() if created else None
+    except ValueError:
+        at = None
+    name = str(_metadata(doc).get("name"))
+    return (0, at, name) if at is not None else (1, 0.0, name)
+
+
+def _metadata(doc: Any) -> Mapping[str, Any]:
+    metadata = doc.get("metadata") if isinstance(doc, Mapping) else None
+    return metadata if isinstance(metadata, Mapping) else {}
+
+
+def _listed(doc: Mapping[str, Any]) -> list[str]:
+    """The namespaces a GPUTeam lists, read even when the rest of it is invalid: a claim
+    holds while its team is broken, so fixing the team never moves pods between teams."""
+    spec = doc.get("spec") if isinstance(doc, Mapping) else None
+    namespaces = spec.get("namespaces") if isinstance(spec, Mapping) else None
+    return [n for n in namespaces if isinstance(n, str) and n] if isinstance(namespaces, list) else []
+
+
+def _owners(docs: list[Mapping[str, Any]]) -> dict[str, str]:
+    """Namespace -> the GPUTeam with the oldest claim on it (`docs` in claim order)."""
     owner: dict[str, str] = {}
+    for doc in docs:
+        name = _metadata(doc).get("name")
+        if isinstance(name, str) and name:
+            for ns in _listed(doc):
+                owner.setdefault(ns, name)
+    return owner
+
+
+def _claim_clash(team: Team, owner: Mapping[str, str]) -> InvalidInput | None:
+    taken = [ns for ns in team.namespaces if owner.get(ns, team.name) != team.name]
+    if not taken:
+        return None
+    ns, first = taken[0], owner[taken[0]]
+    return InvalidInput(
+        f"GPUTeam {team.name!r}",
+        "spec.namespaces",
+        f"namespace {ns!r} already belongs to GPUTeam {first!r}, the older claim (by "
+        "creationTimestamp, then name); a namespace belongs to one team only, so this team is "
+        "ignored until the overlap is removed",
+        f"remove {ns!r} from this team's spec.namespaces (to move the namespace here, remove it "
+        f"from GPUTeam {first!r} first)",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedTeams:
+    """GPUTeam objects as the daemon uses them."""
+
+    teams: tuple[Team, ...]  # the usable teams, in claim order
+    owner: Mapping[str, str]  # namespace -> the usable team it belongs to
+    refused: Mapping[str, InvalidInput]  # GPUTeam name -> why it is left out
+
+
+def resolve_teams(docs: Iterable[Mapping[str, Any]]) -> ResolvedTeams:
+    """Every GPUTeam that can be read, each bad one left out with its reason. A namespace
+    listed by two teams stays with the older claim (`claim_order`), so a newer GPUTeam can
+    never take a namespace, and the pods already charged in it, from an existing team."""
+    ordered = sorted((d for d in docs if d is not None), key=claim_order)
+    owner = _owners(ordered)
+    teams: list[Team] = []
+    refused: dict[str, InvalidInput] = {}
+    for doc in ordered:
+        name = str(_metadata(doc).get("name"))
+        try:
+            team = team_from_manifest(doc)
+        except InvalidInput as exc:
+            refused[name] = exc
+            continue
+        clash = _claim_clash(team, owner)
+        if clash is not None:
+            refused[name] = clash
+            continue
+        teams.append(team)
+    usable = {t.name for t in teams}
+    return ResolvedTeams(tuple(teams), {ns: t for ns, t in owner.items() if t in usable}, refused)
+
+
+def teams_from_manifests(docs: Iterable[Mapping[str, Any]]) -> tuple[Team, ...]:
+    """Several GPUTeams (a file, in its order); refuses a repeated team name or a namespace
+    claimed twice, naming the team the daemon would leave out (the newer claim)."""
+    teams: list[Team] = []
+    kept: list[Mapping[str, Any]] = []
     for doc in docs:
         if doc is None:
             continue
         team = team_from_manifest(doc)
         if any(t.name == team.name for t in teams):
             raise InvalidInput(f"GPUTeam {team.name!r}", "metadata.name", "defined twice", "keep one")
-        for ns in team.namespaces:
-            if ns in owner:
-                raise InvalidInput(
-                    f"GPUTeam {team.name!r}",
-                    "spec.namespaces",
-                    f"namespace {ns!r} already belongs to team {owner[ns]!r}",
-                    "list each namespace under one team only",
-                )
-            owner[ns] = team.name
         teams.append(team)
+        kept.append(doc)
+    order = sorted(range(len(kept)), key=lambda i: claim_order(kept[i]))
+    owner = _owners([kept[i] for i in order])
+    for i in order:
+        clash = _claim_clash(teams[i], owner)
+        if clash is not None:
+            raise clash
     return tuple(teams)
 
 

@@ -16,6 +16,12 @@ from scheduler.core.errors import InvalidInput
 
 MILLI_PER_GPU = 1000
 
+# Bounds of a team's numbers (the GPUTeam CRD declares the same): within them the fair-share
+# arithmetic (ratios of weights, squared ratios in Jain's index) stays finite.
+MIN_WEIGHT, MAX_WEIGHT = 0.001, 1e6
+MAX_TEAM_GPUS = 1e6  # guaranteedGPUs and maxGPUs
+MAX_GPU_HOURS = 1e12  # a budget per period
+
 
 class Tier(enum.IntEnum):
     """Who may preempt whom: a higher tier may evict a lower one, never the reverse."""
@@ -88,27 +94,28 @@ class Team:
         obj = f"GPUTeam {self.name!r}"
         if not self.name:
             raise InvalidInput("GPUTeam", "metadata.name", "empty name", "give the team a name")
-        if not math.isfinite(self.weight) or self.weight <= 0:
+        if not MIN_WEIGHT <= self.weight <= MAX_WEIGHT:  # also refuses NaN
+            problem = "is not a positive weight" if not self.weight > 0 else "is outside the allowed range"
             raise InvalidInput(
                 obj,
                 "spec.weight",
-                f"{self.weight!r} is not a positive weight",
-                "set a weight above 0 (1 is the default)",
+                f"{self.weight!r} {problem}",
+                f"set a weight above 0, from {MIN_WEIGHT:g} to {MAX_WEIGHT:.0f} (1 is the default)",
             )
-        if not math.isfinite(self.guaranteed_gpus) or self.guaranteed_gpus < 0:
+        if not 0 <= self.guaranteed_gpus <= MAX_TEAM_GPUS:
             raise InvalidInput(
                 obj,
                 "spec.guaranteedGPUs",
-                f"{self.guaranteed_gpus!r} is negative",
-                "set guaranteedGPUs to 0 or more",
+                f"{self.guaranteed_gpus!r} {_gpus_problem(self.guaranteed_gpus)}",
+                f"set guaranteedGPUs to 0 or more, at most {MAX_TEAM_GPUS:.0f}",
             )
         if self.max_gpus is not None:
-            if not math.isfinite(self.max_gpus) or self.max_gpus < 0:
+            if not 0 <= self.max_gpus <= MAX_TEAM_GPUS:
                 raise InvalidInput(
                     obj,
                     "spec.maxGPUs",
-                    f"{self.max_gpus!r} is negative",
-                    "set maxGPUs to 0 or more, or leave it out for no cap",
+                    f"{self.max_gpus!r} {_gpus_problem(self.max_gpus)}",
+                    f"set maxGPUs from 0 to {MAX_TEAM_GPUS:.0f}, or leave it out for no cap",
                 )
             if self.max_gpus < self.guaranteed_gpus:
                 raise InvalidInput(
@@ -119,6 +126,17 @@ class Team:
                 )
         if self.min_runtime_s < 0:
             raise InvalidInput(obj, "spec.minRuntime", "negative", "use a duration such as '15m'")
+        if self.budget is not None and self.budget.gpu_hours > MAX_GPU_HOURS:
+            raise InvalidInput(
+                obj,
+                "spec.budget.gpuHours",
+                f"{self.budget.gpu_hours:g} is above the largest budget",
+                f"give at most {MAX_GPU_HOURS:g} GPU-hours per period, or leave the budget out",
+            )
+
+
+def _gpus_problem(value: float) -> str:
+    return "is negative" if value < 0 else f"is not a number of GPUs up to {MAX_TEAM_GPUS:.0f}"
 
 
 @dataclass(frozen=True, slots=True)

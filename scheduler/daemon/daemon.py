@@ -130,6 +130,7 @@ class CycleStats:
     last_cycle_s: float = 0.0
     binds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     evictions: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    hook_failures: int = 0  # after-cycle hooks that raised
 
 
 class Daemon:
@@ -306,7 +307,11 @@ class Daemon:
         self.stats.cycles += 1
         self.stats.last_cycle_s = seconds
         self.last = (tr, decisions)
-        self.hooks.cycle_done(tr, decisions, seconds)
+        try:
+            self.hooks.cycle_done(tr, decisions, seconds)
+        except Exception:  # bookkeeping only: the cycle's binds and evictions are queued already
+            self.stats.hook_failures += 1
+            log.exception("after-cycle hook failed (%d times); scheduling goes on", self.stats.hook_failures)
         return decisions
 
     def _spend_nominations(self, tr: Translation) -> None:

@@ -6,19 +6,25 @@ bound pods now and the runs that ended since the last one (completed, failed or 
 and the ledger charges each from its last charged instant, in the tier of the decision that
 bound it (`Bind.tier`: an over-budget team's training runs as scavenger). Accrual runs every
 `accrue_every_s`, not every cycle, since it writes to the database.
+
+Each part of a hook (metrics, ledger, telemetry) runs isolated: one that raises is logged
+and counted (`failures`, and the `gpufair_hook_failures_total` metric) and the others run
+all the same, so a bug in one never stops the bookkeeping of the rest, nor the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scheduler.core.config import PolicyConfig
 from scheduler.core.model import Decisions, Eviction, Gang, Team, TeamUsage
@@ -90,6 +96,8 @@ class DaemonHooks:
         self._findings: tuple[str, ...] = ()
         self._idle_by_team: dict[str, float] = {}
         self._lock = threading.Lock()
+        self.failures: Counter[str] = Counter()  # hook part -> times it raised
+        self._failure_logged: dict[str, float] = {}
 
     @property
     def ledger(self) -> Ledger | None:
@@ -123,17 +131,39 @@ class DaemonHooks:
         state = self.telemetry.state
         return {node: sorted(state.unhealthy_gpus(node)) for node in state.nodes()}
 
+    def _isolated(self, part: str, fn: Callable[..., Any], *args: Any) -> None:
+        """Runs one part of a hook; if it raises, logs and counts it and returns, so the
+        other parts still run. The traceback is logged at most once a minute per part: a
+        part that fails every cycle would otherwise flood the log."""
+        try:
+            fn(*args)
+        except Exception:
+            now = time.monotonic()
+            with self._lock:
+                self.failures[part] += 1
+                count = self.failures[part]
+                quiet = now - self._failure_logged.get(part, -math.inf) < 60.0
+                if not quiet:
+                    self._failure_logged[part] = now
+            if not quiet:
+                log.exception("hook %s failed (%d time(s) so far); the other hooks still run", part, count)
+            with contextlib.suppress(Exception):  # the metrics part may be what is broken
+                self.metrics.observe_hook_failure(part)
+
     def cycle_done(self, tr: Translation, decisions: Decisions, seconds: float) -> None:
         now = tr.snapshot.now_s
-        self.metrics.observe_cycle(decisions, tr.snapshot, seconds)
+        self._isolated("metrics", self.metrics.observe_cycle, decisions, tr.snapshot, seconds)
         # Taken from the decisions, not the bind callbacks: the next snapshot counts a queued
         # bind as bound already, and the actuator may take seconds to send a burst of them.
         self._tiers.update((b.gang, b.tier.label) for b in decisions.binds)
+        self._isolated("ledger", self._accrue_when_due, tr, now)
+        if self.telemetry is not None:
+            self._isolated("telemetry_idle", self._idle, tr, now, self.telemetry.state)
+            self._isolated("telemetry_health", self._telemetry_health, tr, now, self.telemetry.state)
+
+    def _accrue_when_due(self, tr: Translation, now: float) -> None:
         if self.ledger is not None and now - self._last_accrual >= self.accrue_every_s:
             self.accrue(tr, now)
-        if self.telemetry is not None:
-            self._idle(tr, now, self.telemetry.state)
-            self._telemetry_health(tr, now, self.telemetry.state)
 
     def accrue(self, tr: Translation, now: float) -> None:
         ledger = self.ledger
@@ -215,12 +245,16 @@ class DaemonHooks:
 
     def evicted(self, evictions: list[Eviction], now: float) -> None:
         """Evictions the API carried out (a PDB-refused one is not a preemption)."""
+        self._isolated("ledger_evictions", self._record_evictions, evictions, now)
+
+    def _record_evictions(self, evictions: list[Eviction], now: float) -> None:
         if self.ledger is not None and evictions:
             self.metrics.observe_preemptions(self.ledger.record_evictions(now, evictions))
 
     def acted(self, kind: str, outcomes: list[Outcome]) -> None:
+        observe = self.metrics.observe_bind if kind == "bind" else self.metrics.observe_eviction
         for o in outcomes:
-            (self.metrics.observe_bind if kind == "bind" else self.metrics.observe_eviction)(o.result)
+            self._isolated("metrics", observe, o.result)
 
     def started(self, gang: Gang, tier: str, now: float) -> None:
         """A gang's first pod was bound: its queue wait ends."""
@@ -228,10 +262,11 @@ class DaemonHooks:
             if gang.id in self._waited:
                 return
             self._waited.add(gang.id)
-        self.metrics.observe_wait(gang.team or "none", tier, max(0.0, now - gang.submit_s))
+        wait = max(0.0, now - gang.submit_s)
+        self._isolated("metrics", self.metrics.observe_wait, gang.team or "none", tier, wait)
 
     def leader(self, leading: bool) -> None:
-        self.metrics.set_leader(leading)
+        self._isolated("metrics", self.metrics.set_leader, leading)
 
     def close(self) -> None:
         if self.telemetry is not None:

@@ -20,7 +20,7 @@ from kubernetes.utils.quantity import parse_quantity
 
 from scheduler.core.durations import parse_duration
 from scheduler.core.errors import InvalidInput
-from scheduler.core.manifests import team_from_manifest
+from scheduler.core.manifests import resolve_teams
 from scheduler.core.model import Gang, Node, Pod, Snapshot, Team, TeamUsage
 
 SCHEDULER_NAME = "gpufair"
@@ -35,6 +35,10 @@ TOPOLOGY_PREFERRED = ("gpufair.io/topology-preferred", "kueue.x-k8s.io/podset-pr
 GPU_MODEL_LABEL = "gpufair.io/gpu-model"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 TERMINAL_PHASES = ("Succeeded", "Failed")
+# Gang ids within a namespace, one form per kind, so a PodGroup, a gpufair.io/gang label and a
+# lone pod of the same name stay three gangs (':' is in no pod, PodGroup or label-value name).
+PODGROUP_GANG = "podgroup:"
+LABEL_GANG = "gang:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +178,9 @@ def _annotation(annotations: Mapping[str, str], names: tuple[str, ...]) -> str |
 class _GangParts:
     namespace: str
     pods: list[dict[str, Any]] = field(default_factory=list)
-    min_member: int | None = None
+    min_member: int | None = None  # a PodGroup's minMember
+    label: str | None = None  # a gpufair.io/gang gang's label value
+    sizes: dict[str, str | None] = field(default_factory=dict)  # its pods' gang-size annotations
 
 
 class SnapshotBuilder:
@@ -188,33 +194,13 @@ class SnapshotBuilder:
         self.teams = self._teams(teams_raw)
 
     def _teams(self, raw: Iterable[Mapping[str, Any]]) -> tuple[Team, ...]:
-        teams: list[Team] = []
-        claimed: dict[str, str] = {}
-        for obj in sorted(raw, key=lambda o: o["metadata"]["name"]):
-            name = obj["metadata"]["name"]
-            try:
-                team = team_from_manifest(obj)
-            except InvalidInput as exc:
-                self.problems.append(Problem("GPUTeam", "", name, str(exc)))
-                continue
-            clash = [ns for ns in team.namespaces if ns in claimed]
-            if clash:
-                self.problems.append(
-                    Problem(
-                        "GPUTeam",
-                        "",
-                        name,
-                        f"GPUTeam {name!r}: spec.namespaces: namespace {clash[0]!r} already belongs to "
-                        f"GPUTeam {claimed[clash[0]]!r}; a namespace may belong to one team only, "
-                        "so this team is ignored until the overlap is removed",
-                    )
-                )
-                continue
-            for ns in team.namespaces:
-                claimed[ns] = name
-            teams.append(team)
-        self.team_of_ns = claimed
-        return tuple(teams)
+        # A namespace two GPUTeams list stays with the older claim (resolve_teams), so a new
+        # GPUTeam never takes the namespace, or the pods charged in it, from an existing one.
+        resolved = resolve_teams(raw)
+        for name, exc in resolved.refused.items():
+            self.problems.append(Problem("GPUTeam", "", name, str(exc)))
+        self.team_of_ns = dict(resolved.owner)
+        return tuple(sorted(resolved.teams, key=lambda t: t.name))  # the core sees them by name
 
     def build(
         self,
@@ -267,7 +253,7 @@ class SnapshotBuilder:
             annotations = meta.get("annotations") or {}
             ns = meta.get("namespace", "default")
             try:
-                gid, min_member = self._gang_of(obj, ns, labels, annotations, groups)
+                gid, min_member = self._gang_of(obj, ns, labels, groups)
             except InvalidInput as exc:
                 gid = f"{ns}/{meta['name']}"
                 invalid[gid] = str(exc)
@@ -279,6 +265,9 @@ class SnapshotBuilder:
             p.pods.append(obj)
             if min_member is not None:
                 p.min_member = min_member
+            elif gid.startswith(f"{ns}/{LABEL_GANG}"):  # its size is checked across all its pods
+                p.label = labels[GANG_LABEL]
+                p.sizes[key] = annotations.get(GANG_SIZE)
         for gid, p in sorted(parts.items()):
             gang_pods[gid] = [pod_key(o) for o in p.pods]
             if gid in held:
@@ -299,9 +288,10 @@ class SnapshotBuilder:
         pod: Mapping[str, Any],
         ns: str,
         labels: Mapping[str, str],
-        annotations: Mapping[str, str],
         groups: Mapping[str, Mapping[str, Any]],
     ) -> tuple[str, int | None]:
+        """The pod's gang id, and a PodGroup's minMember (a label gang's size is read later,
+        from all its pods at once)."""
         obj = f"pod {pod_key(pod)}"
         group = labels.get(POD_GROUP_LABEL)
         if group:
@@ -318,27 +308,47 @@ class SnapshotBuilder:
                 raise InvalidInput(
                     f"PodGroup {ns}/{group}", "spec.minMember", f"{raw!r} is not a count", "set 1 or more"
                 )
-            return f"{ns}/{group}", raw
+            return f"{ns}/{PODGROUP_GANG}{group}", raw
         gang = labels.get(GANG_LABEL)
         if gang:
-            raw = annotations.get(GANG_SIZE)
-            if raw is None:
-                raise InvalidInput(
-                    obj,
-                    f"annotations.{GANG_SIZE}",
-                    f"missing on a pod labelled {GANG_LABEL}={gang}",
-                    f"add the annotation {GANG_SIZE}: '<number of pods that start together>'",
-                )
+            return f"{ns}/{LABEL_GANG}{gang}", None
+        return f"{ns}/{pod['metadata']['name']}", None
+
+    @staticmethod
+    def _label_gang_size(gid: str, p: _GangParts) -> int:
+        """The gang-size every pod of a gpufair.io/gang gang gives; a missing, unreadable or
+        disagreeing one makes the whole gang wait with the reason (never a guess)."""
+        obj, path = f"gang {gid}", f"annotations.{GANG_SIZE}"
+        missing = sorted(k for k, raw in p.sizes.items() if raw is None)
+        if missing:
+            raise InvalidInput(
+                obj,
+                path,
+                f"missing on pod {_few(missing)} labelled {GANG_LABEL}={p.label}",
+                f"add the annotation {GANG_SIZE}: '<number of pods that start together>' to every "
+                "pod of the gang",
+            )
+        on: dict[int, list[str]] = defaultdict(list)
+        for key, raw in sorted(p.sizes.items()):
+            assert raw is not None
             try:
                 size = int(raw)
             except ValueError:
                 size = 0
             if size < 1 or str(size) != raw.strip():
                 raise InvalidInput(
-                    obj, f"annotations.{GANG_SIZE}", f"{raw!r} is not a whole number >= 1", "write e.g. '4'"
+                    obj, path, f"{raw!r} on pod {key} is not a whole number >= 1", "write e.g. '4'"
                 )
-            return f"{ns}/{gang}", size
-        return f"{ns}/{pod['metadata']['name']}", None
+            on[size].append(key)
+        if len(on) > 1:
+            said = "; ".join(f"{size} on {_few(keys)}" for size, keys in sorted(on.items()))
+            raise InvalidInput(
+                obj,
+                path,
+                f"the gang's pods disagree on its size ({said})",
+                f"give every pod labelled {GANG_LABEL}={p.label} the same {GANG_SIZE}",
+            )
+        return next(iter(on))
 
     def _priority(self, spec: Mapping[str, Any]) -> int:
         """The admission plugin copies the PriorityClass value into spec.priority; a pod
@@ -357,6 +367,7 @@ class SnapshotBuilder:
         return Gang(f"{key}#other", "", (pod,), evictable=False)
 
     def _gang(self, gid: str, p: _GangParts, node_names: set[str], pdbs: list[Mapping[str, Any]]) -> Gang:
+        min_member = self._label_gang_size(gid, p) if p.label is not None else p.min_member
         pods: list[Pod] = []
         priority: int | None = None
         submit = math.inf
@@ -416,7 +427,7 @@ class SnapshotBuilder:
             team=self.team_of_ns.get(p.namespace, ""),
             pods=tuple(pods),
             priority=priority or 0,
-            min_member=p.min_member,
+            min_member=min_member,
             submit_s=submit if math.isfinite(submit) else 0.0,
             gpu_models=frozenset(models),
             topology_required=_annotation(annotations, TOPOLOGY_REQUIRED),
@@ -425,3 +436,8 @@ class SnapshotBuilder:
             checkpoint_s=checkpoint,
             evictable=evictable,
         )
+
+
+def _few(keys: list[str], shown: int = 3) -> str:
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more

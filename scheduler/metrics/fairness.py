@@ -8,8 +8,10 @@ GPUs over each team's demand (running plus waiting, all tiers).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 
 from scheduler.core.fairshare import entitled_shares
 from scheduler.core.model import Decisions, Snapshot, Team
@@ -40,11 +42,30 @@ def jain_index(
     (sum x)^2 / (n sum x^2); None when no team qualifies or every x is 0 (as the simulator).
     """
     entitled = entitled_shares(healthy, demand, teams)
-    xs = [allocated.get(n, 0.0) / e for n, e in entitled.items() if e > 0]
-    sum_x2 = sum(x * x for x in xs)
-    if not xs or sum_x2 <= 0:
+    pairs = [(allocated.get(n, 0.0), e) for n, e in entitled.items() if e > 0]
+    xs = [a / e for a, e in pairs]
+    try:
+        sum_x2 = sum(x * x for x in xs)
+        if not xs or (sum_x2 <= 0 and not any(xs)):
+            return None
+        jain = sum(xs) ** 2 / (len(xs) * sum_x2)
+    except (OverflowError, ZeroDivisionError):
+        jain = math.nan
+    if math.isfinite(jain):
+        return jain
+    # A tiny entitlement makes some x (or its square) overflow, or tiny xs square to 0; the
+    # index does not depend on the xs' scale, so compute it exactly instead (rarely taken).
+    return _exact_jain(pairs)
+
+
+def _exact_jain(pairs: list[tuple[float, float]]) -> float | None:
+    if not all(math.isfinite(a) and math.isfinite(e) for a, e in pairs):
         return None
-    return sum(xs) ** 2 / (len(xs) * sum_x2)
+    xs = [Fraction(a) / Fraction(e) for a, e in pairs]
+    sum_x2 = sum(x * x for x in xs)
+    if sum_x2 <= 0:
+        return None
+    return float(sum(xs) ** 2 / (len(xs) * sum_x2))
 
 
 def fragmented_gpus(free_by_node: Iterable[float], waiting_pod_gpus: Iterable[float]) -> float:

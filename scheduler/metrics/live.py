@@ -140,6 +140,9 @@ class SchedulerMetrics:
                 self._m[n.TELEMETRY_DROPPED.name].labels(reason).inc(total - seen.get(reason, 0))
                 seen[reason] = total
 
+    def observe_hook_failure(self, hook: str) -> None:
+        self._m[n.HOOK_FAILURES.name].labels(hook).inc()
+
     def set_leader(self, leader: bool) -> None:
         self._m[n.LEADER.name].set(1 if leader else 0)
 

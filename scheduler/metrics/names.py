@@ -107,11 +107,17 @@ TELEMETRY_UNHEALTHY = _m(
 TELEMETRY_DROPPED = _m(
     "gpufair_telemetry_dropped_messages", "counter", ("reason",), "Telemetry messages refused, by reason"
 )
+HOOK_FAILURES = _m(
+    "gpufair_hook_failures",
+    "counter",
+    ("hook",),
+    "Failures of a part of the daemon's hooks (metrics, ledger, telemetry), which the others outlive",
+)
 
 ALL: tuple[MetricSpec, ...] = (
     TEAM_ALLOCATED, TEAM_FAIR_SHARE, TEAM_DEMAND, TEAM_WEIGHT, TEAM_FACTOR, TEAM_PENDING_PODS, TEAM_GPU_HOURS,
     TEAM_BUDGET, TEAM_BUDGET_USED, TEAM_BUDGET_LEFT, TEAM_BUDGET_RESET, TEAM_IDLE, QUEUE_WAIT, PREEMPTIONS,
     LOST_GPU_HOURS, CYCLE_DURATION, LAST_CYCLE, BINDS, EVICTIONS, JAIN, HEALTHY_GPUS, ALLOCATED_GPUS,
-    FRAGMENTED_GPUS, LEADER, TELEMETRY_STALE, TELEMETRY_UNHEALTHY, TELEMETRY_DROPPED,
+    FRAGMENTED_GPUS, LEADER, TELEMETRY_STALE, TELEMETRY_UNHEALTHY, TELEMETRY_DROPPED, HOOK_FAILURES,
 )  # fmt: skip
 BY_NAME = {m.name: m for m in ALL}
