@@ -7,20 +7,35 @@ event shows. Evictions go through the Eviction API so PodDisruptionBudgets are h
 a 429 means a budget protects the pod right now, reported back so the next cycle picks
 other victims. Calls run on a bounded pool, at most `max_in_flight` at once, taken from a
 priority queue: a production pod's bind does not wait behind a backlog of training binds.
+
+With a fence (the leader elector), a call is sent only if, when its turn comes, this
+replica still leads in the term the call was decided in and its lease is fresh: checked
+when a worker takes the call (a stale one costs no rate-limit token) and again after the
+rate limiter, right before the request is written, since a backlog can wait there for
+seconds. What remains between that check and the server is building and writing the
+request (in-process work, and a wait for the GIL) and, when no pooled connection is idle,
+a connect, bounded per attempt by a quarter of the margin `lease_s - renew_deadline_s`
+(urllib3 tries up to four times), so a fenced call starts before any other replica can
+take the lease. A process frozen exactly inside that window still sends its call when it
+resumes: no client-side check can close it (client-go has the same one). Such a call is
+answered more than the margin after its check, and is logged as one that may have landed
+after the lease ended.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import queue
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, wait
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from scheduler.daemon.kube import Kube, KubeError
+from scheduler.daemon.leader import elapsed
 
 log = logging.getLogger("gpufair.actuator")
 
@@ -28,8 +43,16 @@ log = logging.getLogger("gpufair.actuator")
 @dataclass(frozen=True, slots=True)
 class Outcome:
     pod: str  # namespace/name
-    result: str  # 'ok', 'conflict', 'gone', 'pdb_blocked', 'error'
+    result: str  # 'ok', 'conflict', 'gone', 'pdb_blocked', 'error', 'fenced' (not sent: no fresh lease)
     detail: str = ""
+
+
+class Fence(Protocol):
+    def holds(self, term: int | None = None) -> bool: ...
+
+
+class _Fenced(Exception):
+    pass
 
 
 def _split(key: str) -> tuple[str, str]:
@@ -38,8 +61,16 @@ def _split(key: str) -> tuple[str, str]:
 
 
 class Actuator:
-    def __init__(self, kube: Kube, max_in_flight: int = 16) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        max_in_flight: int = 16,
+        fence: Fence | None = None,
+        lease_margin_s: float = 5.0,
+    ) -> None:
         self.kube = kube
+        self.fence = fence
+        self.lease_margin_s = lease_margin_s  # lease_s - renew_deadline_s
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
         self._order = itertools.count()
         self._workers = [
@@ -105,7 +136,36 @@ class Actuator:
         for t in self._workers:
             t.join(timeout=10)
 
-    def bind(self, pod: dict[str, Any], node: str) -> Outcome:
+    def _post(self, path: str, body: dict[str, Any], term: int | None) -> None:
+        """POSTs `body`, unless the fence says this replica may no longer act (`_Fenced`)."""
+        fence = self.fence
+        if fence is None:
+            self.kube.request("POST", path, body=body)
+            return
+        if not fence.holds(term):
+            raise _Fenced
+
+        checked = math.inf
+
+        def guard() -> None:
+            nonlocal checked
+            if not fence.holds(term):
+                raise _Fenced
+            checked = elapsed()
+
+        try:
+            self.kube.request("POST", path, body=body, guard=guard, timeout=(self.lease_margin_s / 4, 30.0))
+        finally:
+            late = elapsed() - checked
+            if late > self.lease_margin_s:
+                log.warning(
+                    "POST %s was answered %.2fs after its lease check: it may have landed after the "
+                    "lease ended (a pause or a slow server between the check and the request)",
+                    path,
+                    late,
+                )
+
+    def bind(self, pod: dict[str, Any], node: str, term: int | None = None) -> Outcome:
         meta = pod["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
         body = {
@@ -115,9 +175,9 @@ class Actuator:
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         }
         try:
-            self.kube.request(
-                "POST", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/binding", body=body
-            )
+            self._post(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/binding", body, term)
+        except _Fenced:
+            return Outcome(key, "fenced", "not sent: this replica holds no fresh lease")
         except KubeError as exc:
             if exc.status == 409:
                 return Outcome(key, "conflict", str(exc))
@@ -126,7 +186,7 @@ class Actuator:
             return Outcome(key, "error", str(exc))
         return Outcome(key, "ok")
 
-    def evict(self, pod: dict[str, Any]) -> Outcome:
+    def evict(self, pod: dict[str, Any], term: int | None = None) -> Outcome:
         meta = pod["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
         body = {
@@ -136,9 +196,9 @@ class Actuator:
             "deleteOptions": {"preconditions": {"uid": meta.get("uid")}},
         }
         try:
-            self.kube.request(
-                "POST", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/eviction", body=body
-            )
+            self._post(f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/eviction", body, term)
+        except _Fenced:
+            return Outcome(key, "fenced", "not sent: this replica holds no fresh lease")
         except KubeError as exc:
             if exc.status == 429:
                 return Outcome(key, "pdb_blocked", str(exc))

@@ -130,6 +130,7 @@ class CycleStats:
     last_cycle_s: float = 0.0
     binds: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     evictions: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    took_lease_to_cycle_s: float | None = None  # from taking the lease to the term's first cycle
     hook_failures: int = 0  # after-cycle hooks that raised
 
 
@@ -142,22 +143,26 @@ class Daemon:
         self._changed = threading.Event()
         self._stop = threading.Event()
         self.cache = Cache(kube, self._changed.set)
-        self.actuator = Actuator(kube, cfg.max_in_flight)
-        self.explainer = Explainer(explain_kube, identity=cfg.identity)
-        self.worker = _Worker()
         self.elector = (
             LeaderElector(
-                kube,
+                # Its own rate limiter (the connection pool is shared), as kube-scheduler's
+                # leader-election client: a renew never queues behind a backlog of binds.
+                Kube(kube.api, qps=0),
                 cfg.lease_namespace,
                 cfg.lease_name,
                 cfg.identity,
                 cfg.lease_s,
                 cfg.renew_deadline_s,
                 cfg.retry_s,
+                on_change=self._changed.set,  # a new leader's first cycle starts at once
             )
             if cfg.leader_elect
             else None
         )
+        # Every bind and eviction passes the elector's fence (see actuator.py).
+        self.actuator = Actuator(kube, cfg.max_in_flight, self.elector, cfg.lease_s - cfg.renew_deadline_s)
+        self.explainer = Explainer(explain_kube, identity=cfg.identity)
+        self.worker = _Worker()
         # pod -> (node, uid, when the bind succeeded; None while it is queued or in flight)
         self.assumed: dict[str, tuple[str, str | None, float | None]] = {}
         self._assumed_lock = threading.Lock()
@@ -171,6 +176,19 @@ class Daemon:
     @property
     def is_leader(self) -> bool:
         return self.elector.is_leader if self.elector else True
+
+    def _term(self) -> int | None:
+        """The lease term this replica may act in now (0 without leader election), or None."""
+        return self.elector.current_term() if self.elector else 0
+
+    def _forget_term(self) -> None:
+        """A term ended: a new leader decides from now on, so what this one queued and assumed
+        goes (a call already queued would be refused by the fence anyway)."""
+        dropped = self.actuator.cancel_pending()
+        with self._assumed_lock:
+            self.assumed.clear()
+        self.nominations = Nominations()
+        log.info("lost the lease; dropped %d queued API calls", dropped)
 
     @property
     def ready(self) -> bool:
@@ -201,6 +219,8 @@ class Daemon:
         started = time.time()
         self.start()
         was_leader = False
+        acting: int | None = None  # the lease term the last cycle ran in
+        first_of_term = False
         self.stats.last_cycle_at = time.time()
         last_end = -math.inf  # monotonic end of the last cycle
         while not self._stop.is_set():
@@ -216,21 +236,31 @@ class Daemon:
             if pause > 0:
                 time.sleep(pause)
             self._changed.clear()
-            leading = self.is_leader
+            # Checked every cycle: a pause past the renew deadline ends the term here (and the
+            # actuator checks again before each call), even before the elector's thread runs.
+            term = self._term()
+            leading = term is not None
             if leading != was_leader:
                 self.hooks.leader(leading)
-                if not leading:  # a new leader decides now: drop what this one queued
-                    dropped = self.actuator.cancel_pending()
-                    with self._assumed_lock:
-                        self.assumed.clear()
-                    self.nominations = Nominations()
-                    log.info("lost the lease; dropped %d queued API calls", dropped)
                 was_leader = leading
+            if term != acting:
+                if acting is not None:  # also when the lease was lost and taken back since
+                    self._forget_term()
+                acting = term
+                first_of_term = self.elector is not None and leading
             if not leading or not self.cache.is_synced:
                 self.stats.last_cycle_at = time.time()
                 continue
+            if first_of_term and self.elector is not None:
+                first_of_term = False
+                self.stats.took_lease_to_cycle_s = self.elector.clock() - self.elector.acquired_at
+                log.info(
+                    "leading (term %d): first cycle %.3fs after taking the lease",
+                    term,
+                    self.stats.took_lease_to_cycle_s,
+                )
             try:
-                decisions = self.cycle()
+                decisions = self.cycle(term)
                 if self.stats.cycles == 1:
                     log.info(
                         "first cycle %.2fs after start: %d binds, %d evictions, %d gangs pending",
@@ -294,14 +324,16 @@ class Daemon:
             priority_classes=self.cache["priorityclasses"].values(),
         )
 
-    def cycle(self) -> Decisions:
+    def cycle(self, term: int | None = None) -> Decisions:
+        """One decision; with leader election its binds and evictions are sent only while
+        this replica still leads in `term` (None: in whatever term it leads then)."""
         started = time.perf_counter()
         now = time.time()
         tr = self.snapshot(now)
         decisions = decide(tr.snapshot, self.cfg.policy, self.policy)
         self._spend_nominations(tr)
-        self._evict(tr, decisions, now)
-        self._bind(tr, decisions, now)
+        self._evict(tr, decisions, now, term)
+        self._bind(tr, decisions, now, term)
         self._explain(tr, decisions, now)
         seconds = time.perf_counter() - started
         self.stats.cycles += 1
@@ -321,7 +353,7 @@ class Daemon:
             self.nominations.spend(p.name for g in tr.snapshot.gangs for p in g.pods)
             self.nominations.forget_gone(tr.pods)
 
-    def _evict(self, tr: Translation, decisions: Decisions, now: float) -> None:
+    def _evict(self, tr: Translation, decisions: Decisions, now: float, term: int | None) -> None:
         if not decisions.evictions:
             return
         victims: dict[str, set[str]] = defaultdict(set)
@@ -331,13 +363,13 @@ class Daemon:
             if pod is None:
                 continue
             victims[ev.preemptor].add(ev.pod)
-            calls.append((self.actuator.evict, (pod,)))
+            calls.append((self.actuator.evict, (pod, term)))
             log.info("evicting %s (gang %s) for %s: %s", ev.pod, ev.gang, ev.preemptor, ev.reason)
         outcomes = self.actuator.run_all(-10, calls)  # before any queued bind
         refused = set()
         for o in outcomes:
             self.stats.evictions[o.result] += 1
-            if o.result in ("pdb_blocked", "error"):
+            if o.result in ("pdb_blocked", "error", "fenced"):
                 refused.add(o.pod)
         self.hooks.acted("evict", outcomes)
         done = {o.pod for o in outcomes if o.result in ("ok", "gone")}
@@ -353,7 +385,7 @@ class Daemon:
                 self.preempting[gang] = (leaving, now)
                 self.nominations.hold(decisions, tr.gang_pods.get(gang, ()))
 
-    def _bind(self, tr: Translation, decisions: Decisions, now: float) -> None:
+    def _bind(self, tr: Translation, decisions: Decisions, now: float, term: int | None) -> None:
         """Queues the binds without waiting: each pod counts as bound (assumed) from now on,
         and a failed bind drops the assumption so the next cycle decides again."""
         gangs = {g.id: g for g in tr.snapshot.gangs} if decisions.binds else {}
@@ -371,7 +403,7 @@ class Daemon:
             self.actuator.submit(
                 -int(b.tier),
                 self.actuator.bind,
-                (pod, b.node),
+                (pod, b.node, term),
                 self._bound_callback(pod, b, gangs.get(b.gang)),
             )
 

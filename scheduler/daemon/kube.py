@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -85,6 +85,7 @@ class Kube:
         body: Any,
         content_type: str,
         timeout: float | tuple[float, float] | None,
+        guard: Callable[[], None] | None = None,
     ):
         headers = {"Accept": JSON}
         if body is not None:
@@ -97,6 +98,8 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
+        if guard is not None:
+            guard()
         try:
             return self.api.call_api(*params, _request_timeout=timeout)
         except ApiException as exc:
@@ -111,10 +114,13 @@ class Kube:
         query: Mapping[str, Any] | None = None,
         body: Any = None,
         content_type: str = JSON,
-        timeout: float = 30.0,
+        timeout: float | tuple[float, float] = 30.0,
+        guard: Callable[[], None] | None = None,
     ) -> dict[str, Any]:
+        """`guard` runs after the rate limiter, right before the request is sent, and may raise
+        to keep it from being sent (the leader fence: the limiter can hold a call for seconds)."""
         self.limiter.acquire()
-        resp = self._send(method, path, query, body, content_type, timeout)
+        resp = self._send(method, path, query, body, content_type, timeout, guard)
         data = resp.read()
         if not 200 <= resp.status < 300:
             raise KubeError(resp.status, resp.reason or "", _parse(data))
