@@ -11,11 +11,14 @@ import itertools
 import signal
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
+import yaml
 
 from scheduler.daemon.cli import explain_pod
 from scheduler.daemon.daemon import NoHooks
+from scheduler.daemon.kube import KubeError
 from tests.daemon_support import (
     InProcessDaemon,
     bound,
@@ -152,7 +155,7 @@ class _NominationLog(NoHooks):
 
 def test_production_evicts_training_through_the_eviction_api_and_honours_pdbs(cluster, kube, ns):
     a = ns("prod")
-    make_team(kube, "prod", [a])
+    make_team(kube, "prod", [a], production={"allowed": True})
     for i in range(8):
         make_pod(kube, a, f"train{i}", gpus=8, labels={"app": f"train{i}"})
     hooks = _NominationLog()
@@ -372,3 +375,50 @@ def _policy(**changes):
     from scheduler.core.config import PolicyConfig
 
     return replace(PolicyConfig(), **changes)
+
+
+def test_production_is_the_platforms_to_grant(cluster, kube, ns):
+    # A team without spec.production runs a gpufair-production pod: it waits with the reason,
+    # and the other team's training keeps every GPU.
+    a, b = ns("noprod"), ns("train")
+    make_team(kube, "noprod", [a])
+    make_team(kube, "train", [b])
+    for i in range(8):
+        make_pod(kube, b, f"train{i}", gpus=8)
+    with InProcessDaemon(cluster.kubeconfig, policy=_policy(default_min_runtime_s=0.0)):
+        wait_for("cluster full of training", lambda: len(bound(kube, b)) == 8)
+        make_pod(kube, a, "infer", gpus=8, priority_class="gpufair-production")
+        cond = wait_for(
+            "the refused production pod's reason",
+            lambda: (c := condition(pods_in(kube, a)["infer"])) and c.get("status") == "False" and c,
+            timeout_s=30,
+        )
+        assert "may not run production" in cond["message"] and "spec.production.allowed" in cond["message"]
+        time.sleep(3)  # several more cycles: still nobody evicted
+        assert len(bound(kube, b)) == 8 and "infer" not in bound(kube, a)
+
+
+def test_the_example_quota_refuses_production_pods_at_admission(cluster, kube, ns):
+    a = ns("research")
+    docs = [
+        d
+        for d in yaml.safe_load_all(
+            (
+                Path(__file__).resolve().parents[1] / "deploy" / "examples" / "production-quota.yaml"
+            ).read_text()
+        )
+        if d
+    ]
+    quota = next(d for d in docs if d["metadata"]["name"] == "no-production")
+    quota["metadata"]["namespace"] = a
+    kube.request("POST", f"/api/v1/namespaces/{a}/resourcequotas", body=quota)
+    wait_for(
+        "the quota controller's first count",
+        lambda: (
+            kube.request("GET", f"/api/v1/namespaces/{a}/resourcequotas/no-production").get("status") or {}
+        ).get("hard"),
+    )
+    with pytest.raises(KubeError) as refused:
+        make_pod(kube, a, "infer", gpus=8, priority_class="gpufair-production")
+    assert refused.value.status == 403 and "exceeded quota" in str(refused.value)
+    make_pod(kube, a, "train", gpus=8)  # other tiers are not limited by it

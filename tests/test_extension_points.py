@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from scheduler.core import InvalidInput, decide
 from scheduler.core.cycle import Cycle
 from scheduler.core.filters import NODE_FILTERS
+from scheduler.core.gates import GATES
 from scheduler.core.incremental import Core
 from scheduler.core.model import Tier
 from scheduler.core.ordering import QUEUE_ORDERS
@@ -73,6 +74,8 @@ def test_a_bad_unit_name_is_refused_with_the_valid_ones():
     names(err, "policy", "reclaim", "below-share")
     err = refused(Policy.build, "mine", "best-fit", "arrival", ["fifo"], filters=["taints"])
     names(err, "policy", "filter", "gpu-model")
+    err = refused(Policy.build, "mine", "best-fit", "arrival", ["fifo"], gates=["quota"])
+    names(err, "policy", "gate", "budget", "production-allowance")
     err = refused(get_policy, "gpufiar")
     names(err, "policy", "name", "gpufiar", *POLICIES)
     with pytest.raises(InvalidInput):
@@ -97,7 +100,7 @@ def test_a_policy_built_from_names_decides_as_the_registered_one():
 
 
 def test_every_unit_is_named_and_says_why():
-    registries = [QUEUE_ORDERS, TIER_PASSES, VICTIM_POLICIES, RECLAIM_RULES, NODE_FILTERS]
+    registries = [QUEUE_ORDERS, TIER_PASSES, VICTIM_POLICIES, RECLAIM_RULES, NODE_FILTERS, GATES]
     for registry in registries:
         for name, unit in registry.items():
             assert unit.name == name

@@ -179,7 +179,7 @@ def test_a_failure_is_carried_while_pods_only_come():
     core.put(gang("c/z", "c", gpus=8, submit=2))
     first = core.decide(NOW)
     assert [b.gang for b in first.binds] == ["c/z"]
-    assert [k[0] for k in core.shortcuts.carried.keys] == [(Shape(8, 0, 1_000, 1_000),) * 2]
+    assert [k.shapes for k in core.shortcuts.carried.keys] == [(Shape(8, 0, 1_000, 1_000),) * 2]
     core.put(_bound(gang("c/z", "c", gpus=8, submit=2), first.binds[0].node))  # the bind lands
     core.put(gang("b/w", "b", pods=2, gpus=8, submit=3))  # and a look-alike arrives
     second = core.decide(NOW + 1)

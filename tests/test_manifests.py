@@ -101,6 +101,7 @@ def test_load_teams_reads_a_multi_document_file() -> None:
         budget=Budget(5000.0, "month", OnExhausted.SCAVENGE, None, 0.0),
         namespaces=("vision-train", "vision-eval"),
         min_runtime_s=900.0,
+        production_allowed=False,  # a manifest that says nothing grants no production
     )
     assert nlp.weight == 1.5
     assert nlp.guaranteed_gpus == 8.0
@@ -132,7 +133,7 @@ def test_numbers_become_floats() -> None:
 
 def test_defaults_of_a_bare_team() -> None:
     team = team_from_manifest({"apiVersion": API_VERSION, "kind": "GPUTeam", "metadata": {"name": "solo"}})
-    assert team == Team(name="solo")
+    assert team == Team(name="solo", production_allowed=False)
     assert team.weight == 1.0
     assert team.guaranteed_gpus == 0.0
     assert team.max_gpus is None

@@ -85,6 +85,7 @@ class ClusterState:
 
     def __init__(self, nodes: Sequence[Node], config: PolicyConfig) -> None:
         n = len(nodes)
+        self.nodes = tuple(nodes)  # for the node filters, which read labels and taints
         self.names = [node.name for node in nodes]
         self.index = {name: i for i, name in enumerate(self.names)}
         width = max([node.gpus for node in nodes] + [1])
@@ -116,7 +117,16 @@ class ClusterState:
         The node-derived parts that never change in a cycle (names, topology, models) are
         shared; what placement and release change is copied."""
         other = object.__new__(ClusterState)
-        shared: tuple[str, ...] = ("names", "index", "usable", "schedulable", "models", "model_id", "levels")
+        shared: tuple[str, ...] = (
+            "nodes",
+            "names",
+            "index",
+            "usable",
+            "schedulable",
+            "models",
+            "model_id",
+            "levels",
+        )
         shared += ("placeable",)
         shared += ("_healthy", "overcommitted")  # both set by load_running only, which makes its own
         for name in shared:

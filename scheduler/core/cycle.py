@@ -143,6 +143,7 @@ class Cycle:
         self.max_preemptors = self.config.max_preemptors_per_cycle
         self.caps = [team.max_gpus for team in self.teams]  # maxGPUs per team
         self.victims: dict[int, Victim] = {}
+        self._by_tier: tuple[list[View], list[list[View]]] | None = None
 
     def divide_training_capacity(self) -> None:
         """Fair shares of what production leaves: what it holds now, not what it waits for,
@@ -170,6 +171,15 @@ class Cycle:
     @cached_property
     def budgets(self) -> list[BudgetState]:
         return [budget_state(t.budget, u, self.now) for t, u in zip(self.teams, self.usage, strict=True)]
+
+    def ready_in(self, ready: list[View], tier: Tier) -> list[View]:
+        """The views of `ready` in `tier` (split once per cycle, for every pass)."""
+        if self._by_tier is None or self._by_tier[0] is not ready:
+            split: list[list[View]] = [[], [], []]  # indexed by Tier
+            for v in ready:
+                split[v.tier].append(v)
+            self._by_tier = (ready, split)
+        return self._by_tier[1][tier]
 
     @cached_property
     def pending_pods(self) -> list[int]:
@@ -227,6 +237,11 @@ class Cycle:
     def below_share(self, t: int, gpus: float) -> bool:
         """Whether `gpus` more training GPUs keep team `t` within its fair share."""
         return self.alloc[t] + gpus <= self.share[t] + _EPS
+
+    def over_production_cap(self, t: int, gpus: float) -> bool:
+        """Whether `gpus` more production GPUs would take team `t` over its production cap."""
+        cap = self.teams[t].production_max_gpus if t != self.sink else None
+        return cap is not None and float(self.prod[t]) + gpus > cap + _EPS
 
     def over_cap(self, t: int, gpus: float) -> bool:
         """Whether `gpus` more training GPUs would take team `t` over its maxGPUs."""

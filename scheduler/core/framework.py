@@ -5,6 +5,8 @@ order. The points, in the order a cycle meets them:
 
 - `NodeFilter` (as kube-scheduler's Filter): which nodes a gang's pods may use at all. Its
   `signature` joins the gang's scheduling signature, so look-alike gangs share one mask.
+- `Gate` (as Kueue's admission checks): whether a team's gangs of a tier may be tried at all
+  this cycle (a blocked budget, a tier the platform has not granted the team).
 - `TierPass` (as KAI's actions): one pass over the ready gangs, e.g. production first, then
   training in fair-share order, then scavenger work on what is left.
 - `QueueOrder` (as kube-scheduler's QueueSort, Kueue's queueing strategies): which team's
@@ -35,10 +37,20 @@ from scheduler.core.preemption import Accept
 if TYPE_CHECKING:
     from scheduler.core.cluster import ClusterState
     from scheduler.core.cycle import Cycle
-    from scheduler.core.model import Gang
+    from scheduler.core.model import Gang, Tier
     from scheduler.core.waiting import Lane, View, Waiting
 
-__all__ = ["Accept", "NodeFilter", "Note", "QueueOrder", "ReclaimRule", "TierPass", "VictimPolicy", "resolve"]
+__all__ = [
+    "Accept",
+    "Gate",
+    "NodeFilter",
+    "Note",
+    "QueueOrder",
+    "ReclaimRule",
+    "TierPass",
+    "VictimPolicy",
+    "resolve",
+]
 
 Note = Callable[[str], str]  # adds to a pending gang's reason
 
@@ -55,6 +67,29 @@ class NodeFilter(ABC):
     @abstractmethod
     def mask(self, state: ClusterState, gang: Gang) -> np.ndarray | None:
         """Per node of `state`: may the gang's pods go there (None: every node may)."""
+
+    plugin: ClassVar[str] = ""  # kube-scheduler's name for the same filter, for its words
+
+    def prefilter(self, state: ClusterState, gang: Gang) -> np.ndarray | None:
+        """Nodes left after kube-scheduler's PreFilter narrowing, when the filter has one (a
+        subset of `mask`'s nodes, counted apart in reasons). None: it narrows nothing."""
+        return None
+
+    @abstractmethod
+    def explain(self, state: ClusterState, gang: Gang, ruled_out: np.ndarray) -> list[tuple[int, str]]:
+        """(count, words) for the nodes of `ruled_out` (a mask) this filter keeps the gang
+        off, in kube-scheduler's words, e.g. (4, "node(s) had untolerated taint {dedicated: x}")."""
+
+
+class Gate(ABC):
+    """Keeps all of a team's gangs of one tier waiting, with one reason, before any is tried."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def refuse(self, cyc: Cycle, t: int, tier: Tier, scavenging: bool) -> tuple[str, str] | None:
+        """(code, reason) that keeps team `t`'s gangs of `tier` waiting, or None to let them
+        be tried. `scavenging`: the team is over budget and its work demoted to scavenger."""
 
 
 class TierPass(ABC):

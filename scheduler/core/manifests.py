@@ -16,7 +16,8 @@ from scheduler.core.durations import parse_duration
 from scheduler.core.errors import InvalidInput
 from scheduler.core.model import Budget, OnExhausted, Team
 
-_SPEC_KEYS = {"weight", "guaranteedGPUs", "maxGPUs", "budget", "namespaces", "minRuntime"}
+_SPEC_KEYS = {"weight", "guaranteedGPUs", "maxGPUs", "budget", "namespaces", "minRuntime", "production"}
+_PRODUCTION_KEYS = {"allowed", "maxGPUs"}
 _BUDGET_KEYS = {"gpuHours", "period", "onExhausted", "anchor"}
 
 
@@ -152,7 +153,32 @@ def team_from_manifest(doc: Mapping[str, Any]) -> Team:
         budget=_budget(obj, spec["budget"]) if spec.get("budget") is not None else None,
         namespaces=tuple(namespaces),
         min_runtime_s=parse_duration(spec.get("minRuntime", 0), obj, "spec.minRuntime"),
+        **_production(obj, spec.get("production")),
     )
+
+
+def _production(obj: str, body: Any) -> dict[str, Any]:
+    """spec.production: {allowed, maxGPUs}. Left out, the team may not run production: the
+    tier preempts other teams' work, so it is granted by the platform, never assumed."""
+    if body is None:
+        return {"production_allowed": False, "production_max_gpus": None}
+    if not isinstance(body, Mapping):
+        raise InvalidInput(obj, "spec.production", "is not a mapping", "write production: {allowed: true}")
+    unknown = set(body) - _PRODUCTION_KEYS
+    if unknown:
+        raise InvalidInput(
+            obj, f"spec.production.{sorted(unknown)[0]}", "unknown field", "use allowed and maxGPUs"
+        )
+    allowed = body.get("allowed", False)
+    if not isinstance(allowed, bool):
+        raise InvalidInput(
+            obj, "spec.production.allowed", f"{allowed!r} is not true or false", "write true or false"
+        )
+    cap = body.get("maxGPUs")
+    return {
+        "production_allowed": allowed,
+        "production_max_gpus": None if cap is None else _number(obj, "spec.production.maxGPUs", cap),
+    }
 
 
 def claim_order(doc: Mapping[str, Any]) -> tuple[int, float, str]:

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from scheduler.core.constraints import PodConstraints, Taint
 from scheduler.core.errors import InvalidInput
 
 MILLI_PER_GPU = 1000
@@ -89,9 +90,23 @@ class Team:
     budget: Budget | None = None
     namespaces: tuple[str, ...] = ()
     min_runtime_s: float = 0.0
+    # The production tier is the platform's to grant: whether the team may run it, and at
+    # most how many GPUs of it at once (None: no cap). A GPUTeam manifest without
+    # spec.production grants nothing; this default is for callers that build teams in code.
+    production_allowed: bool = True
+    production_max_gpus: float | None = None
 
     def __post_init__(self) -> None:
         obj = f"GPUTeam {self.name!r}"
+        if self.production_max_gpus is not None and not (
+            math.isfinite(self.production_max_gpus) and 0 <= self.production_max_gpus <= MAX_TEAM_GPUS
+        ):
+            raise InvalidInput(
+                obj,
+                "spec.production.maxGPUs",
+                f"{self.production_max_gpus!r} is not 0 or more",
+                f"set maxGPUs from 0 to {MAX_TEAM_GPUS:.0f}, or leave it out for no cap",
+            )
         if not self.name:
             raise InvalidInput("GPUTeam", "metadata.name", "empty name", "give the team a name")
         if not MIN_WEIGHT <= self.weight <= MAX_WEIGHT:  # also refuses NaN
@@ -165,6 +180,7 @@ class Node:
     unhealthy_gpus: frozenset[int] = frozenset()
     labels: Mapping[str, str] = field(default_factory=dict)
     schedulable: bool = True
+    taints: tuple[Taint, ...] = ()
 
     def __post_init__(self) -> None:
         obj = f"node {self.name!r}"
@@ -262,6 +278,9 @@ class Gang:
     min_runtime_s: float | None = None
     checkpoint_s: float | None = None
     evictable: bool = True
+    # The distinct node constraints of its pods (nodeSelector, node affinity, tolerations,
+    # and what gpufair does not honour yet); its pods may use a node only if every one allows it.
+    constraints: tuple[PodConstraints, ...] = ()
 
     def __post_init__(self) -> None:
         obj = f"gang {self.id!r}"

@@ -12,7 +12,7 @@ from scheduler.core import reasons
 from scheduler.core.framework import Note, TierPass
 from scheduler.core.model import Pending, Tier
 from scheduler.core.placement import place_gang
-from scheduler.core.waiting import Lane, View
+from scheduler.core.waiting import Lane, View, Waiting
 
 if TYPE_CHECKING:
     from scheduler.core.cycle import Cycle
@@ -52,6 +52,8 @@ class Nominated(TierPass):
             assert w.nominated is not None
             if w.tier is Tier.TRAINING and cyc.over_cap(w.team, w.gpus):
                 continue
+            if w.tier is Tier.PRODUCTION and cyc.over_production_cap(w.team, w.gpus):
+                continue
             placed = place_gang(cyc.state, cyc.cache, w.nominated)
             cyc.state.commit()
             if placed is not None:
@@ -59,8 +61,16 @@ class Nominated(TierPass):
                 v.cursor = v.size  # bound: no pass looks at it again
 
 
-def simple_pass(cyc: Cycle, queue: list[View], preempt: bool, demoted: np.ndarray | None = None) -> None:
-    """Priority then age; gangs of `demoted` teams (over budget) after all others."""
+def simple_pass(
+    cyc: Cycle,
+    queue: list[View],
+    preempt: bool,
+    demoted: np.ndarray | None = None,
+    capped: Callable[[int, float], bool] | None = None,
+    over: Callable[[Waiting], Pending] | None = None,
+) -> None:
+    """Priority then age; gangs of `demoted` teams (over budget) after all others. A gang
+    for which `capped(team, gpus)` holds waits with the reason `over` gives."""
     if not queue:
         return
     last = demoted if demoted is not None else np.zeros(len(cyc.teams) + 1, dtype=bool)
@@ -68,17 +78,26 @@ def simple_pass(cyc: Cycle, queue: list[View], preempt: bool, demoted: np.ndarra
     def order(v: View) -> tuple:
         return (bool(last[v.team]), -v.gangs[0].priority)
 
+    def is_capped(v: View) -> bool:
+        return capped is not None and capped(v.team, v.gpus)
+
     def stops(v: View) -> bool:
-        return not cyc.doomed(v, preempt, False)
+        return not cyc.doomed(v, preempt, False) or is_capped(v)
 
     lane = Lane(queue, order)
     while lane:
-        if cyc.doomed(lane.head(), preempt, False):
+        head = lane.head()
+        if not is_capped(head) and cyc.doomed(head, preempt, False):
             runs = lane.skip(stops, head_passes=True)
             cyc.passed_over(runs, cyc.waits_why)
             continue
         v, i = lane.pop()
-        cyc.schedule(cyc.member(v, i), preempt=preempt, reclaim=False)
+        w = cyc.member(v, i)
+        if over is not None and capped is not None and capped(w.team, w.gpus):
+            if cyc.explain:
+                cyc.out.pending.append(over(w))
+            continue
+        cyc.schedule(w, preempt=preempt, reclaim=False)
 
 
 def _always(reason: tuple[str, str]) -> Callable[[View], tuple[str, str]]:
@@ -86,12 +105,19 @@ def _always(reason: tuple[str, str]) -> Callable[[View], tuple[str, str]]:
 
 
 class Production(TierPass):
-    """Production inference first, in priority then age order; it may preempt lower tiers."""
+    """Production inference first, in priority then age order; it may preempt lower tiers.
+    A team's production stays within its spec.production.maxGPUs (the platform's grant)."""
 
     name = "production"
 
     def run(self, cyc: Cycle, ready: list[View]) -> None:
-        simple_pass(cyc, [v for v in ready if v.tier is Tier.PRODUCTION], preempt=True)
+        def over(w: Waiting) -> Pending:
+            team = cyc.teams[w.team]
+            text = reasons.over_production_cap(team, float(cyc.prod[w.team]), w.gpus)
+            return Pending(w.gang.id, "OverProductionMaxGPUs", text)
+
+        queue = cyc.ready_in(ready, Tier.PRODUCTION)
+        simple_pass(cyc, queue, preempt=True, capped=cyc.over_production_cap, over=over)
 
 
 class Scavenger(TierPass):
@@ -101,7 +127,7 @@ class Scavenger(TierPass):
     name = "scavenger"
 
     def run(self, cyc: Cycle, ready: list[View]) -> None:
-        queue = [v for v in ready if v.tier is Tier.SCAVENGER]
+        queue = cyc.ready_in(ready, Tier.SCAVENGER)
         simple_pass(cyc, queue, preempt=False, demoted=cyc.scavenging)
 
 
@@ -129,9 +155,8 @@ class Training(TierPass):
     def run(self, cyc: Cycle, ready: list[View]) -> None:
         cyc.divide_training_capacity()  # what production holds now is settled
         by_team: dict[int, list[View]] = {}
-        for v in ready:
-            if v.tier is Tier.TRAINING:
-                by_team.setdefault(v.team, []).append(v)
+        for v in cyc.ready_in(ready, Tier.TRAINING):
+            by_team.setdefault(v.team, []).append(v)
         queues: dict[int, Lane] = {}
         for t, views in by_team.items():
             lane = Lane(views, _by_priority)

@@ -9,7 +9,7 @@ state is rolled back and nothing is placed.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +21,28 @@ CLUSTER_LEVEL = -1  # the whole cluster as one domain
 _DOMAINS_TRIED_PER_LEVEL = 3
 
 
-RequestKey = tuple[tuple[Shape, ...], Hashable, int]
+class RequestKey:
+    """What a shared request is made of: its pod shapes, the node filters' signature of its
+    gangs and its widest level. Hashed once, since the cycle's memos ask for it many times."""
+
+    __slots__ = ("_hash", "parts")
+
+    def __init__(self, shapes: tuple[Shape, ...], signature: Hashable, widest: int) -> None:
+        self.parts = (shapes, signature, widest)
+        self._hash = hash(self.parts)
+
+    @property
+    def shapes(self) -> tuple[Shape, ...]:
+        return self.parts[0]
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RequestKey) and self.parts == other.parts
+
+    def __repr__(self) -> str:
+        return f"RequestKey{self.parts!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +57,8 @@ class GangRequest:
     # What the request is made of (shapes, the node filters' signature, widest level) when
     # it is shared by look-alike gangs; None for a gang's own (pinned, nominated) request.
     key: RequestKey | None = field(default=None, compare=False)
+    # What rules nodes out, for the reason a person reads: (filter, node count, words).
+    ruled_out: Callable[[], list[tuple[str, int, str]]] | None = field(default=None, compare=False)
     counts: dict[Shape, int] = field(init=False, compare=False)
     whole_gpus: int = field(init=False, compare=False)  # whole GPUs of all the pods
     largest_gpus: int = field(init=False, compare=False)  # whole GPUs of the largest pod

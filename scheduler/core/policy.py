@@ -6,8 +6,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scheduler.core.filters import NODE_FILTERS, GpuModel
-from scheduler.core.framework import NodeFilter, QueueOrder, ReclaimRule, TierPass, VictimPolicy, resolve
+from scheduler.core.filters import DEFAULT_FILTERS, NODE_FILTERS
+from scheduler.core.framework import (
+    Gate,
+    NodeFilter,
+    QueueOrder,
+    ReclaimRule,
+    TierPass,
+    VictimPolicy,
+    resolve,
+)
+from scheduler.core.gates import GATES, BudgetBlock, ProductionAllowance
 from scheduler.core.ordering import QUEUE_ORDERS
 from scheduler.core.passes import TIER_PASSES, Nominated, Production, Scavenger, Training
 from scheduler.core.reclaim import RECLAIM_RULES, BelowShare
@@ -26,7 +35,8 @@ class Policy:
     passes: tuple[TierPass, ...]  # run in this order
     victims: VictimPolicy  # who may be evicted for whom
     reclaim: ReclaimRule | None  # None: no team takes GPUs back from another
-    filters: tuple[NodeFilter, ...] = (GpuModel(),)
+    filters: tuple[NodeFilter, ...] = DEFAULT_FILTERS
+    gates: tuple[Gate, ...] = (BudgetBlock(), ProductionAllowance())
     tiers: bool = True  # production first; lower tiers can be preempted by higher ones
     budgets: bool = True  # GPU-hour budgets take effect
     history: bool = True  # decayed usage orders teams
@@ -44,7 +54,8 @@ class Policy:
         passes: Sequence[str],
         victims: str = ProtectShares.name,
         reclaim: str | None = BelowShare.name,
-        filters: Sequence[str] = (GpuModel.name,),
+        filters: Sequence[str] = tuple(f.name for f in DEFAULT_FILTERS),
+        gates: Sequence[str] = (BudgetBlock.name, ProductionAllowance.name),
         **switches: bool,
     ) -> Policy:
         """A policy from the names of its units; an unknown name is refused with the list
@@ -57,5 +68,6 @@ class Policy:
             resolve(VICTIM_POLICIES, "victims", victims),
             None if reclaim is None else resolve(RECLAIM_RULES, "reclaim", reclaim),
             tuple(resolve(NODE_FILTERS, "filter", f) for f in filters),
+            tuple(resolve(GATES, "gate", g) for g in gates),
             **switches,
         )

@@ -4,11 +4,12 @@ them from being tried), worked out once per signature group rather than once per
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from scheduler.core import reasons
+from scheduler.core import filters, reasons
 from scheduler.core.cluster import Shape
 from scheduler.core.model import Gang, Pending, Pod, Tier
 from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, RequestKey
@@ -133,21 +134,39 @@ def _always(p: Pending) -> Problem:
     return lambda _g: p
 
 
-def budget_blocked(cyc: Cycle, t: int, tier: Tier, scavenging: bool) -> bool:
-    """Over budget with `block` (or scavenging not possible): the team's work waits."""
-    return bool(
-        cyc.exhausted[t]
-        and not scavenging
-        and (tier is not Tier.PRODUCTION or cyc.config.budget_applies_to_production)
-    )
+def spec_problem(gang: Gang) -> Problem | None:
+    """A gang whose pods carry schedulingGates is not tried until they are lifted; one whose
+    pods use a spec field gpufair does not honour yet waits, naming it, rather than being
+    bound where the pod may not run. Both hold for every gang of the same signature."""
+    gates = sorted({g for c in gang.constraints for g in c.gates})
+    if gates:
+        return lambda g: Pending(g.id, "SchedulingGated", reasons.scheduling_gated(g, gates))
+    unsupported = sorted({u for c in gang.constraints for u in c.unsupported})
+    if unsupported:
+        return lambda g: Pending(g.id, "Unsupported", reasons.unsupported(g, unsupported))
+    return None
+
+
+def gated(cyc: Cycle, t: int, tier: Tier, scavenging: bool) -> tuple[str, str] | None:
+    """The first of the policy's gates that keeps team `t`'s gangs of `tier` waiting."""
+    for gate in cyc.policy.gates:
+        refused = gate.refuse(cyc, t, tier, scavenging)
+        if refused is not None:
+            return refused
+    return None
 
 
 def _group_view(cyc: Cycle, c: SignatureGroup, t: int, tier: Tier, scavenging: bool) -> View:
     """What `waiting_gang` finds for each gang of the group, found once for all of them."""
     v = View(t, tier, c.gpus, c.keys, c.ids, c.gangs, c.seqs, source=c)
-    if budget_blocked(cyc, t, tier, scavenging):
-        text = reasons.budget_blocked(cyc.teams[t], cyc.budgets[t])
-        v.problem = lambda g: Pending(g.id, "BudgetBlocked", text)
+    if c.sample.constraints:
+        v.problem = spec_problem(c.sample)
+        if v.problem is not None:
+            return v
+    refused = gated(cyc, t, tier, scavenging)
+    if refused is not None:
+        code, text = refused
+        v.problem = lambda g: Pending(g.id, code, text)
         return v
     # The rest depends on the group, the config and the nodes only: worked out once for
     # as long as the request table (which lives as long as the Core's node list).
@@ -206,14 +225,20 @@ def waiting_gang(cyc: Cycle, gang: Gang, t: int, tier: Tier, scavenging: bool) -
     short = max(0, required - len(bound))
     need, extras = pending[:short], pending[short:]
     w = Waiting(gang, t, tier, need, extras, sum(p.gpus + p.gpu_milli / 1000.0 for p in need))
+    if gang.constraints:
+        problem = spec_problem(gang)
+        if problem is not None:
+            w.problem = problem(gang)
+            return w
     if t == cyc.sink:
         w.problem = Pending(gang.id, "NoTeam", reasons.no_team(gang))
         return w
     if len(gang.pods) < required:
         w.problem = Pending(gang.id, "GangIncomplete", reasons.incomplete(gang, required))
         return w
-    if budget_blocked(cyc, t, tier, scavenging):
-        w.problem = Pending(gang.id, "BudgetBlocked", reasons.budget_blocked(cyc.teams[t], cyc.budgets[t]))
+    refused = gated(cyc, t, tier, scavenging)
+    if refused is not None:
+        w.problem = Pending(gang.id, *refused)
         return w
     widest, unknown = _topology_problem(cyc, gang)
     if unknown is not None:
@@ -233,7 +258,14 @@ def waiting_gang(cyc: Cycle, gang: Gang, t: int, tier: Tier, scavenging: bool) -
             pinned = dom == dom[first]
     shapes = tuple(shape_of(cyc, p) for p in need)
     if pinned is not None:
-        w.request = GangRequest(shapes, filter_mask(cyc, gang), widest, pinned, cfg.whole_node_gpus)
+        w.request = GangRequest(
+            shapes,
+            filter_mask(cyc, gang),
+            widest,
+            pinned,
+            cfg.whole_node_gpus,
+            ruled_out=ruled_out(cyc, gang),
+        )
     else:
         w.request = shared_request(cyc, shapes, gang, widest)
     held = nominated_nodes(cyc, need)
@@ -267,21 +299,29 @@ def nominated_nodes(cyc: Cycle, need: tuple[Pod, ...]) -> np.ndarray | None:
 
 def filter_mask(cyc: Cycle, gang: Gang) -> np.ndarray | None:
     """Nodes every one of the policy's node filters lets the gang use (None: all)."""
-    out: np.ndarray | None = None
-    for f in cyc.policy.filters:
-        mask = f.mask(cyc.state, gang)
-        if mask is not None:
-            out = mask if out is None else out & mask
-    return out
+    return filters.allowed(cyc.state, gang, cyc.policy.filters)
+
+
+def ruled_out(cyc: Cycle, gang: Gang) -> Callable[[], list[tuple[str, int, str]]]:
+    """What rules nodes out for the gang (filters.ruled_out), worked out only when a reason
+    is wanted."""
+    state, policy_filters = cyc.state, cyc.policy.filters
+    return lambda: filters.ruled_out(state, gang, policy_filters)
 
 
 def shared_request(cyc: Cycle, shapes: tuple[Shape, ...], gang: Gang, widest: int) -> GangRequest:
     """Many waiting gangs look alike: they share one request (and its node mask)."""
-    key: RequestKey = (shapes, tuple(f.signature(gang) for f in cyc.policy.filters), widest)
+    key = RequestKey(shapes, tuple(f.signature(gang) for f in cyc.policy.filters), widest)
     request = cyc.requests.get(key)
     if request is None:
         request = GangRequest(
-            shapes, filter_mask(cyc, gang), widest, None, cyc.config.whole_node_gpus, key=key
+            shapes,
+            filter_mask(cyc, gang),
+            widest,
+            None,
+            cyc.config.whole_node_gpus,
+            key=key,
+            ruled_out=ruled_out(cyc, gang),
         )
         cyc.requests[key] = request
     return request

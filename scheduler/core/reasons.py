@@ -85,6 +85,21 @@ def behind(blocker: Gang) -> str:
     return f"queued behind gang {blocker.id}, which was submitted earlier and cannot start yet (FIFO)"
 
 
+def production_not_allowed(team: Team) -> str:
+    return (
+        f"team {team.name} may not run production work (GPUTeam {team.name} has no "
+        "spec.production.allowed: true); use the gpufair-training PriorityClass, or ask the "
+        "platform team to grant production"
+    )
+
+
+def over_production_cap(team: Team, held: float, asked: float) -> str:
+    return (
+        f"team {team.name} holds {gpus(held)} of production and its spec.production.maxGPUs is "
+        f"{team.production_max_gpus:g}; this gang needs {gpus(asked)} more"
+    )
+
+
 def over_cap(team: Team, allocated: float, asked: float) -> str:
     return (
         f"team {team.name} holds {gpus(allocated)} and its maxGPUs is {team.max_gpus:g}; "
@@ -138,15 +153,35 @@ def reclaim_deferred(text: str, after_s: float) -> str:
     return f"{text}; below its share, it may reclaim GPUs from teams above theirs once it has waited {wait}"
 
 
+def scheduling_gated(gang: Gang, gates: list[str]) -> str:
+    return (
+        f"gang {gang.id} is not tried while its pods carry schedulingGates ({', '.join(gates)}); "
+        "whoever added them removes them when the pods may start"
+    )
+
+
+def unsupported(gang: Gang, fields: list[str]) -> str:
+    return (
+        f"gpufair does not honour {', '.join(fields)} yet, so it does not bind gang {gang.id} "
+        "where the pods may not run; drop the field, or schedule these pods with another scheduler"
+    )
+
+
+def no_node_allowed(state: ClusterState, req: GangRequest) -> tuple[str, str]:
+    """No node the gang's filters allow: kube-scheduler's per-reason node counts."""
+    words = req.ruled_out() if req.ruled_out is not None else []
+    if not words or all(f in ("gpu-model", "unschedulable") for f, _, _ in words):
+        return "NoModel", "no schedulable node has an allowed GPU model; check the pod's GPU model list"
+    counts = ", ".join(sorted(f"{n} {text}" for _, n, text in words))
+    return "Unschedulable", f"0/{state.node_count} nodes are available: {counts}"
+
+
 def diagnose(state: ClusterState, cache: ShapeCache, req: GangRequest) -> tuple[str, str]:
     """Why `req` cannot be placed now: the first missing thing a person can act on."""
     ok = state.placeable
     if req.model_ok is not None:
         if not (req.model_ok & state.schedulable).any():
-            return (
-                "NoModel",
-                "no schedulable node has an allowed GPU model; check the pod's GPU model list",
-            )
+            return no_node_allowed(state, req)
         ok = ok & req.model_ok
     largest = int(state.usable[ok].max()) if ok.any() else 0
     for s in set(req.shapes):

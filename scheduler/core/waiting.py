@@ -73,6 +73,7 @@ def scheduling_signature(gang: Gang, filters: Sequence[NodeFilter] = ()) -> tupl
         shapes,
         gang.topology_required,
         gang.topology_preferred,
+        gang.constraints,
         *(f.signature(gang) for f in filters),
     )
 

@@ -18,10 +18,12 @@ from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
+from scheduler.core.constraints import PodConstraints
 from scheduler.core.durations import parse_duration
 from scheduler.core.errors import InvalidInput
 from scheduler.core.manifests import resolve_teams
 from scheduler.core.model import Gang, Node, Pod, Snapshot, Team, TeamUsage
+from scheduler.daemon.podspec import node_taints, pod_constraints
 
 SCHEDULER_NAME = "gpufair"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -128,6 +130,7 @@ def node_from_api(obj: Mapping[str, Any], unhealthy: Iterable[int] = ()) -> Node
         unhealthy_gpus=frozenset(i for i in unhealthy if 0 <= i < gpus),
         labels=labels,
         schedulable=not obj.get("spec", {}).get("unschedulable", False) and _node_ready(obj),
+        taints=node_taints(obj),
     )
 
 
@@ -369,6 +372,7 @@ class SnapshotBuilder:
     def _gang(self, gid: str, p: _GangParts, node_names: set[str], pdbs: list[Mapping[str, Any]]) -> Gang:
         min_member = self._label_gang_size(gid, p) if p.label is not None else p.min_member
         pods: list[Pod] = []
+        constraints: set[PodConstraints | None] = set()
         priority: int | None = None
         submit = math.inf
         evictable = True
@@ -405,6 +409,8 @@ class SnapshotBuilder:
                     meta.get("creationTimestamp")
                 )
             held = None if bound else self.nominated.get(key)
+            if not bound:
+                constraints.add(pod_constraints(obj))
             pods.append(
                 Pod(
                     key,
@@ -435,6 +441,7 @@ class SnapshotBuilder:
             min_runtime_s=min_runtime,
             checkpoint_s=checkpoint,
             evictable=evictable,
+            constraints=tuple(sorted(c for c in constraints if c is not None)),
         )
 
 

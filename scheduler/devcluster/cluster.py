@@ -60,6 +60,9 @@ CONTROLLERS = (
     "job-controller",
     "ttl-after-finished-controller",
     "validatingadmissionpolicy-status-controller",
+    # Counts quota use: a namespace's ResourceQuota (e.g. one scoped to gpufair-production)
+    # admits nothing until this controller has filled in its status.
+    "resourcequota-controller",
 )
 
 START_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kwok", "kube-scheduler")

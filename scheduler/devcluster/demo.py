@@ -39,7 +39,7 @@ PRIORITY_CLASSES = {"gpufair-production": 100000, "gpufair-training": 0, "gpufai
 LEASE_NAMESPACE = "gpufair-system"
 GPU = "nvidia.com/gpu"
 TEAMS: tuple[dict[str, Any], ...] = (
-    {"name": "serving", "weight": 1, "namespaces": ["serving"]},
+    {"name": "serving", "weight": 1, "namespaces": ["serving"], "production": {"allowed": True}},
     {
         "name": "vision",
         "weight": 3,
