@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 import time
 from dataclasses import replace
@@ -18,6 +19,10 @@ from simulator.model import Trace
 from simulator.summary import write_outputs
 from simulator.teams import team_of, teams_for_trace
 from simulator.traces import FORMATS, TraceOptions, read_trace
+from simulator.traces.common import SkippedRow
+
+SHOWN_SKIPPED = 5  # skipped rows printed; all of them go to OUT/skipped.csv
+SKIPPED_COLUMNS = ("file", "row", "kind", "column", "problem", "fix")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--policy-file", help="policy settings YAML (deploy/examples/policy.yaml)")
     parser.add_argument("--seed", default="0", help="seed (packing: 42, 42-51 or 42,43)")
-    parser.add_argument("--out", default="sim-out", help="output folder")
+    parser.add_argument(
+        "--out",
+        default="sim-out",
+        help="output folder; OUT/skipped.csv lists every trace row left out (file, row, column, "
+        "problem, fix), header only when none was",
+    )
     parser.add_argument(
         "--budget", type=float, default=None, help="GPU-hours per period for every team (without --teams)"
     )
@@ -60,7 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--openb-teams", type=int, default=1, help="openb has no tenants: spread pods over N teams"
     )
-    parser.add_argument("--strict", action="store_true", help="stop at the first bad trace row")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first bad trace row (default: skip bad rows, print how many and the "
+        f"first {SHOWN_SKIPPED}, and write them all to OUT/skipped.csv)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="replay only the first N jobs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -109,8 +124,7 @@ def _replay(args: argparse.Namespace) -> int:
         f"read {len(trace.jobs):,} jobs from {args.trace} in {time.perf_counter() - started:.1f} s"
         + (f"; {len(trace.skipped):,} rows skipped" if trace.skipped else "")
     )
-    for line in trace.skipped[:5]:
-        print(f"  skipped: {line}")
+    _report_skipped(trace.skipped, Path(args.out))
     if args.nodes:
         nodes = nodes_from_csv(args.nodes)
     elif args.cluster:
@@ -165,6 +179,35 @@ def _replay(args: argparse.Namespace) -> int:
     report = write_report(results, summaries, out)
     print(f"report: {report}")
     return 0
+
+
+def _report_skipped(skipped: tuple[str, ...], out: Path) -> None:
+    """Prints the first skipped rows and writes all of them to out/skipped.csv, which is
+    written even when empty so that one left by an earlier run never misleads."""
+    listed = write_skipped(skipped, out / "skipped.csv")
+    for line in skipped[:SHOWN_SKIPPED]:
+        print(f"  skipped: {line}")
+    if len(skipped) > SHOWN_SKIPPED:
+        print(f"  ... {len(skipped) - SHOWN_SKIPPED:,} more; all {len(skipped):,} are listed in {listed}")
+    elif skipped:
+        print(f"  (listed in {listed})")
+
+
+def write_skipped(skipped: tuple[str, ...], path: Path) -> Path:
+    """One CSV row per skipped trace row: kind is "bad" (refused; --strict stops there) or
+    "left out" (on purpose, e.g. a job that never ran)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # backslashreplace: a message is never worth a crash here, whatever text it quotes.
+    with open(path, "w", newline="", encoding="utf-8", errors="backslashreplace") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(SKIPPED_COLUMNS)
+        for line in skipped:
+            if isinstance(line, SkippedRow):
+                kind = "bad" if line.bad else "left out"
+                writer.writerow((line.path, line.row, kind, line.column, line.problem, line.fix))
+            else:  # a plain message, from a reader that does not say its parts
+                writer.writerow(("", "", "", "", line, ""))
+    return path
 
 
 def _resolve_teams(trace: Trace, teams: tuple) -> Trace:

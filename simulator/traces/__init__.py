@@ -15,6 +15,9 @@ it skips. Every reader returns jobs sorted by (submit_s, job_id), and lists each
 out in `Trace.skipped` with the reason. A bad row raises `TraceError` (file, row, column,
 fix) with `TraceOptions(strict=True)`; by default it is skipped and listed with that same
 message. A file that cannot be read as its format at all (a missing column) always raises.
+A byte that is not UTF-8, a non-finite number and a value past the sane bounds listed in
+`common` (pods, GPUs, durations, times) are bad rows like any other. Each skipped line is
+a `common.SkippedRow`: the message, also split into file, row, column, problem and fix.
 """
 
 from __future__ import annotations

@@ -15,7 +15,9 @@ One row is one job: team = vc, tier = `TraceOptions.tier`, job_id as in the log.
   that many GPUs (the Philly rule). gpu_num 0 is a CPU-only job (kept) of node_num pods.
   cpu_num is spread evenly over the pods (cpu_milli per pod, rounded down).
 Bad rows (a non-number, a negative duration, a fraction of a GPU, a bad time, a repeated
-job_id) raise with `strict`, else are skipped and listed.
+job_id, a byte that is not UTF-8, a value past the bounds of `simulator.traces.common`:
+gpu_num <= 100,000, node_num <= 100,000, 10,000 cores per pod, durations <= 10 years,
+dates 1970..2069) raise with `strict`, else are skipped and listed.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from pathlib import Path
 
 from simulator.model import Job, Trace, TraceError
 from simulator.traces.common import (
+    MAX_CPU_MILLI,
+    MAX_JOB_GPUS,
+    MAX_PODS,
     Row,
     Rows,
     TraceOptions,
-    check_width,
+    check_fields,
     csv_header,
     csv_rows,
     header_index,
@@ -79,7 +84,7 @@ def read(path: str | Path, options: TraceOptions) -> Trace:
     for number, fields in lines:
         row = Row(rows.path, number, fields, index)
         try:
-            check_width(row, columns)
+            check_fields(row, columns)
             job_id = row.text("job_id")
             rows.claim(job_id, number, "job_id")
             submit = row.utc_seconds("submit_time")
@@ -87,15 +92,17 @@ def read(path: str | Path, options: TraceOptions) -> Trace:
             if duration is None:
                 rows.skip(number, "no duration and no start_time/end_time: the job never ran")
                 continue
-            gpus = row.whole("gpu_num")
-            nodes = row.whole("node_num", unit="nodes")
+            gpus = row.whole("gpu_num", maximum=MAX_JOB_GPUS)
+            nodes = row.whole("node_num", maximum=MAX_PODS, unit="nodes")
             cpus = row.number("cpu_num", unit="CPUs", default=0.0)
             team = row.text("vc")
+            pods, per_pod = pods_for(gpus, nodes, options.max_gpus_per_pod)
+            cpu_milli = round(cpus * 1000) // pods
+            row.at_most("cpu_num", cpu_milli / 1000, MAX_CPU_MILLI / 1000, "CPUs", " per pod")
         except TraceError as error:
             rows.reject(error)
             continue
-        pods, per_pod = pods_for(gpus, nodes, options.max_gpus_per_pod)
-        pending.append((submit, job_id, duration, pods, per_pod, team, round(cpus * 1000) // pods))
+        pending.append((submit, job_id, duration, pods, per_pod, team, cpu_milli))
     epoch = min((item[0] for item in pending), default=0.0)
     jobs = [
         Job(job_id, submit - epoch, duration, pods, per_pod, team, options.tier, cpu_milli=cpu_milli)
@@ -107,7 +114,7 @@ def read(path: str | Path, options: TraceOptions) -> Trace:
 def _duration(row: Row) -> float | None:
     """The duration column, else end_time - start_time; None when the job never ran."""
     if row.present("duration"):
-        return row.number("duration")
+        return row.duration("duration")
     if not (row.present("start_time") and row.present("end_time")):
         return None
     duration = row.utc_seconds("end_time") - row.utc_seconds("start_time")
@@ -117,4 +124,4 @@ def _duration(row: Row) -> float | None:
             f"{row.text('end_time')} is before start_time {row.text('start_time')}",
             "a job ends after it starts; correct the times or remove the row",
         )
-    return duration
+    return row.duration("end_time", duration)

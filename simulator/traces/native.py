@@ -21,8 +21,11 @@ The same columns in both; names are exact, order is free, an unknown column is r
 | min_runtime_s | no | seconds the job may not be preempted after it starts; empty: the team's |
 | checkpoint_s | no | checkpoint interval in seconds (lost work on preemption is since the last one) |
 
-Empty cells (CSV) and nulls (Parquet) of optional columns take the default. Integer columns
-accept integral floats (`8.0`). Row N is line N of a CSV (header = row 1); in Parquet it is
+Empty cells (CSV) and nulls (Parquet) of optional columns take the default; anything else
+must be a value: 'nan', 'None' or NaN are bad values here, not empty ones. Numbers must be
+finite and within the bounds of `simulator.traces.common` (pods <= 100,000, gpus_per_pod
+<= 64, pods x gpus_per_pod <= 100,000 GPUs, durations <= 10 years, submit_s <= 100 years).
+Integer columns accept integral floats (`8.0`). Row N is line N of a CSV (header = row 1); in Parquet it is
 record N-1 (the first record is row 2), so both name the same job the same way. Parquet is
 recognised by its magic bytes, whatever the file name. Bad rows raise with
 `TraceOptions.strict`, else are skipped and listed in `Trace.skipped`; a missing required
@@ -43,13 +46,20 @@ import pyarrow.parquet as pq
 
 from simulator.model import TIERS, Job, Trace, TraceError
 from simulator.traces.common import (
+    MAX_CPU_MILLI,
+    MAX_GPUS_PER_POD,
+    MAX_JOB_GPUS,
+    MAX_MEMORY_MIB,
+    MAX_PODS,
     Row,
     Rows,
     TraceOptions,
-    check_width,
+    check_fields,
+    check_text,
     csv_header,
     csv_rows,
     header_index,
+    is_blank,
     make_trace,
     split_models,
 )
@@ -113,22 +123,22 @@ def read(path: str | Path, options: TraceOptions) -> Trace:
     if _is_parquet(path):
         table = pq.read_table(path)
         index = _index(rows.path, table.column_names)
-        columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
+        columns = [_values(table.column(i)) for i in range(table.num_columns)]
         records = (
             (number, list(values)) for number, values in enumerate(zip(*columns, strict=True), start=2)
         )
-        names: list[str] | None = None
+        check = check_text  # Parquet rows always have every column
     else:
         lines = csv_rows(path)
         index = _index(rows.path, csv_header(rows.path, lines, f"the header names {', '.join(REQUIRED)}"))
-        names = [name for name, _ in sorted(index.items(), key=lambda item: item[1])]
         records = lines
+        check = check_fields
+    names = [name for name, _ in sorted(index.items(), key=lambda item: item[1])]
     jobs: list[Job] = []
     for number, values in records:
-        row = Row(rows.path, number, values, index)
+        row = Row(rows.path, number, values, index, missing=is_blank)
         try:
-            if names is not None:
-                check_width(row, names)
+            check(row, names)
             job = _job(row)
             rows.claim(job.job_id, number, "job_id")
         except TraceError as error:
@@ -138,8 +148,27 @@ def read(path: str | Path, options: TraceOptions) -> Trace:
     return make_trace(Path(path).stem, jobs, rows.skipped)
 
 
+def _values(column: pa.ChunkedArray) -> list[object]:
+    try:
+        return column.to_pylist()
+    except UnicodeDecodeError:
+        # A writer that did not check UTF-8: decode as the CSV path does, so check_text
+        # refuses only the rows that hold a bad byte.
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            raise
+        raw = column.cast(pa.large_binary()).to_pylist()
+        return [None if value is None else value.decode("utf-8", "surrogateescape") for value in raw]
+
+
 def _job(row: Row) -> Job:
-    gpus_per_pod = row.whole("gpus_per_pod")
+    pods = row.whole("pods", minimum=1, maximum=MAX_PODS, unit="pods")
+    gpus_per_pod = row.whole("gpus_per_pod", maximum=MAX_GPUS_PER_POD)
+    if pods * gpus_per_pod > MAX_JOB_GPUS:
+        raise row.error(
+            "pods",
+            f"{pods:,} pods x {gpus_per_pod} GPUs = {pods * gpus_per_pod:,} GPUs is above {MAX_JOB_GPUS:,}",
+            f"a job asks at most {MAX_JOB_GPUS:,} GPUs in any real trace; correct pods or gpus_per_pod",
+        )
     gpu_milli = row.whole("gpu_milli", unit="thousandths of a GPU", default=0)
     if gpu_milli > 999:
         raise row.error(
@@ -158,20 +187,20 @@ def _job(row: Row) -> Job:
         raise row.error("tier", f"{tier!r} is not a tier", f"use one of {', '.join(TIERS)}")
     return Job(
         job_id=row.text("job_id"),
-        submit_s=row.number("submit_s"),
-        duration_s=row.number("duration_s"),
-        pods=row.whole("pods", minimum=1, unit="pods"),
+        submit_s=row.time("submit_s"),
+        duration_s=row.duration("duration_s"),
+        pods=pods,
         gpus_per_pod=gpus_per_pod,
         team=row.text("team"),
         tier=tier,
         gpu_milli=gpu_milli,
         gpu_models=split_models(row.text("gpu_model", default="")),
-        cpu_milli=row.whole("cpu_milli", unit="thousandths of a CPU", default=0),
-        memory_mib=row.whole("memory_mib", unit="MiB", default=0),
+        cpu_milli=row.whole("cpu_milli", maximum=MAX_CPU_MILLI, unit="thousandths of a CPU", default=0),
+        memory_mib=row.whole("memory_mib", maximum=MAX_MEMORY_MIB, unit="MiB", default=0),
         topology_required=row.text("topology_required", default="") or None,
         topology_preferred=row.text("topology_preferred", default="") or None,
-        min_runtime_s=row.optional_number("min_runtime_s"),
-        checkpoint_s=row.optional_number("checkpoint_s"),
+        min_runtime_s=row.optional_duration("min_runtime_s"),
+        checkpoint_s=row.optional_duration("checkpoint_s"),
     )
 
 

@@ -20,7 +20,9 @@ creation_time,deletion_time,scheduled_time (times in seconds). Each pod is one j
 The `openb_pod_list_multigpu*.csv` samples hold only name,cpu_milli,memory_mib,num_gpu,
 gpu_milli (no times): they are refused at row 1 since there is nothing to replay.
 Bad rows (a non-number, a fraction of a GPU count, deletion before scheduling, an unknown
-QoS, a repeated name) raise with `strict`, else are skipped and listed.
+QoS, a repeated name, a byte that is not UTF-8, a value past the bounds of
+`simulator.traces.common`: num_gpu <= 64, times <= 100 years, run time <= 10 years) raise
+with `strict`, else are skipped and listed.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ from pathlib import Path
 
 from simulator.model import Job, Trace, TraceError
 from simulator.traces.common import (
+    MAX_CPU_MILLI,
+    MAX_GPUS_PER_POD,
+    MAX_MEMORY_MIB,
     Row,
     Rows,
     TraceOptions,
-    check_width,
+    check_fields,
     csv_header,
     csv_rows,
     header_index,
@@ -78,7 +83,7 @@ def read(path: str | Path, options: TraceOptions) -> Trace:
     for number, fields in lines:
         row = Row(rows.path, number, fields, index)
         try:
-            check_width(row, columns)
+            check_fields(row, columns)
             job = _job(row, options)
             if isinstance(job, str):
                 rows.skip(number, job)
@@ -94,7 +99,7 @@ def read(path: str | Path, options: TraceOptions) -> Trace:
 def _job(row: Row, options: TraceOptions) -> Job | str:
     """The pod's job, or why it is skipped on purpose."""
     name = row.text("name")
-    num_gpu = row.whole("num_gpu")
+    num_gpu = row.whole("num_gpu", maximum=MAX_GPUS_PER_POD)
     gpu_milli = row.whole("gpu_milli", unit="thousandths of a GPU", default=0)
     if gpu_milli > 1000:
         raise row.error(
@@ -119,24 +124,24 @@ def _job(row: Row, options: TraceOptions) -> Job | str:
         raise row.error(
             "qos", f"{qos!r} has no tier", f"use one of {known}, or map it with TraceOptions.qos_tiers"
         )
-    cpu_milli = row.whole("cpu_milli", unit="thousandths of a CPU", default=0)
-    memory_mib = row.whole("memory_mib", unit="MiB", default=0)
+    cpu_milli = row.whole("cpu_milli", maximum=MAX_CPU_MILLI, unit="thousandths of a CPU", default=0)
+    memory_mib = row.whole("memory_mib", maximum=MAX_MEMORY_MIB, unit="MiB", default=0)
     models = split_models(row.text("gpu_spec", default=""))
     if not row.present("creation_time"):
         return "no creation_time: the pod has no submission time to replay"
     if not row.present("deletion_time"):
         return "no deletion_time: the pod has no end, so its runtime is unknown"
-    created = row.number("creation_time")
-    deleted = row.number("deletion_time")
+    created = row.time("creation_time")
+    deleted = row.time("deletion_time")
     if row.present("scheduled_time"):
-        scheduled = row.number("scheduled_time")
+        scheduled = row.time("scheduled_time")
         if deleted < scheduled:
             raise row.error(
                 "deletion_time",
                 f"{deleted:g} is before scheduled_time {scheduled:g}",
                 "a pod is deleted after it is scheduled; correct either time or remove the row",
             )
-        duration = deleted - scheduled
+        duration = row.duration("deletion_time", deleted - scheduled)
     else:
         if deleted < created:
             raise row.error(
@@ -144,7 +149,7 @@ def _job(row: Row, options: TraceOptions) -> Job | str:
                 f"{deleted:g} is before creation_time {created:g}",
                 "a pod is deleted after it is created; correct either time or remove the row",
             )
-        duration = deleted - created
+        duration = row.duration("deletion_time", deleted - created)
     teams = options.openb_teams
     team = "openb" if teams == 1 else f"team-{stable_bucket(name, teams)}"
     return Job(

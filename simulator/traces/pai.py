@@ -28,7 +28,9 @@ job_id "<job_name>/<task_name>", pods = inst_num (instances start together).
 - Skipped with a line: a job without start_time, a task without start or end time (still
   running or waiting when the trace was cut), a task whose job is not in the job table or
   was skipped, a job without any task. Bad rows (a non-number, a task ending before it
-  starts, a fraction of an instance, a repeated job or task) raise with `strict`, else are
+  starts, a fraction of an instance, a repeated job or task, a byte that is not UTF-8, a
+  value past the bounds of `simulator.traces.common`: inst_num <= 100,000, plan_gpu <= 6400
+  (64 GPUs), times <= 100 years, run time <= 10 years) raise with `strict`, else are
   skipped and listed.
 """
 
@@ -40,10 +42,14 @@ from pathlib import Path
 
 from simulator.model import Job, Trace, TraceError
 from simulator.traces.common import (
+    MAX_CPU_MILLI,
+    MAX_GPUS_PER_POD,
+    MAX_MEMORY_MIB,
+    MAX_PODS,
     Row,
     Rows,
     TraceOptions,
-    check_width,
+    check_fields,
     csv_rows,
     make_trace,
 )
@@ -89,7 +95,7 @@ def _table(path: str | Path, columns: tuple[str, ...], rows: Rows):
             continue
         row = Row(rows.path, number, fields, index)
         try:
-            check_width(row, columns)
+            check_fields(row, columns)
         except TraceError as error:
             rows.reject(error)
             continue
@@ -158,7 +164,7 @@ def _read_jobs(path: Path, options: TraceOptions, skipped: list[str]) -> tuple[d
                 dropped.add(job_name)
                 continue
             jobs[job_name] = _PaiJob(
-                row.line, row.text("inst_id", default=""), row.text("user"), row.number("start_time")
+                row.line, row.text("inst_id", default=""), row.text("user"), row.time("start_time")
             )
         except TraceError as error:
             rows.reject(error)
@@ -188,32 +194,35 @@ def _task_job(
 ) -> Job | str:
     """The task's job, or why it is skipped on purpose."""
     task_name = row.text("task_name", default="")
-    pods = row.whole("inst_num", minimum=1, unit="instances")
+    pods = row.whole("inst_num", minimum=1, maximum=MAX_PODS, unit="instances")
     if not row.present("start_time") or not row.present("end_time"):
         return "no start_time or end_time: the task was still running or waiting when the trace was cut"
-    started = row.number("start_time")
-    ended = row.number("end_time")
+    started = row.time("start_time")
+    ended = row.time("end_time")
     if ended < started:
         raise row.error(
             "end_time",
             f"{ended:g} is before start_time {started:g}",
             "a task ends after it starts; correct the times or remove the row",
         )
-    plan_gpu = row.number("plan_gpu", unit="percent of a GPU", default=0.0)
+    duration = row.duration("end_time", ended - started)
+    plan_gpu = row.number("plan_gpu", maximum=MAX_GPUS_PER_POD * 100, unit="percent of a GPU", default=0.0)
     if plan_gpu == 0:
         gpus, milli = 0, 0
     elif plan_gpu < 100:
         gpus, milli = 0, min(999, max(1, round(plan_gpu * 10)))
     else:
         gpus, milli = math.ceil(plan_gpu / 100 - 1e-9), 0
-    cpu_milli = round(row.number("plan_cpu", unit="percent of a core", default=0.0) * 10)
-    memory_mib = round(row.number("plan_mem", unit="GB", default=0.0) * 1024)
+    cpu_milli = round(
+        row.number("plan_cpu", maximum=MAX_CPU_MILLI / 10, unit="percent of a core", default=0.0) * 10
+    )
+    memory_mib = round(row.number("plan_mem", maximum=MAX_MEMORY_MIB / 1024, unit="GB", default=0.0) * 1024)
     group, spec = groups.get(parent.inst_id, ("", "")) if parent.inst_id else ("", "")
     team = (group or parent.user) if options.pai_team == "group" else parent.user
     return Job(
         job_id=f"{job_name}/{task_name}" if task_name else job_name,
         submit_s=parent.submit_s,
-        duration_s=ended - started,
+        duration_s=duration,
         pods=pods,
         gpus_per_pod=gpus,
         team=team,

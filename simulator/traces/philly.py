@@ -17,33 +17,42 @@ file, so the first job has submit_s 0; `Trace.epoch_s` is that earliest submissi
 Unix seconds), for calendar budget periods. GPUs are split into the fewest equal pods of at most
 `TraceOptions.max_gpus_per_pod` (8) GPUs: 16 -> 2 x 8, 12 -> 2 x 6, 24 -> 3 x 8, 128 -> 16 x 8.
 The CSV's gpu_time (num_gpus x duration) is not needed and not read. Bad rows (a non-number,
-a negative duration, a fraction of a GPU, a bad time) raise with `strict`, else are skipped
-and listed.
+a negative duration, a fraction of a GPU, a bad time, a byte that is not UTF-8, a value past
+the bounds of `simulator.traces.common`: num_gpus <= 100,000, durations <= 10 years, dates
+1970..2069) raise with `strict`, else are skipped and listed. In the JSON log a bad byte
+inside a string refuses its job object, naming the key; one between the tokens makes the
+file unreadable JSON, refused as a whole at its line.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from simulator.model import Job, Trace, TraceError
 from simulator.traces.common import (
+    MAX_JOB_GPUS,
     Row,
     Rows,
     TraceOptions,
-    check_width,
+    check_fields,
     csv_header,
     csv_rows,
     header_index,
     is_missing,
     make_trace,
+    not_utf8,
+    open_text,
     split_pods,
+    undecoded,
     utc_seconds,
 )
 
 CSV_COLUMNS = ("timestamp", "duration", "num_gpus", "cluster")
 CSV_OPTIONAL = ("gpu_time",)
 JSON_KEYS = ("jobid", "vc", "submitted_time", "attempts")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def read(path: str | Path, options: TraceOptions) -> Trace:
@@ -53,7 +62,7 @@ def read(path: str | Path, options: TraceOptions) -> Trace:
 
 
 def _is_json(path: str | Path) -> bool:
-    with open(path, encoding="utf-8-sig") as handle:
+    with open_text(path) as handle:
         start = handle.read(256).lstrip()
     return start.startswith(("[", "{"))
 
@@ -83,10 +92,10 @@ def read_csv(path: str | Path, options: TraceOptions) -> Trace:
     for number, fields in lines:
         row = Row(rows.path, number, fields, index)
         try:
-            check_width(row, columns)
+            check_fields(row, columns)
             submit = row.utc_seconds("timestamp")
-            duration = row.number("duration")
-            gpus = row.whole("num_gpus")
+            duration = row.duration("duration")
+            gpus = row.whole("num_gpus", maximum=MAX_JOB_GPUS)
             team = row.text("cluster")
         except TraceError as error:
             rows.reject(error)
@@ -97,9 +106,10 @@ def read_csv(path: str | Path, options: TraceOptions) -> Trace:
 
 def read_job_log(path: str | Path, options: TraceOptions) -> Trace:
     rows = Rows(path, options.strict)
-    with open(path, encoding="utf-8-sig") as handle:
+    with open_text(path) as handle:
+        text = handle.read()
         try:
-            data = json.load(handle)
+            data = json.loads(text)
         except json.JSONDecodeError as error:
             raise TraceError(
                 rows.path,
@@ -114,12 +124,16 @@ def read_job_log(path: str | Path, options: TraceOptions) -> Trace:
         )
     index = {key: i for i, key in enumerate(JSON_KEYS)}
     pending: list[_Pending] = []
+    # Walk the jobs' strings only when one may not be UTF-8: a raw byte, or a \uD8xx escape.
+    bad_bytes = undecoded(text) is not None or _SURROGATE_ESCAPE.search(text) is not None
     for number, item in enumerate(data, start=1):
         try:
             if not isinstance(item, dict):
                 raise TraceError(
                     rows.path, number, "(job)", "is not a JSON object", "each job is an object {...}"
                 )
+            if bad_bytes:
+                _check_strings(rows.path, number, item, "")
             row = Row(rows.path, number, [item.get(key) for key in JSON_KEYS], index)
             job = _logged_job(row, item)
             if isinstance(job, str):
@@ -131,6 +145,22 @@ def read_job_log(path: str | Path, options: TraceOptions) -> Trace:
             continue
         pending.append(job)
     return _trace(path, pending, options, rows.skipped)
+
+
+def _check_strings(path: str, number: int, value: object, where: str) -> None:
+    """Refuses the job whose keys or strings hold a byte that is not UTF-8, naming the key."""
+    if isinstance(value, str):
+        if (found := undecoded(value)) is not None:
+            raise not_utf8(path, number, where or "(job)", value, found)
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            name = f"{where}.{key}" if where else str(key)
+            if (found := undecoded(key)) is not None:
+                raise not_utf8(path, number, f"{where or '(job)'} key", key, found)
+            _check_strings(path, number, inner, name)
+    elif isinstance(value, list):
+        for k, inner in enumerate(value):
+            _check_strings(path, number, inner, f"{where}[{k}]")
 
 
 def _logged_job(row: Row, item: dict) -> _Pending | str:
@@ -162,6 +192,7 @@ def _logged_job(row: Row, item: dict) -> _Pending | str:
             f"{end} is before start_time {start}",
             "an attempt ends after it starts; correct the times or remove the job",
         )
+    duration = row.duration(f"{column}.end_time", ended - started)
     details = last.get("detail") or []
     if not isinstance(details, list):
         raise row.error(f"{column}.detail", "is not a list", "detail is a list of {ip, gpus}")
@@ -175,4 +206,5 @@ def _logged_job(row: Row, item: dict) -> _Pending | str:
         gpus += len(listed)
     if gpus == 0:
         return "the last attempt lists no GPU"
-    return submit, job_id, ended - started, gpus, team
+    row.at_most(f"{column}.detail", gpus, MAX_JOB_GPUS, "GPUs")
+    return submit, job_id, duration, gpus, team
