@@ -360,3 +360,21 @@ def test_bad_configuration_gives_a_clear_error(tmp_path, postgres):
     # A plain postgresql:// URL gets the psycopg driver gpufair ships with.
     with Ledger(f"postgresql://gpufair@127.0.0.1:{postgres.port}/postgres", migrate=False) as ledger:
         assert ledger.url.drivername == "postgresql+psycopg"
+
+
+def test_a_run_booked_under_its_gangs_old_id_goes_on_under_the_new_one(target):
+    # Gang ids now name their kind (ns/podgroup:NAME, ns/gang:NAME). A PodGroup gang running
+    # when the daemon is upgraded was booked as ns/NAME: the new id takes the run over from
+    # where it was charged, the old row closes there, and no GPU-second is charged twice.
+    start = NOW - 3600
+    with Ledger(target) as ledger:
+        ledger.accrue(NOW - 1800, [run("vision/train", "vision", 8, start)], teams=TEAMS)
+        after = ledger.accrue(NOW, [run("vision/podgroup:train", "vision", 8, start)], teams=TEAMS)
+        assert after.gpu_seconds == {("vision", "training"): pytest.approx(8 * 1800)}
+        old, new = ledger.gang("vision/train"), ledger.gang("vision/podgroup:train")
+        assert old.end_s == pytest.approx(NOW - 1800)
+        assert new.start_s == pytest.approx(start) and new.end_s is None
+        assert ledger.usage(NOW, TEAMS)["vision"].period_gpu_hours == pytest.approx(8.0)
+        # A different run of the same name (another start) is a new run, charged from its start.
+        fresh = ledger.accrue(NOW + 60, [run("vision/gang:train", "vision", 1, NOW)], teams=TEAMS)
+        assert fresh.gpu_seconds == {("vision", "training"): pytest.approx(60)}

@@ -175,6 +175,31 @@ def _engine(url: URL) -> Engine:
         ) from exc
 
 
+# A gang's id once named its PodGroup or gpufair.io/gang label without its kind ("ns/NAME");
+# it is now "ns/podgroup:NAME" or "ns/gang:NAME", so two kinds of one name never merge.
+_KINDS = ("podgroup:", "gang:")
+
+
+def legacy_gang_id(gang_id: str) -> str | None:
+    """The id a PodGroup or label gang had before ids named their kind (None: no other)."""
+    ns, sep, name = gang_id.partition("/")
+    for kind in _KINDS:
+        if sep and name.startswith(kind):
+            return f"{ns}/{name[len(kind) :]}"
+    return None
+
+
+def _take_over(row: GangRecord, old: GangRecord | None, run: GangRun) -> None:
+    """A run still open under its gang's old id (booked before an upgrade) goes on under the
+    new id from where it was charged, and the old row is closed there: nothing is charged
+    twice, and nothing is lost."""
+    if old is None or old.end_s is not None or old.run_start_s != run.start_s or old.team != run.team:
+        return
+    row.start_s, row.run_start_s, row.submit_s = old.start_s, old.run_start_s, old.submit_s
+    row.charged_until_s = old.charged_until_s
+    old.end_s = old.charged_until_s
+
+
 def _split(budget: Budget, start_s: float, end_s: float) -> Iterable[tuple[float, float, float]]:
     """(period start, period end, seconds) of [start_s, end_s] cut at budget-period boundaries."""
     t = start_s
@@ -274,7 +299,8 @@ class Ledger:
         live = _runs(running, skipped)
         charged: dict[tuple[str, str], float] = defaultdict(float)
         with self._session() as s, s.begin():
-            ids = sorted({r.gang_id for r in (*ended, *live)})
+            named = {r.gang_id for r in (*ended, *live)}
+            ids = sorted(named | {old for i in named if (old := legacy_gang_id(i)) is not None})
             rows: dict[str, GangRecord] = {}
             for i in range(0, len(ids), _CHUNK):
                 stmt = select(GangRecord).where(col(GangRecord.gang_id).in_(ids[i : i + _CHUNK]))
@@ -290,6 +316,7 @@ class Ledger:
                     row = GangRecord(gang_id=run.gang_id, team=run.team, tier=_tier(run.tier), gpus=run.gpus)
                     rows[run.gang_id] = row
                     s.add(row)
+                    _take_over(row, rows.get(legacy_gang_id(run.gang_id) or ""), run)
                 if row.run_start_s != run.start_s:  # a new run (first start, or a restart)
                     row.run_start_s = run.start_s
                     row.end_s = None
