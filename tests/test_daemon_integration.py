@@ -422,3 +422,66 @@ def test_the_example_quota_refuses_production_pods_at_admission(cluster, kube, n
         make_pod(kube, a, "infer", gpus=8, priority_class="gpufair-production")
     assert refused.value.status == 403 and "exceeded quota" in str(refused.value)
     make_pod(kube, a, "train", gpus=8)  # other tiers are not limited by it
+
+
+def test_a_dedicated_team_pool_keeps_other_teams_out_whatever_they_tolerate(cluster, kube, ns):
+    a, b = ns("secure"), ns("other")
+    pool = ["gpu-0000", "gpu-0001"]
+    taint = {"key": "dedicated", "value": "secure", "effect": "NoSchedule"}
+    toleration = {"key": "dedicated", "operator": "Equal", "value": "secure", "effect": "NoSchedule"}
+    for name in pool:
+        kube.request(
+            "PATCH",
+            f"/api/v1/nodes/{name}",
+            body={"metadata": {"labels": {"pool": "secure"}}, "spec": {"taints": [taint]}},
+            content_type="application/merge-patch+json",
+        )
+    try:
+        make_team(
+            kube,
+            "secure",
+            [a],
+            nodePool={"nodeSelector": {"pool": "secure"}, "tolerations": [toleration], "dedicated": True},
+        )
+        make_team(kube, "other", [b])
+        # The other team's pod asks for the pool and tolerates its taint: still refused.
+        sneaky = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "sneaky", "namespace": b},
+            "spec": {
+                "schedulerName": "gpufair",
+                "priorityClassName": "gpufair-training",
+                "nodeSelector": {"pool": "secure"},
+                "tolerations": [toleration],
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "registry.example/trainer:1",
+                        "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                    }
+                ],
+                "terminationGracePeriodSeconds": 0,
+            },
+        }
+        kube.request("POST", f"/api/v1/namespaces/{b}/pods", body=sneaky)
+        for i in range(3):
+            make_pod(kube, a, f"s{i}", gpus=8)
+        with InProcessDaemon(cluster.kubeconfig):
+            wait_for("the secure team's pool filled", lambda: len(bound(kube, a)) == 2, timeout_s=30)
+            assert set(bound(kube, a).values()) == set(pool)  # its third pod waits: never outside the pool
+            cond = wait_for(
+                "the other team's reason",
+                lambda: (c := condition(pods_in(kube, b)["sneaky"])) and c.get("status") == "False" and c,
+            )
+            assert "dedicated to another team's node pool" in cond["message"]
+            time.sleep(2)
+            assert "sneaky" not in bound(kube, b) and len(bound(kube, a)) == 2
+    finally:
+        for name in pool:
+            kube.request(
+                "PATCH",
+                f"/api/v1/nodes/{name}",
+                body={"metadata": {"labels": {"pool": None}}, "spec": {"taints": None}},
+                content_type="application/merge-patch+json",
+            )

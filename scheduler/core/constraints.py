@@ -100,6 +100,8 @@ class PodConstraints:
     tolerations: tuple[Toleration, ...] = ()
     unsupported: tuple[str, ...] = ()
     gates: tuple[str, ...] = field(default=())
+    # Node pools dedicated to other teams (their node selectors): never this pod's.
+    excluded: tuple[tuple[tuple[str, str], ...], ...] = ()
 
     @property
     def limits_nodes(self) -> bool:
@@ -110,6 +112,9 @@ class PodConstraints:
         if any(labels.get(k) != v for k, v in self.node_selector):
             return False
         return self.required is None or any(t.matches(name, labels) for t in self.required)
+
+    def in_excluded_pool(self, labels: Mapping[str, str]) -> bool:
+        return any(all(labels.get(k) == v for k, v in pool) for pool in self.excluded)
 
     def untolerated(self, taints: tuple[Taint, ...]) -> Taint | None:
         """The first NoSchedule or NoExecute taint no toleration of the pod tolerates."""

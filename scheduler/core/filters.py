@@ -43,6 +43,29 @@ def _per_pod(gang: Gang) -> tuple[PodConstraints, ...]:
     return gang.constraints or _NONE
 
 
+class TeamPool(NodeFilter):
+    """Nodes of a pool a GPUTeam has dedicated to itself (spec.nodePool.dedicated) are for its
+    pods alone: another team's pod is kept off, whatever its own spec tolerates or selects.
+    (A team's own pool, selector and tolerations are merged into its pods' constraints by
+    pools.with_team_pool; this filter holds the other side.)"""
+
+    name = "team-pool"
+
+    def signature(self, gang: Gang) -> Hashable:
+        return tuple(c.excluded for c in _per_pod(gang))
+
+    def mask(self, state: ClusterState, gang: Gang) -> np.ndarray | None:
+        pools = [c for c in _per_pod(gang) if c.excluded]
+        if not pools:
+            return None
+        return np.array(
+            [not any(c.in_excluded_pool(n.labels) for c in pools) for n in state.nodes], dtype=bool
+        ).reshape(len(state.nodes))
+
+    def explain(self, state: ClusterState, gang: Gang, ruled_out: np.ndarray) -> list[tuple[int, str]]:
+        return [(int(ruled_out.sum()), "node(s) are dedicated to another team's node pool")]
+
+
 class TaintToleration(NodeFilter):
     """A node's NoSchedule and NoExecute taints keep off every pod that does not tolerate
     them: how a platform reserves a node pool (PreferNoSchedule only scores, not kept here)."""
@@ -159,10 +182,14 @@ def ruled_out(state: ClusterState, gang: Gang, filters: Sequence[NodeFilter]) ->
     return out
 
 
-NODE_FILTERS: dict[str, NodeFilter] = {f.name: f for f in (NodeAffinity(), TaintToleration(), GpuModel())}
+NODE_FILTERS: dict[str, NodeFilter] = {
+    f.name: f for f in (TeamPool(), NodeAffinity(), TaintToleration(), GpuModel())
+}
 # kube-scheduler's order (TaintToleration before NodeAffinity): a node ruled out by several
 # is counted under the first, as in its FailedScheduling message.
+# The team's pool first: the platform's rule, whatever the pod says.
 DEFAULT_FILTERS: tuple[NodeFilter, ...] = (
+    NODE_FILTERS["team-pool"],
     NODE_FILTERS["taint-toleration"],
     NODE_FILTERS["node-affinity"],
     NODE_FILTERS["gpu-model"],

@@ -25,6 +25,7 @@ from scheduler.core.intake import RunningStore
 from scheduler.core.model import Decisions, Gang, Node, Snapshot, Team, TeamUsage
 from scheduler.core.placement import GangRequest, RequestKey
 from scheduler.core.policies import Policy, get_policy
+from scheduler.core.pools import reserved_pools, with_team_pool
 from scheduler.core.shortcuts import Shortcuts
 from scheduler.core.waiting import WaitingStore
 
@@ -58,6 +59,11 @@ class Core:
         self.policy = get_policy(policy)
         self.teams = tuple(teams)
         self.team_index = {t.name: i for i, t in enumerate(self.teams)}
+        # Team node pools (pools.py): merged into each gang the Core is given.
+        self._reserved = reserved_pools(self.teams)
+        self._pools = any(t.node_selector or t.tolerations for t in self.teams) or any(
+            self._reserved.values()
+        )
         self.sink = len(self.teams)
         self.gangs: dict[str, Gang] = {}  # snapshot order
         self.seq: dict[str, int] = {}
@@ -75,7 +81,8 @@ class Core:
         reference: bool = False,
     ) -> Core:
         core = cls(snap.nodes, snap.teams, config, policy, reference=reference)
-        for gang in snap.gangs:
+        gangs = tuple(core._pooled(g) for g in snap.gangs) if core._pools else snap.gangs
+        for gang in gangs:
             if gang.id in core.gangs:
                 raise InvalidInput(
                     f"gang {gang.id!r}",
@@ -86,7 +93,7 @@ class Core:
             core.gangs[gang.id] = gang
         core.seq = {gid: n for n, gid in enumerate(core.gangs)}
         core._next_seq = len(core.gangs)
-        waiting = core.running.load(snap.gangs)
+        waiting = core.running.load(gangs)
         core.waiting.load([(pos, gang) for pos, gang in waiting])
         return core
 
@@ -108,8 +115,15 @@ class Core:
         """New node list (a node failed, was repaired, joined or left)."""
         self._set_nodes(tuple(nodes))
 
+    def _pooled(self, gang: Gang) -> Gang:
+        t = self.team_index.get(gang.team)
+        team = self.teams[t] if t is not None else None
+        return with_team_pool(gang, team, self._reserved.get(gang.team, ()))
+
     def put(self, gang: Gang) -> None:
         """A new gang, or a new version of one (bound, evicted, changed); it moves to the end."""
+        if self._pools:
+            gang = self._pooled(gang)
         old = self.gangs.pop(gang.id, None)
         if old is not None:
             self._drop(old)

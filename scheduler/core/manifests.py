@@ -12,12 +12,25 @@ from typing import Any
 import yaml
 
 from scheduler.core.config import API_VERSION
+from scheduler.core.constraints import Toleration
 from scheduler.core.durations import parse_duration
 from scheduler.core.errors import InvalidInput
 from scheduler.core.model import Budget, OnExhausted, Team
 
-_SPEC_KEYS = {"weight", "guaranteedGPUs", "maxGPUs", "budget", "namespaces", "minRuntime", "production"}
+_SPEC_KEYS = {
+    "weight",
+    "guaranteedGPUs",
+    "maxGPUs",
+    "budget",
+    "namespaces",
+    "minRuntime",
+    "production",
+    "nodePool",
+}
 _PRODUCTION_KEYS = {"allowed", "maxGPUs"}
+_POOL_KEYS = {"nodeSelector", "tolerations", "dedicated"}
+_TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
+_EFFECTS = ("", "NoSchedule", "PreferNoSchedule", "NoExecute")
 _BUDGET_KEYS = {"gpuHours", "period", "onExhausted", "anchor"}
 
 
@@ -154,7 +167,61 @@ def team_from_manifest(doc: Mapping[str, Any]) -> Team:
         namespaces=tuple(namespaces),
         min_runtime_s=parse_duration(spec.get("minRuntime", 0), obj, "spec.minRuntime"),
         **_production(obj, spec.get("production")),
+        **_node_pool(obj, spec.get("nodePool")),
     )
+
+
+def _toleration(obj: str, where: str, t: Any) -> Toleration:
+    if not isinstance(t, Mapping) or set(t) - _TOLERATION_KEYS:
+        raise InvalidInput(obj, where, f"{t!r} is not a toleration", "write {key, operator, value, effect}")
+    op = t.get("operator", "Equal")
+    if op not in ("Equal", "Exists") or (op == "Exists" and t.get("value")):
+        raise InvalidInput(
+            obj,
+            f"{where}.operator",
+            f"{op!r} with value {t.get('value')!r}",
+            "use Equal with a value, or Exists",
+        )
+    effect = t.get("effect", "")
+    if effect not in _EFFECTS:
+        raise InvalidInput(
+            obj, f"{where}.effect", f"{effect!r} is not a taint effect", "use NoSchedule or NoExecute"
+        )
+    return Toleration(str(t.get("key") or ""), op, str(t.get("value") or ""), effect)
+
+
+def _node_pool(obj: str, body: Any) -> dict[str, Any]:
+    """spec.nodePool: {nodeSelector, tolerations, dedicated} (see core/pools.py)."""
+    if body is None:
+        return {}
+    path = "spec.nodePool"
+    if not isinstance(body, Mapping):
+        raise InvalidInput(obj, path, "is not a mapping", "write nodePool: {nodeSelector: {pool: a}}")
+    unknown = set(body) - _POOL_KEYS
+    if unknown:
+        raise InvalidInput(
+            obj, f"{path}.{sorted(unknown)[0]}", "unknown field", f"use {', '.join(sorted(_POOL_KEYS))}"
+        )
+    selector = body.get("nodeSelector") or {}
+    if not isinstance(selector, Mapping) or not all(
+        isinstance(k, str) and k and isinstance(v, str) for k, v in selector.items()
+    ):
+        raise InvalidInput(
+            obj, f"{path}.nodeSelector", f"{selector!r} is not a map of labels", "write {pool: a}"
+        )
+    tolerations = [
+        _toleration(obj, f"{path}.tolerations[{i}]", t) for i, t in enumerate(body.get("tolerations") or [])
+    ]
+    dedicated = body.get("dedicated", False)
+    if not isinstance(dedicated, bool):
+        raise InvalidInput(
+            obj, f"{path}.dedicated", f"{dedicated!r} is not true or false", "write true or false"
+        )
+    return {
+        "node_selector": tuple(sorted(selector.items())),
+        "tolerations": tuple(sorted(set(tolerations))),
+        "dedicated": dedicated,
+    }
 
 
 def _production(obj: str, body: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from scheduler.core.constraints import PodConstraints, Taint
+from scheduler.core.constraints import PodConstraints, Taint, Toleration
 from scheduler.core.errors import InvalidInput
 
 MILLI_PER_GPU = 1000
@@ -95,9 +95,21 @@ class Team:
     # spec.production grants nothing; this default is for callers that build teams in code.
     production_allowed: bool = True
     production_max_gpus: float | None = None
+    # The team's node pool (spec.nodePool): its pods use only nodes with these labels, with
+    # these tolerations added; `dedicated`: those nodes are for this team's pods alone.
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[Toleration, ...] = ()
+    dedicated: bool = False
 
     def __post_init__(self) -> None:
         obj = f"GPUTeam {self.name!r}"
+        if self.dedicated and not self.node_selector:
+            raise InvalidInput(
+                obj,
+                "spec.nodePool.dedicated",
+                "a dedicated pool needs the nodeSelector that says which nodes it is",
+                "set spec.nodePool.nodeSelector, e.g. {pool: secure}",
+            )
         if self.production_max_gpus is not None and not (
             math.isfinite(self.production_max_gpus) and 0 <= self.production_max_gpus <= MAX_TEAM_GPUS
         ):
