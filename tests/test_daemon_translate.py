@@ -77,6 +77,25 @@ def test_requests_count_init_containers_and_overhead_as_the_kubelet_does():
     assert pod_requests(p) == (2, 8250, 1024)
 
 
+def test_sidecar_init_containers_add_up_with_the_app_as_the_kubelet_counts_them():
+    # A sidecar (restartPolicy: Always) runs beside the app: its request adds up. A plain
+    # init container after it runs beside the sidecar, then exits.
+    p = pod("a", gpus=1)  # the app asks for 1 CPU and 1 GiB
+    p["spec"]["initContainers"] = [
+        {
+            "name": "proxy",
+            "restartPolicy": "Always",
+            "resources": {"requests": {"cpu": "2", "memory": "1Gi"}},
+        },
+        {"name": "setup", "resources": {"requests": {"cpu": "4", "memory": "256Mi"}}},
+    ]
+    _, cpu, mem = pod_requests(p)
+    app_cpu, app_mem = pod_requests(pod("a", gpus=1))[1:]
+    assert cpu == max(app_cpu + 2000, 4000 + 2000) and mem == max(app_mem + 1024, 256 + 1024)
+    p["spec"]["initContainers"][1]["resources"]["requests"]["cpu"] = "100m"
+    assert pod_requests(p)[1] == app_cpu + 2000  # the app and its sidecar, summed
+
+
 def test_node_reads_allocatable_labels_and_readiness():
     n = node_from_api(node("n1", 8, **{"gpufair.io/gpu-model": "H100"}), unhealthy=[3, 99])
     assert (n.gpus, n.cpu_milli, n.memory_mib, n.gpu_model) == (8, 96000, 1024 * 1024, "H100")

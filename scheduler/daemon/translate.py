@@ -94,13 +94,27 @@ def pod_requests(pod: Mapping[str, Any]) -> tuple[int, int, int]:
             _quantity(mem) / 2**20 if mem is not None else 0.0,
         )
 
+    # As the kubelet counts them (KEP-753): sidecars (init containers with restartPolicy
+    # Always) run beside everything after them, so they add up; a plain init container needs
+    # its own request on top of the sidecars started before it, then exits.
     total = [0.0, 0.0, 0.0]
     for c in spec.get("containers") or []:
         for i, v in enumerate(of(c)):
             total[i] += v
+    sidecars = [0.0, 0.0, 0.0]
+    init_peak = [0.0, 0.0, 0.0]
     for c in spec.get("initContainers") or []:
-        for i, v in enumerate(of(c)):
-            total[i] = max(total[i], v)
+        req = of(c)
+        if c.get("restartPolicy") == "Always":
+            for i, v in enumerate(req):
+                sidecars[i] += v
+                total[i] += v
+            during = sidecars
+        else:
+            during = [v + sidecars[i] for i, v in enumerate(req)]
+        for i, v in enumerate(during):
+            init_peak[i] = max(init_peak[i], v)
+    total = [max(t, p) for t, p in zip(total, init_peak, strict=True)]
     overhead = spec.get("overhead") or {}
     if "cpu" in overhead:
         total[1] += _quantity(overhead["cpu"]) * 1000
