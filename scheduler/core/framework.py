@@ -86,6 +86,11 @@ class Gate(ABC):
 
     name: ClassVar[str]
 
+    def applies(self, cyc: Cycle) -> bool:
+        """Whether the gate may refuse anything this cycle (asked once a cycle, so a gate
+        that cannot, the usual case, costs nothing per gang)."""
+        return True
+
     @abstractmethod
     def refuse(self, cyc: Cycle, t: int, tier: Tier, scavenging: bool) -> tuple[str, str] | None:
         """(code, reason) that keeps team `t`'s gangs of `tier` waiting, or None to let them

@@ -19,6 +19,9 @@ class BudgetBlock(Gate):
 
     name = "budget"
 
+    def applies(self, cyc: Cycle) -> bool:
+        return any(cyc.exhausted)
+
     def refuse(self, cyc: Cycle, t: int, tier: Tier, scavenging: bool) -> tuple[str, str] | None:
         blocked = (
             cyc.exhausted[t]
@@ -35,6 +38,9 @@ class ProductionAllowance(Gate):
     (GPUTeam spec.production.allowed) may run it; a pod's own PriorityClass cannot."""
 
     name = "production-allowance"
+
+    def applies(self, cyc: Cycle) -> bool:
+        return not all(t.production_allowed for t in cyc.teams)
 
     def refuse(self, cyc: Cycle, t: int, tier: Tier, scavenging: bool) -> tuple[str, str] | None:
         if tier is not Tier.PRODUCTION or t == cyc.sink or cyc.teams[t].production_allowed:

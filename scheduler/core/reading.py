@@ -149,7 +149,7 @@ def spec_problem(gang: Gang) -> Problem | None:
 
 def gated(cyc: Cycle, t: int, tier: Tier, scavenging: bool) -> tuple[str, str] | None:
     """The first of the policy's gates that keeps team `t`'s gangs of `tier` waiting."""
-    for gate in cyc.policy.gates:
+    for gate in cyc.gates:
         refused = gate.refuse(cyc, t, tier, scavenging)
         if refused is not None:
             return refused

@@ -129,7 +129,7 @@ class CycleMemo:
 
     def __init__(self, shortcuts: Shortcuts, removals: int) -> None:
         self.enabled = shortcuts.enabled
-        self._failed: dict[RequestKey, int] = {}  # request -> releases when it failed
+        self._failed: dict[RequestKey | None, int] = {}  # request -> releases when it failed
         self._no_victims: dict[Hashable, int] = {}
         self._diagnosed: dict[Hashable, tuple[str, str]] = {}
         self._contexts: dict[Hashable, str] = {}
@@ -143,8 +143,9 @@ class CycleMemo:
     # Placement failures.
 
     def fails(self, key: RequestKey | None, releases: int) -> bool:
-        """Whether the shared request `key` found no room since the last eviction."""
-        return self.enabled and key is not None and self._failed.get(key) == releases
+        """Whether the shared request `key` found no room since the last eviction. (The
+        reference mode records no failure, so it never finds one: no check needed here.)"""
+        return self._failed.get(key) == releases
 
     def failed(self, req: GangRequest, releases: int, at_start: bool) -> None:
         if not self.enabled or req.key is None:
