@@ -50,6 +50,7 @@ class TeamPool(NodeFilter):
     pools.with_team_pool; this filter holds the other side.)"""
 
     name = "team-pool"
+    constraint_only = True
 
     def signature(self, gang: Gang) -> Hashable:
         return tuple(c.excluded for c in _per_pod(gang))
@@ -71,6 +72,7 @@ class TaintToleration(NodeFilter):
     them: how a platform reserves a node pool (PreferNoSchedule only scores, not kept here)."""
 
     name = "taint-toleration"
+    constraint_only = True
     plugin = "TaintToleration"
 
     def signature(self, gang: Gang) -> Hashable:
@@ -104,6 +106,7 @@ class NodeAffinity(NodeFilter):
     both of which must hold; preferred terms only score, and are not kept here."""
 
     name = "node-affinity"
+    constraint_only = True
     plugin = "NodeAffinity"
 
     def signature(self, gang: Gang) -> Hashable:

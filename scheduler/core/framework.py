@@ -26,7 +26,7 @@ is not in it, listing those that are.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 import numpy as np
@@ -59,6 +59,9 @@ class NodeFilter(ABC):
     """Nodes a gang's pods may use, whatever is free on them."""
 
     name: ClassVar[str]
+    # Whether the filter reads only the gang's pod constraints: then a gang without any has
+    # the signature None, and the filter is not asked (most gangs state none).
+    constraint_only: ClassVar[bool] = False
 
     @abstractmethod
     def signature(self, gang: Gang) -> Hashable:
@@ -166,6 +169,13 @@ class VictimPolicy(ABC):
     def slack(self, cyc: Cycle, w: Waiting) -> np.ndarray | None:
         """Per team: the training GPUs `accept` lets one plan take from it in all (None: no
         such limit)."""
+
+
+def filter_signatures(gang: Gang, filters: Sequence[NodeFilter]) -> tuple[Hashable, ...]:
+    """What each filter reads of the gang (see NodeFilter.constraint_only)."""
+    if gang.constraints:
+        return tuple(f.signature(gang) for f in filters)
+    return tuple(None if f.constraint_only else f.signature(gang) for f in filters)
 
 
 U = TypeVar("U")

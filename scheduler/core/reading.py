@@ -11,6 +11,7 @@ import numpy as np
 
 from scheduler.core import filters, reasons
 from scheduler.core.cluster import Shape
+from scheduler.core.framework import filter_signatures
 from scheduler.core.model import Gang, Pending, Pod, Tier
 from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, RequestKey
 from scheduler.core.shortcuts import LoadedRunning
@@ -311,7 +312,7 @@ def ruled_out(cyc: Cycle, gang: Gang) -> Callable[[], list[tuple[str, int, str]]
 
 def shared_request(cyc: Cycle, shapes: tuple[Shape, ...], gang: Gang, widest: int) -> GangRequest:
     """Many waiting gangs look alike: they share one request (and its node mask)."""
-    key = RequestKey(shapes, tuple(f.signature(gang) for f in cyc.policy.filters), widest)
+    key = RequestKey(shapes, filter_signatures(gang, cyc.policy.filters), widest)
     request = cyc.requests.get(key)
     if request is None:
         request = GangRequest(

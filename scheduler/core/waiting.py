@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, overload
 
 from scheduler.core.cluster import Shape
+from scheduler.core.framework import filter_signatures
 from scheduler.core.model import Gang, Pending, Pod, Tier
 from scheduler.core.placement import GangRequest
 
@@ -74,7 +75,7 @@ def scheduling_signature(gang: Gang, filters: Sequence[NodeFilter] = ()) -> tupl
         gang.topology_required,
         gang.topology_preferred,
         gang.constraints,
-        *(f.signature(gang) for f in filters),
+        *filter_signatures(gang, filters),
     )
 
 
