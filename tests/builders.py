@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.core import Decisions, Gang, InvalidInput, Node, Pod, Snapshot, Team
+from scheduler.core.constraints import Taint
 from scheduler.core.nominations import Nominations
 
 NOW = 1_800_000_000.0  # 2027-01-15, a Friday
@@ -131,3 +132,18 @@ def shared_trace(*parts: str) -> Path:
             "parent folder holds shared/traces); tests read them in place and never skip them"
         )
     return path
+
+
+SECURE_TAINT = Taint("dedicated", "secure", "NoSchedule")
+
+
+def pool_nodes(general: int = 2) -> tuple[Node, ...]:
+    """Two 8-GPU nodes labelled pool=secure and tainted dedicated=secure:NoSchedule, then
+    `general` plain 8-GPU nodes labelled pool=general."""
+
+    def labelled(name: str, pool: str, taints: tuple[Taint, ...] = ()) -> Node:
+        n = node(name, 8)
+        return replace(n, labels={**n.labels, "pool": pool}, taints=taints)
+
+    secure = tuple(labelled(f"s{i}", "secure", (SECURE_TAINT,)) for i in range(2))
+    return secure + tuple(labelled(f"g{i}", "general") for i in range(general))

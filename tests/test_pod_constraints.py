@@ -5,14 +5,12 @@ the real kube-scheduler."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
-from scheduler.core import Gang, Node, Pod, decide
+from scheduler.core import Gang, Pod, decide
 from scheduler.core.constraints import PodConstraints, Requirement, Taint, Term, Toleration
 from scheduler.daemon.podspec import node_taints, pod_constraints
-from tests.builders import gang, node, snapshot, teams
+from tests.builders import gang, pool_nodes, snapshot, teams
 
 SECURE = Taint("dedicated", "secure", "NoSchedule")
 
@@ -69,16 +67,7 @@ def test_terms_are_ored_their_expressions_anded_and_an_empty_term_matches_nothin
 
 
 def _pool():
-    def labelled(name: str, pool: str, taints: tuple[Taint, ...] = ()) -> Node:
-        n = node(name, 8)
-        return replace(n, labels={**n.labels, "pool": pool}, taints=taints)
-
-    return (
-        labelled("s0", "secure", (SECURE,)),
-        labelled("s1", "secure", (SECURE,)),
-        labelled("g0", "general"),
-        labelled("g1", "general"),
-    )
+    return pool_nodes(2)
 
 
 def test_a_pod_never_lands_on_a_pool_it_does_not_tolerate():

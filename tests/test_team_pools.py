@@ -9,22 +9,14 @@ from dataclasses import replace
 from scheduler.core import Gang, Pod, Team, decide, team_from_manifest
 from scheduler.core.constraints import PodConstraints, Taint, Toleration
 from scheduler.core.incremental import Core
-from tests.builders import NOW, gang, names, node, refused, snapshot
+from tests.builders import NOW, gang, names, pool_nodes, refused, snapshot
 
 SECURE = Taint("dedicated", "secure", "NoSchedule")
 SECURE_OK = Toleration("dedicated", "Equal", "secure", "NoSchedule")
 
 
 def _nodes():
-    def labelled(name, pool, taints=()):
-        n = node(name, 8)
-        return replace(n, labels={**n.labels, "pool": pool}, taints=taints)
-
-    return (
-        labelled("s0", "secure", (SECURE,)),
-        labelled("s1", "secure", (SECURE,)),
-        labelled("g0", "general"),
-    )
+    return pool_nodes(1)
 
 
 SECURE_TEAM = Team(
