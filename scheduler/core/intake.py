@@ -238,7 +238,7 @@ class RunningStore:
         # equal, pods have only come, and no node has more room than it had.
         self.removals = 0
         # Pods that came (+1) or went (-1) since the reader last took them, as (sign, node,
-        # GPUs, share, CPU, memory, known slots); None: read everything again (see engine.py).
+        # GPUs, share, CPU, memory, known slots); None: read everything again (see reading.read_running).
         self.changes: list[tuple[int, int, int, int, int, int, bool]] | None = None
 
     def _count_shapes(self, shapes: Iterable[tuple[int, int, int, int]], sign: int) -> None:

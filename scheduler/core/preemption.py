@@ -5,7 +5,7 @@ by what it costs to clear them per pod they could then hold (scavenger victims c
 far cheaper than training ones), and victims are taken node by node, cheapest first,
 until the gang fits; then victims that turn out not to be needed are given back,
 dearest first. The cheapest domain's plan wins. Everything is tried on the live state
-and rolled back; the engine applies the plan it is handed.
+and rolled back; the cycle applies the plan it is handed.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ MAX_VICTIMS_TRIED = 256
 class Victim:
     """A running gang that could be evicted, and what evicting it would cost."""
 
-    ref: int  # the engine's index of the running gang
+    ref: int  # the cycle's index of the running gang
     gang: str
     team: str
     tier: Tier
