@@ -16,7 +16,7 @@ from scheduler.core.model import Gang, Pending, Pod, Tier
 from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, RequestKey
 from scheduler.core.shortcuts import LoadedRunning
 from scheduler.core.tiers import effective_tier, effective_tiers
-from scheduler.core.waiting import Problem, SignatureGroup, View, Waiting
+from scheduler.core.waiting import GroupRequest, Problem, SignatureGroup, View, Waiting
 
 if TYPE_CHECKING:
     from scheduler.core.cycle import Cycle
@@ -172,9 +172,9 @@ def _group_view(cyc: Cycle, c: SignatureGroup, t: int, tier: Tier, scavenging: b
     # The rest depends on the group, the config and the nodes only: worked out once for
     # as long as the request table (which lives as long as the Core's node list).
     cached = c.request_cache
-    if cached is None or cached[0] is not cyc.requests:
-        cached = c.request_cache = (cyc.requests, *_group_request(cyc, c))
-    v.request, v.problem = cached[1], cached[2]
+    if cached is None or cached.table is not cyc.requests:
+        cached = c.request_cache = GroupRequest(cyc.requests, *_group_request(cyc, c))
+    v.request, v.problem = cached.request, cached.problem
     return v
 
 

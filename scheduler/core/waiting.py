@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, overload
 from scheduler.core.cluster import Shape
 from scheduler.core.framework import filter_signatures
 from scheduler.core.model import Gang, Pending, Pod, Tier
-from scheduler.core.placement import GangRequest
+from scheduler.core.placement import GangRequest, RequestKey
 
 if TYPE_CHECKING:
     from scheduler.core.framework import NodeFilter
@@ -79,7 +79,14 @@ def scheduling_signature(gang: Gang, filters: Sequence[NodeFilter] = ()) -> tupl
     )
 
 
-ClassRequest = tuple[dict, GangRequest | None, Problem | None]
+@dataclass(frozen=True, slots=True)
+class GroupRequest:
+    """A signature group's request, or the problem that keeps its gangs from being tried,
+    with the request table it was made for (it holds while that table does)."""
+
+    table: dict[RequestKey, GangRequest]
+    request: GangRequest | None
+    problem: Problem | None
 
 
 class SignatureGroup:
@@ -123,10 +130,9 @@ class SignatureGroup:
         # Set while a cycle's lazy pending reasons hold these lists: the next change then
         # works on copies (copy on write), so a cycle never copies a long queue it may not read.
         self.borrowed = False
-        # (the Core's request table it came from, the class's shared GangRequest or None, the
-        # problem that keeps its gangs from being tried or None): the same for every cycle
-        # until the nodes change, so it is not worked out and hashed again each cycle.
-        self.request_cache: ClassRequest | None = None
+        # The same for every cycle until the nodes change, so not worked out and hashed
+        # again each cycle (see reading._group_view).
+        self.request_cache: GroupRequest | None = None
 
     def _own(self) -> None:
         if self.borrowed:
