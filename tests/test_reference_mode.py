@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.core import Decisions, Snapshot, decide
+from scheduler.core import Snapshot, decide
 from scheduler.core.incremental import Core
 from scheduler.core.policies import POLICIES
 from simulator.cluster_spec import nodes_for_gpus
@@ -26,17 +26,10 @@ from simulator.engine import Replay
 from simulator.teams import teams_for_trace
 from simulator.traces import read_trace
 from tests.builders import gang, nodes, running, shared_trace, snapshot, teams
+from tests.test_incremental import same
 from tests.test_properties import CONFIG, contended, scenarios
 
 POLICY_NAMES = sorted(POLICIES)
-
-
-def same(fast: Decisions, ref: Decisions) -> None:
-    assert fast.binds == ref.binds
-    assert fast.evictions == ref.evictions
-    assert dict(fast.nominations) == dict(ref.nominations)
-    assert tuple(fast.pending) == tuple(ref.pending)
-    assert dict(fast.teams) == dict(ref.teams)
 
 
 @settings(max_examples=250, deadline=None)

@@ -27,7 +27,7 @@ from scheduler.core.model import Bind, Decisions, Eviction, OnExhausted, Pending
 from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, Placement, place_gang
 from scheduler.core.preemption import Plan, Victim, plan_preemption
 from scheduler.core.reading import read_running, read_waiting, shape_of
-from scheduler.core.scoring import SCORERS, NodeScorer, PodType, ScoringContext
+from scheduler.core.scoring import SCORERS, PodType, ScoringContext
 from scheduler.core.shapecache import ShapeCache
 from scheduler.core.shortcuts import CycleMemo, fresh_request
 from scheduler.core.teamtable import TeamTable, team_status
@@ -67,10 +67,6 @@ def _waiting_mix(views: list[View]) -> Counter[PodType]:
             for p in v.waiting.pods:
                 mix[(p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib)] += 1
     return mix
-
-
-def _make_scorer(kind: type[NodeScorer], ctx: ScoringContext) -> NodeScorer:
-    return kind.for_cycle(ctx)
 
 
 class Cycle:
@@ -136,7 +132,7 @@ class Cycle:
             self.config, partial(_waiting_mix, self.views), core.running.gpu_pod_shapes, self.shortcuts
         )
         self.cache = ShapeCache(
-            self.state, partial(_make_scorer, SCORERS[policy.scorer], ctx), fresh=self.shortcuts.reference
+            self.state, partial(SCORERS[policy.scorer].for_cycle, ctx), fresh=self.shortcuts.reference
         )
         self.releases = 0  # evictions so far: room only shrinks between two of them
         self.preemptors = 0

@@ -93,7 +93,7 @@ def simple_pass(
             continue
         v, i = lane.pop()
         w = cyc.member(v, i)
-        if over is not None and capped is not None and capped(w.team, w.gpus):
+        if over is not None and is_capped(v):  # a view's gangs all ask its GPUs
             if cyc.explain:
                 cyc.out.pending.append(over(w))
             continue

@@ -35,14 +35,12 @@ class BelowShare(ReclaimRule):
         return cyc.now - submit_s >= cyc.config.reclaim_after_s - _EPS
 
     def may_reclaim(self, cyc: Cycle, t: int, gpus: float, submit_s: float) -> bool:
-        # The three conditions written out (the pass asks this of every head it tries).
-        cfg, alloc, share = cyc.config, cyc.alloc[t], cyc.share[t]
-        if not cfg.reclaim_enabled or alloc + gpus > share + _EPS:
-            return False
-        threshold = cfg.reclaim_threshold
-        if not (alloc < threshold * share - _EPS or threshold >= 1):
-            return False
-        return cyc.now - submit_s >= cfg.reclaim_after_s - _EPS
+        return (
+            self._on(cyc)
+            and cyc.below_share(t, gpus)
+            and self._well_below(cyc, t)
+            and self._waited(cyc, submit_s)
+        )
 
     def held_back(self, cyc: Cycle, t: int, gpus: float, submit_s: float) -> Note | None:
         if not (self._on(cyc) and cyc.below_share(t, gpus)):

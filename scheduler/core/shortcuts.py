@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from scheduler.core.intake import RunningTable
     from scheduler.core.placement import GangRequest, RequestKey
     from scheduler.core.scoring import Fragmentation, TypeKey
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 _MEMO_LIMIT = 4096
 _SCORER_LIMIT = 64
@@ -79,39 +82,31 @@ class Shortcuts:
         self.loaded = None
         self.carried = None
 
+    def _remember(self, table: dict[K, V], key: K, work: Callable[[], V], limit: int | None = None) -> V:
+        """`work()` for `key`, kept in `table` (emptied when it reaches `limit`)."""
+        if self.reference:
+            return work()
+        hit = table.get(key)
+        if hit is None:
+            if limit is not None and len(table) >= limit:
+                table.clear()
+            hit = table[key] = work()
+        return hit
+
     def fair_shares(self, key: tuple[float, bytes], work: Callable[[], list[float]]) -> list[float]:
         """Water-filled shares for (capacity, demand): the teams are the Core's for its whole
         life, so equal input gives equal shares (a replay meets the same input again in
         about a quarter of its cycles)."""
-        if self.reference:
-            return work()
-        hit = self.shares.get(key)
-        if hit is None:
-            if len(self.shares) >= _MEMO_LIMIT:
-                self.shares.clear()
-            hit = self.shares[key] = work()
-        return hit
+        return self._remember(self.shares, key, work, _MEMO_LIMIT)
 
     def tier(self, key: tuple[int, bool], work: Callable[[], Tier]) -> Tier:
         """A waiting gang's tier by (priority, scavenging): few distinct, asked of every class."""
-        if self.reference:
-            return work()
-        hit = self.tiers.get(key)
-        if hit is None:
-            hit = self.tiers[key] = work()
-        return hit
+        return self._remember(self.tiers, key, work)
 
     def scorer(self, types: tuple[TypeKey, ...], work: Callable[[], Fragmentation]) -> Fragmentation:
         """Fragmentation scorers by pod types: the mix's types change far less often than
         its proportions, and the scorer is reweighted for those."""
-        if self.reference:
-            return work()
-        hit = self.scorers.get(types)
-        if hit is None:
-            if len(self.scorers) >= _SCORER_LIMIT:
-                self.scorers.clear()
-            hit = self.scorers[types] = work()
-        return hit
+        return self._remember(self.scorers, types, work, _SCORER_LIMIT)
 
 
 class CycleMemo:
@@ -171,19 +166,17 @@ class CycleMemo:
     # Words.
 
     def diagnosis(self, key: Hashable, work: Callable[[], tuple[str, str]]) -> tuple[str, str]:
-        if not self.enabled:
-            return work()
-        hit = self._diagnosed.get(key)
-        if hit is None:
-            hit = self._diagnosed[key] = work()
-        return hit
+        return self._remember(self._diagnosed, key, work)
 
     def context(self, key: Hashable, work: Callable[[], str]) -> str:
+        return self._remember(self._contexts, key, work)
+
+    def _remember(self, table: dict[Hashable, V], key: Hashable, work: Callable[[], V]) -> V:
         if not self.enabled:
             return work()
-        hit = self._contexts.get(key)
+        hit = table.get(key)
         if hit is None:
-            hit = self._contexts[key] = work()
+            hit = table[key] = work()
         return hit
 
 
