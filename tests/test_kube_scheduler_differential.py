@@ -1,6 +1,6 @@
 """gpufair's node filters against the real kube-scheduler, on generated cases.
 
-Random node labels and taints are written to the nodes of a real control plane; random
+Random node labels, taints and cordons are written to the nodes of a real control plane; random
 pods (nodeSelector, required node affinity with every operator, tolerations with every
 operator and effect) are handed to the real kube-scheduler (`schedulerName:
 default-scheduler`). For each pod, gpufair's feasibility on the same nodes (the core's
@@ -37,6 +37,7 @@ VALUES = ("a", "b", "c")
 TAINT_KEYS = ("dedicated", "gpu", "spot")
 EFFECTS = ("NoSchedule", "NoExecute", "PreferNoSchedule")
 OPS = ("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")
+CORDON = "node.kubernetes.io/unschedulable"
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,9 @@ def _requirement(rng: random.Random) -> dict[str, Any]:
 def _toleration(rng: random.Random) -> dict[str, Any]:
     t: dict[str, Any] = {}
     kind = rng.random()
-    if kind < 0.1:
+    if kind < 0.08:
+        t = {"key": CORDON, "operator": "Exists"}  # may go to a cordoned node
+    elif kind < 0.16:
         t["operator"] = "Exists"  # no key: tolerates every taint (of the effect, if given)
     else:
         t["key"] = f"d.test/{rng.choice(TAINT_KEYS)}"
@@ -166,7 +169,10 @@ def _replay(nodes: list[dict[str, Any]], pod: dict[str, Any]) -> str:
         {
             "kind": "Node",
             "metadata": {"name": n["metadata"]["name"], "labels": n["metadata"].get("labels")},
-            "spec": {"taints": (n.get("spec") or {}).get("taints") or []},
+            "spec": {
+                "taints": (n.get("spec") or {}).get("taints") or [],
+                "unschedulable": bool((n.get("spec") or {}).get("unschedulable")),
+            },
         }
         for n in nodes
     ]
@@ -198,7 +204,10 @@ def test_gpufair_filters_agree_with_kube_scheduler(cluster):
             kube.request(
                 "PATCH",
                 f"/api/v1/nodes/{name}",
-                body={"metadata": {"labels": _node_labels(rng)}, "spec": {"taints": _node_taints(rng)}},
+                body={
+                    "metadata": {"labels": _node_labels(rng)},
+                    "spec": {"taints": _node_taints(rng), "unschedulable": rng.random() < 0.12},
+                },
                 content_type="application/merge-patch+json",
             )
         nodes_raw = kube.request("GET", "/api/v1/nodes")["items"]
@@ -221,7 +230,7 @@ def test_gpufair_filters_agree_with_kube_scheduler(cluster):
                 constraints=(c,) if c else (),
             )
             mask = allowed(state, gang, DEFAULT_FILTERS)
-            ok = state.schedulable if mask is None else mask & state.schedulable
+            ok = state.placeable if mask is None else mask & state.placeable
             kind, detail = seen[p["metadata"]["name"]]
             if kind == "bound":
                 bound_cases += 1

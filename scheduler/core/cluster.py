@@ -98,7 +98,12 @@ class ClusterState:
         self.cpu_free = np.array([node.cpu_milli for node in nodes], dtype=np.int64).reshape(n)
         self.mem_free = np.array([node.memory_mib for node in nodes], dtype=np.int64).reshape(n)
         self.schedulable = np.array([node.schedulable for node in nodes], dtype=bool).reshape(n)
-        self._healthy = int(self.usable[self.schedulable].sum())  # nodes never change in a state
+        # Cordoned nodes stay open to the pods that tolerate the cordon (the node-unschedulable
+        # filter keeps every other pod off), but give no GPUs to the teams' fair shares.
+        self.cordoned = np.array([node.cordoned for node in nodes], dtype=bool).reshape(n)
+        self.open = self.schedulable | self.cordoned
+        # Nodes never change in a state: counted once.
+        self._healthy = int(self.usable[self.schedulable & ~self.cordoned].sum())
         self.models = sorted({node.gpu_model for node in nodes})
         model_index = {m: i for i, m in enumerate(self.models)}
         self.model_id = np.array([model_index[node.gpu_model] for node in nodes], dtype=np.int32)
@@ -106,7 +111,7 @@ class ClusterState:
         self.levels = config.topology_levels
         self.domains, self.domain_names = _topology(tuple(nodes), self.levels)
         self.overcommitted = np.zeros(n, dtype=bool)
-        self.placeable = self.schedulable.copy()  # schedulable and not overcommitted
+        self.placeable = self.open.copy()  # open and not overcommitted
         self.change_log: list[int] = []
         self.journal: list[tuple[int, Held]] = []
         self._refresh(np.arange(n))
@@ -123,6 +128,8 @@ class ClusterState:
             "index",
             "usable",
             "schedulable",
+            "cordoned",
+            "open",
             "models",
             "model_id",
             "levels",
@@ -215,7 +222,7 @@ class ClusterState:
                 self.whole_free -= taken
                 self.total_free -= taken * FULL
             self.overcommitted |= (self.cpu_free < 0) | (self.mem_free < 0)
-            self.placeable = self.schedulable & ~self.overcommitted
+            self.placeable = self.open & ~self.overcommitted
             return held
         shared = shared[np.argsort(-milli[shared], kind="stable")]  # large shares first pack best
         for shared_row in shared:
@@ -230,7 +237,7 @@ class ClusterState:
             self.free[i, slot] -= int(milli[row])
             held[row] = Held(i, (slot,), int(milli[row]), int(cpu[row]), int(mem[row]))
         self.overcommitted |= (self.cpu_free < 0) | (self.mem_free < 0)
-        self.placeable = self.schedulable & ~self.overcommitted
+        self.placeable = self.open & ~self.overcommitted
         self._refresh(np.arange(n))
         return held
 

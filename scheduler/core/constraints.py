@@ -28,6 +28,10 @@ class Taint:
         return f"{{{self.key}: {self.value}}}" if self.value else f"{{{self.key}}}"
 
 
+# The taint a cordoned node is read as having (the node lifecycle controller adds it).
+CORDON_TAINT = Taint("node.kubernetes.io/unschedulable", "", "NoSchedule")
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Toleration:
     key: str = ""
@@ -115,6 +119,10 @@ class PodConstraints:
 
     def in_excluded_pool(self, labels: Mapping[str, str]) -> bool:
         return any(all(labels.get(k) == v for k, v in pool) for pool in self.excluded)
+
+    @property
+    def tolerates_cordon(self) -> bool:
+        return any(t.tolerates(CORDON_TAINT) for t in self.tolerations)
 
     def untolerated(self, taints: tuple[Taint, ...]) -> Taint | None:
         """The first NoSchedule or NoExecute taint no toleration of the pod tolerates."""

@@ -67,6 +67,26 @@ class TeamPool(NodeFilter):
         return [(int(ruled_out.sum()), "node(s) are dedicated to another team's node pool")]
 
 
+class NodeUnschedulable(NodeFilter):
+    """A cordoned node (spec.unschedulable) takes only pods that tolerate the cordon's
+    node.kubernetes.io/unschedulable:NoSchedule taint (kube-scheduler's NodeUnschedulable):
+    a drain must not be refilled, but the pods meant to run there still may."""
+
+    name = "node-unschedulable"
+    plugin = "NodeUnschedulable"
+
+    def signature(self, gang: Gang) -> Hashable:
+        return all(c.tolerates_cordon for c in _per_pod(gang))
+
+    def mask(self, state: ClusterState, gang: Gang) -> np.ndarray | None:
+        if not state.cordoned.any() or all(c.tolerates_cordon for c in _per_pod(gang)):
+            return None
+        return ~state.cordoned
+
+    def explain(self, state: ClusterState, gang: Gang, ruled_out: np.ndarray) -> list[tuple[int, str]]:
+        return [(int(ruled_out.sum()), "node(s) were unschedulable")]
+
+
 class TaintToleration(NodeFilter):
     """A node's NoSchedule and NoExecute taints keep off every pod that does not tolerate
     them: how a platform reserves a node pool (PreferNoSchedule only scores, not kept here)."""
@@ -170,10 +190,10 @@ def ruled_out(state: ClusterState, gang: Gang, filters: Sequence[NodeFilter]) ->
             if off.any():
                 out.append((f.name, int(off.sum()), f"node(s) didn't satisfy plugin(s) [{f.plugin}]"))
             left &= pre
-    unschedulable = int((left & ~state.schedulable).sum())
+    unschedulable = int((left & ~state.open).sum())  # not ready
     if unschedulable:
         out.append(("unschedulable", unschedulable, "node(s) were unschedulable"))
-    left &= state.schedulable
+    left &= state.open
     for f in filters:
         mask = f.mask(state, gang)
         if mask is None:
@@ -186,13 +206,14 @@ def ruled_out(state: ClusterState, gang: Gang, filters: Sequence[NodeFilter]) ->
 
 
 NODE_FILTERS: dict[str, NodeFilter] = {
-    f.name: f for f in (TeamPool(), NodeAffinity(), TaintToleration(), GpuModel())
+    f.name: f for f in (TeamPool(), NodeUnschedulable(), NodeAffinity(), TaintToleration(), GpuModel())
 }
-# kube-scheduler's order (TaintToleration before NodeAffinity): a node ruled out by several
-# is counted under the first, as in its FailedScheduling message.
+# kube-scheduler's order (NodeUnschedulable, TaintToleration, NodeAffinity): a node ruled out
+# by several is counted under the first, as in its FailedScheduling message.
 # The team's pool first: the platform's rule, whatever the pod says.
 DEFAULT_FILTERS: tuple[NodeFilter, ...] = (
     NODE_FILTERS["team-pool"],
+    NODE_FILTERS["node-unschedulable"],
     NODE_FILTERS["taint-toleration"],
     NODE_FILTERS["node-affinity"],
     NODE_FILTERS["gpu-model"],

@@ -193,6 +193,9 @@ class Node:
     labels: Mapping[str, str] = field(default_factory=dict)
     schedulable: bool = True
     taints: tuple[Taint, ...] = ()
+    # Cordoned (spec.unschedulable) but otherwise ready: only a pod that tolerates the
+    # node.kubernetes.io/unschedulable:NoSchedule taint may use it (schedulable is then False).
+    cordoned: bool = False
 
     def __post_init__(self) -> None:
         obj = f"node {self.name!r}"

@@ -180,7 +180,7 @@ def diagnose(state: ClusterState, cache: ShapeCache, req: GangRequest) -> tuple[
     """Why `req` cannot be placed now: the first missing thing a person can act on."""
     ok = state.placeable
     if req.model_ok is not None:
-        if not (req.model_ok & state.schedulable).any():
+        if not (req.model_ok & state.open).any():
             return no_node_allowed(state, req)
         ok = ok & req.model_ok
     largest = int(state.usable[ok].max()) if ok.any() else 0

@@ -135,6 +135,7 @@ def node_from_api(obj: Mapping[str, Any], unhealthy: Iterable[int] = ()) -> Node
     alloc = status.get("allocatable") or status.get("capacity") or {}
     labels = dict(meta.get("labels") or {})
     gpus = int(_quantity(alloc.get(GPU_RESOURCE, 0)))
+    cordoned, ready = bool(obj.get("spec", {}).get("unschedulable", False)), _node_ready(obj)
     return Node(
         name=meta["name"],
         gpus=gpus,
@@ -143,8 +144,9 @@ def node_from_api(obj: Mapping[str, Any], unhealthy: Iterable[int] = ()) -> Node
         gpu_model=labels.get(GPU_MODEL_LABEL) or labels.get(GPU_PRODUCT_LABEL, ""),
         unhealthy_gpus=frozenset(i for i in unhealthy if 0 <= i < gpus),
         labels=labels,
-        schedulable=not obj.get("spec", {}).get("unschedulable", False) and _node_ready(obj),
+        schedulable=not cordoned and ready,
         taints=node_taints(obj),
+        cordoned=cordoned and ready,
     )
 
 
