@@ -24,6 +24,16 @@ DEFAULT_TOPOLOGY_LEVELS = (
 
 API_VERSION = "gpufair.io/v1alpha1"
 
+# How much each score counts when a placement orders nodes (placement.scoreWeights; see
+# preferences.py): kube-scheduler's default plugin weights, fragmentation as its
+# NodeResourcesFit. A weight of 0 switches that score off.
+SCORE_NAMES = ("fragmentation", "nodeAffinity", "taintToleration")
+DEFAULT_SCORE_WEIGHTS: tuple[tuple[str, int], ...] = (
+    ("fragmentation", 1),
+    ("nodeAffinity", 2),
+    ("taintToleration", 3),
+)
+
 
 @dataclass(frozen=True, slots=True)
 class PolicyConfig:
@@ -45,6 +55,7 @@ class PolicyConfig:
     whole_node_gpus: int = 8
     workload_types: int = 16
     fragmentation_objective: str = "residual"
+    score_weights: tuple[tuple[str, int], ...] = DEFAULT_SCORE_WEIGHTS
 
     def __post_init__(self) -> None:
         obj = "policy"
@@ -95,6 +106,10 @@ class PolicyConfig:
                 "use e.g. 8 and 16",
             )
 
+    @property
+    def weights(self) -> dict[str, int]:
+        return dict(self.score_weights)
+
     def level_index(self, label: str) -> int | None:
         try:
             return self.topology_levels.index(label)
@@ -142,6 +157,23 @@ def _labels(path: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _weights(path: str, value: Any) -> tuple[tuple[str, int], ...]:
+    if not isinstance(value, Mapping):
+        raise InvalidInput("policy", path, f"{value!r} is not a mapping", "write e.g. {nodeAffinity: 2}")
+    out = dict(DEFAULT_SCORE_WEIGHTS)
+    for key, weight in value.items():
+        if key not in SCORE_NAMES:
+            raise InvalidInput(
+                "policy", f"{path}.{key}", "unknown score", f"use one of {', '.join(SCORE_NAMES)}"
+            )
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 100:
+            raise InvalidInput(
+                "policy", f"{path}.{key}", f"{weight!r} is not a weight", "write a whole number from 0 to 100"
+            )
+        out[key] = weight
+    return tuple(sorted(out.items(), key=lambda kv: SCORE_NAMES.index(kv[0])))
+
+
 _SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
     "tiers": {
         "productionMinPriority": ("production_min_priority", _int),
@@ -164,6 +196,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
         "wholeNodeGPUs": ("whole_node_gpus", _int),
         "workloadTypes": ("workload_types", _int),
         "fragmentationObjective": ("fragmentation_objective", _word),
+        "scoreWeights": ("score_weights", _weights),
     },
 }
 

@@ -106,6 +106,8 @@ class PodConstraints:
     gates: tuple[str, ...] = field(default=())
     # Node pools dedicated to other teams (their node selectors): never this pod's.
     excluded: tuple[tuple[tuple[str, str], ...], ...] = ()
+    # Preferred node affinity: (weight, term), scored, never filtered on.
+    preferred: tuple[tuple[int, Term], ...] = ()
 
     @property
     def limits_nodes(self) -> bool:

@@ -367,6 +367,7 @@ class Cycle:
                 w.request.widest_level,
                 pinned,
                 w.request.whole_node_gpus,
+                prefer=w.request.prefer,
             )
             got = place_gang(self.state, self.cache, one)
             self.state.commit()

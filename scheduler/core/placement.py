@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scheduler.core.cluster import FULL, ClusterState, Held, Shape
+from scheduler.core.preferences import Preferred
 from scheduler.core.shapecache import ShapeCache
 
 CLUSTER_LEVEL = -1  # the whole cluster as one domain
@@ -59,6 +60,8 @@ class GangRequest:
     key: RequestKey | None = field(default=None, compare=False)
     # What rules nodes out, for the reason a person reads: (filter, node count, words).
     ruled_out: Callable[[], list[tuple[str, int, str]]] | None = field(default=None, compare=False)
+    # The gang's node preferences, weighed with the fragmentation score (None: that alone).
+    prefer: Preferred | None = field(default=None, compare=False)
     counts: dict[Shape, int] = field(init=False, compare=False)
     whole_gpus: int = field(init=False, compare=False)  # whole GPUs of all the pods
     largest_gpus: int = field(init=False, compare=False)  # whole GPUs of the largest pod
@@ -160,6 +163,8 @@ def _place_at_level(
         node_of = np.zeros(n_dom, dtype=np.int64)
         node_of[dom] = np.arange(state.node_count)
         rank = score[node_of[candidates]]
+        if req.prefer is not None:
+            rank = req.prefer.order(rank, node_of[candidates])
     else:
         free = np.bincount(dom, weights=state.total_free, minlength=n_dom)
         rank = free[candidates] + candidates * 1e-9
@@ -202,6 +207,8 @@ def _fill(
             return None
         _, score = cache.get(shape)
         s = score[nodes]
+        if req.prefer is not None:
+            s = req.prefer.order(s, nodes)
         if nodes.size > count:
             top = np.argpartition(s, count - 1)[:count]
             nodes, s = nodes[top], s[top]

@@ -19,6 +19,7 @@ from scheduler.core.framework import (
 from scheduler.core.gates import GATES, BudgetBlock, ProductionAllowance
 from scheduler.core.ordering import QUEUE_ORDERS
 from scheduler.core.passes import TIER_PASSES, Nominated, Production, Scavenger, Training
+from scheduler.core.preferences import DEFAULT_PREFERENCES, Preference
 from scheduler.core.reclaim import RECLAIM_RULES, BelowShare
 from scheduler.core.scoring import SCORERS
 from scheduler.core.victims import VICTIM_POLICIES, ProtectShares
@@ -37,6 +38,8 @@ class Policy:
     reclaim: ReclaimRule | None  # None: no team takes GPUs back from another
     filters: tuple[NodeFilter, ...] = DEFAULT_FILTERS
     gates: tuple[Gate, ...] = (BudgetBlock(), ProductionAllowance())
+    # Scores of the pods' soft preferences, weighed by PolicyConfig.score_weights.
+    preferences: tuple[Preference, ...] = DEFAULT_PREFERENCES
     tiers: bool = True  # production first; lower tiers can be preempted by higher ones
     budgets: bool = True  # GPU-hour budgets take effect
     history: bool = True  # decayed usage orders teams
@@ -69,5 +72,6 @@ class Policy:
             None if reclaim is None else resolve(RECLAIM_RULES, "reclaim", reclaim),
             tuple(resolve(NODE_FILTERS, "filter", f) for f in filters),
             tuple(resolve(GATES, "gate", g) for g in gates),
+            DEFAULT_PREFERENCES,
             **switches,
         )

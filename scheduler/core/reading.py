@@ -14,6 +14,7 @@ from scheduler.core.cluster import Shape
 from scheduler.core.framework import filter_signatures
 from scheduler.core.model import Gang, Pending, Pod, Tier
 from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, RequestKey
+from scheduler.core.preferences import Preferred, preference_signature, preferred
 from scheduler.core.shortcuts import LoadedRunning
 from scheduler.core.tiers import effective_tier, effective_tiers
 from scheduler.core.waiting import GroupRequest, Problem, SignatureGroup, View, Waiting
@@ -266,6 +267,7 @@ def waiting_gang(cyc: Cycle, gang: Gang, t: int, tier: Tier, scavenging: bool) -
             pinned,
             cfg.whole_node_gpus,
             ruled_out=ruled_out(cyc, gang),
+            prefer=prefer_of(cyc, gang),
         )
     else:
         w.request = shared_request(cyc, shapes, gang, widest)
@@ -277,6 +279,7 @@ def waiting_gang(cyc: Cycle, gang: Gang, t: int, tier: Tier, scavenging: bool) -
             widest,
             held if pinned is None else held & pinned,
             cfg.whole_node_gpus,
+            prefer=w.request.prefer,
         )
     return w
 
@@ -310,9 +313,17 @@ def ruled_out(cyc: Cycle, gang: Gang) -> Callable[[], list[tuple[str, int, str]]
     return lambda: filters.ruled_out(state, gang, policy_filters)
 
 
+def prefer_of(cyc: Cycle, gang: Gang) -> Preferred | None:
+    """The gang's node preferences under the policy's score weights (None: none)."""
+    return preferred(cyc.state, gang, cyc.policy.preferences, cyc.config.weights)
+
+
 def shared_request(cyc: Cycle, shapes: tuple[Shape, ...], gang: Gang, widest: int) -> GangRequest:
     """Many waiting gangs look alike: they share one request (and its node mask)."""
-    key = RequestKey(shapes, filter_signatures(gang, cyc.policy.filters), widest)
+    signature = filter_signatures(gang, cyc.policy.filters)
+    if gang.constraints:
+        signature = (signature, preference_signature(gang, cyc.policy.preferences))
+    key = RequestKey(shapes, signature, widest)
     request = cyc.requests.get(key)
     if request is None:
         request = GangRequest(
@@ -323,6 +334,7 @@ def shared_request(cyc: Cycle, shapes: tuple[Shape, ...], gang: Gang, widest: in
             cyc.config.whole_node_gpus,
             key=key,
             ruled_out=ruled_out(cyc, gang),
+            prefer=prefer_of(cyc, gang),
         )
         cyc.requests[key] = request
     return request

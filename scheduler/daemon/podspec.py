@@ -52,6 +52,22 @@ def _required_terms(affinity: Mapping[str, Any], unsupported: list[str]) -> tupl
     return tuple(terms)
 
 
+def _preferred_terms(affinity: Mapping[str, Any], unsupported: list[str]) -> tuple[tuple[int, Term], ...]:
+    """Preferred node affinity as (weight, term); a weight outside 1..100 is refused by the
+    API server, so one seen here is read as it stands."""
+    node_affinity = affinity.get("nodeAffinity") or {}
+    out = []
+    where = "spec.affinity.nodeAffinity.preferred[].preference"
+    for item in node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution") or []:
+        if not isinstance(item, Mapping):
+            continue
+        term = item.get("preference") or {}
+        exprs = _requirements(term.get("matchExpressions"), f"{where}.matchExpressions", unsupported)
+        fields = _requirements(term.get("matchFields"), f"{where}.matchFields", unsupported)
+        out.append((int(item.get("weight") or 0), Term(exprs, fields)))
+    return tuple(sorted(out))
+
+
 def _containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [
         c for key in ("initContainers", "containers") for c in spec.get(key) or [] if isinstance(c, Mapping)
@@ -65,6 +81,7 @@ def pod_constraints(pod: Mapping[str, Any]) -> PodConstraints | None:
     selector = tuple(sorted((str(k), str(v)) for k, v in (spec.get("nodeSelector") or {}).items()))
     affinity = spec.get("affinity") or {}
     required = _required_terms(affinity, unsupported)
+    preferred = _preferred_terms(affinity, unsupported)
     for kind in ("podAffinity", "podAntiAffinity"):
         if (affinity.get(kind) or {}).get("requiredDuringSchedulingIgnoredDuringExecution"):
             unsupported.append(f"spec.affinity.{kind}.requiredDuringSchedulingIgnoredDuringExecution")
@@ -108,6 +125,8 @@ def pod_constraints(pod: Mapping[str, Any]) -> PodConstraints | None:
     gates = tuple(
         sorted(str(g.get("name")) for g in spec.get("schedulingGates") or [] if isinstance(g, Mapping))
     )
-    if not (selector or required is not None or tolerations or unsupported or gates):
+    if not (selector or required is not None or tolerations or unsupported or gates or preferred):
         return None
-    return PodConstraints(selector, required, tolerations, tuple(sorted(set(unsupported))), gates)
+    return PodConstraints(
+        selector, required, tolerations, tuple(sorted(set(unsupported))), gates, preferred=preferred
+    )
