@@ -177,7 +177,23 @@ def no_node_allowed(state: ClusterState, req: GangRequest) -> tuple[str, str]:
 
 
 def diagnose(state: ClusterState, cache: ShapeCache, req: GangRequest) -> tuple[str, str]:
-    """Why `req` cannot be placed now: the first missing thing a person can act on."""
+    """Why `req` cannot be placed now: the first missing thing a person can act on. When the
+    pod's own spec rules nodes out, kube-scheduler's per-reason node counts come first, so
+    a person sees both what the spec excludes and what is short on the nodes left."""
+    code, text = _diagnose(state, cache, req)
+    if code in ("Unschedulable", "NoModel") or req.model_ok is None or req.ruled_out is None:
+        return code, text
+    words = [(n, t) for f, n, t in req.ruled_out() if f != "gpu-model"]
+    if not words:
+        return code, text
+    allowed = int((req.model_ok & state.open).sum())
+    counts = ", ".join(
+        sorted([f"{allowed} node(s) had no room for the pod", *(f"{n} {t}" for n, t in words)])
+    )
+    return code, f"0/{state.node_count} nodes are available: {counts}; {text}"
+
+
+def _diagnose(state: ClusterState, cache: ShapeCache, req: GangRequest) -> tuple[str, str]:
     ok = state.placeable
     if req.model_ok is not None:
         if not (req.model_ok & state.open).any():
@@ -192,6 +208,7 @@ def diagnose(state: ClusterState, cache: ShapeCache, req: GangRequest) -> tuple[
             )
     asked = sum(s.gpu_amount for s in req.shapes)
     free = float(np.where(ok, state.total_free, 0).sum()) / FULL
+    where = "in the cluster" if req.model_ok is None else "on the nodes it may use"
     anywhere = GangRequest(
         tuple(Shape(s.gpus, s.milli, 0, 0) for s in req.shapes),
         req.model_ok,
@@ -204,7 +221,7 @@ def diagnose(state: ClusterState, cache: ShapeCache, req: GangRequest) -> tuple[
         if int(capacity_of(state, cache, Shape(s.gpus, s.milli, 0, 0), anywhere).sum()) < c:
             return "NoRoom", (
                 f"waiting for {gpus(asked)} ({_pods(req.shapes)}); "
-                f"{gpus(free)} free in the cluster, "
+                f"{gpus(free)} free {where}, "
                 "not enough on nodes that can take these pods"
             )
         if int(capacity_of(state, cache, s, unpinned).sum()) < c:
