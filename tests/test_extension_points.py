@@ -20,6 +20,7 @@ from scheduler.core.ordering import QUEUE_ORDERS
 from scheduler.core.passes import TIER_PASSES
 from scheduler.core.policies import POLICIES, get_policy
 from scheduler.core.policy import Policy
+from scheduler.core.preferences import PREFERENCES
 from scheduler.core.reclaim import RECLAIM_RULES
 from scheduler.core.victims import VICTIM_POLICIES
 from tests.builders import gang, names, nodes, refused, running, snapshot, teams
@@ -100,7 +101,7 @@ def test_a_policy_built_from_names_decides_as_the_registered_one():
 
 
 def test_every_unit_is_named_and_says_why():
-    registries = [QUEUE_ORDERS, TIER_PASSES, VICTIM_POLICIES, RECLAIM_RULES, NODE_FILTERS, GATES]
+    registries = [QUEUE_ORDERS, TIER_PASSES, VICTIM_POLICIES, RECLAIM_RULES, NODE_FILTERS, GATES, PREFERENCES]
     for registry in registries:
         for name, unit in registry.items():
             assert unit.name == name
