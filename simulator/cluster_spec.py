@@ -32,8 +32,10 @@ from typing import Any
 import yaml
 
 from scheduler.core.config import API_VERSION
+from scheduler.core.constraints import Taint
 from scheduler.core.errors import InvalidInput
 from scheduler.core.model import Node
+from simulator import constraints
 from simulator.model import TraceError
 
 SPINE = "network.gpufair.io/spine"
@@ -266,7 +268,10 @@ _GROUP_KEYS = (
     "nodesPerLeaf",
     "leavesPerSpine",
     "unhealthyGPUs",
+    "labels",
+    "taints",
 )
+TOPOLOGY_LABELS = (SPINE, LEAF, CLIQUE, HOSTNAME)
 
 
 def nodes_from_spec(path: str | Path) -> tuple[Node, ...]:
@@ -287,7 +292,10 @@ def load_cluster_spec(text: str, source: str = "") -> tuple[Node, ...]:
     `cpus`), `memoryMiB`; `nvlinkDomain: node` (default) or `rack` with `nodesPerRack`
     nodes in one NVLink clique; `nodesPerLeaf` (32) and `leavesPerSpine` (8); an optional
     `name` (default `group-<i>`) that prefixes node names `<name>-0000`, ...; and
-    `unhealthyGPUs`, a count spread evenly over the group's nodes. Each group starts on a
+    `unhealthyGPUs`, a count spread evenly over the group's nodes; `labels`, node labels
+    beside the topology ones (e.g. `{pool: secure}`, for node selectors and team node
+    pools), and `taints`, a list of `{key, value, effect}` with effect NoSchedule,
+    PreferNoSchedule or NoExecute, as on a Node object. Each group starts on a
     new leaf and a new spine, numbered on from the group before, so groups never share a
     switch. Unknown keys, missing fields and impossible shapes are refused, naming
     `groups[i].<field>` and the fix.
@@ -343,6 +351,8 @@ class _Group:
     nodes_per_leaf: int
     leaves_per_spine: int
     unhealthy: int
+    labels: tuple[tuple[str, str], ...] = ()
+    taints: tuple[Taint, ...] = ()
 
     def nodes(self, first_leaf: int, first_spine: int) -> tuple[list[Node], int]:
         """This group's nodes and how many leaves they fill."""
@@ -361,6 +371,7 @@ class _Group:
             labels = _labels(
                 name, first_spine + local_leaf // self.leaves_per_spine, first_leaf + local_leaf, clique
             )
+            labels.update(self.labels)
             made.append(
                 Node(
                     name,
@@ -370,6 +381,7 @@ class _Group:
                     self.model,
                     bad.get(k, frozenset()),
                     labels,
+                    taints=self.taints,
                 )
             )
         return made, -(-self.count // self.nodes_per_leaf)
@@ -470,7 +482,43 @@ def _group(obj: str, i: int, body: Any) -> _Group:
             f"{unhealthy} exceeds the group's {count * gpus} GPUs",
             f"use at most {count * gpus}",
         )
-    return _Group(name, count, gpus, model.strip(), cpu_milli, memory, rack, per_leaf, per_spine, unhealthy)
+    labels, taints = _labels_and_taints(obj, at, body)
+    return _Group(
+        name,
+        count,
+        gpus,
+        model.strip(),
+        cpu_milli,
+        memory,
+        rack,
+        per_leaf,
+        per_spine,
+        unhealthy,
+        labels,
+        taints,
+    )
+
+
+def _labels_and_taints(
+    obj: str, at: str, body: Mapping[str, Any]
+) -> tuple[tuple[tuple[str, str], ...], tuple[Taint, ...]]:
+    try:
+        labels = constraints.labels(body.get("labels") or {})
+    except constraints.SpecProblem as p:
+        raise InvalidInput(obj, f"{at}.labels{p.where}", p.problem, p.fix) from None
+    for key in labels:
+        if key in TOPOLOGY_LABELS:
+            raise InvalidInput(
+                obj,
+                f"{at}.labels[{key!r}]",
+                "is a topology label the simulator sets itself",
+                "use another key; nodesPerLeaf, leavesPerSpine and nvlinkDomain shape the topology",
+            )
+    try:
+        taints = constraints.taints(body.get("taints") or [])
+    except constraints.SpecProblem as p:
+        raise InvalidInput(obj, f"{at}.taints{p.where}", p.problem, p.fix) from None
+    return tuple(sorted(labels.items())), taints
 
 
 def _cpu(obj: str, at: str, body: Mapping[str, Any], whole: Callable[..., int]) -> int:

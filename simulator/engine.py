@@ -233,6 +233,7 @@ class Replay:
             topology_preferred=job.topology_preferred,
             min_runtime_s=job.min_runtime_s,
             checkpoint_s=job.checkpoint_s,
+            constraints=() if job.constraints is None else (job.constraints,),
         )
 
     # ------------------------------------------------------------------ events
@@ -403,6 +404,7 @@ class Replay:
             self.starts += 1
             if math.isnan(state.record.start_s):
                 state.record.start_s = now
+            state.record.nodes = tuple(p.node for p in state.gang.pods if p.node is not None)
             self.running[gid] = state
             self.running_gpus[self.team_pos[state.job.team]] += state.job.gpus
             self.core.put(state.gang)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from scheduler.core.constraints import PodConstraints
 from scheduler.core.errors import InvalidInput
 from scheduler.core.model import Team
 
@@ -31,7 +32,8 @@ class Job:
 
     Per pod: `gpus_per_pod` whole GPUs, or `gpu_milli` thousandths of one shared GPU
     (then `gpus_per_pod` is 0), and `cpu_milli`/`memory_mib`. `gpu_models` lists the
-    GPU models the job may run on (empty: any).
+    GPU models the job may run on (empty: any). `constraints`: every pod's nodeSelector,
+    tolerations and required node affinity, as the daemon reads them from a pod (None: none).
     """
 
     job_id: str
@@ -49,6 +51,7 @@ class Job:
     topology_preferred: str | None = None
     min_runtime_s: float | None = None
     checkpoint_s: float | None = None
+    constraints: PodConstraints | None = None
 
     @property
     def gpus(self) -> float:
@@ -78,6 +81,7 @@ class JobRecord:
     end_s: float = math.nan
     preemptions: int = 0
     lost_gpu_hours: float = 0.0
+    nodes: tuple[str, ...] = ()  # the node of each pod at its latest start
 
     @property
     def wait_s(self) -> float:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
+from benchmarks.engine_cycle import main as engine_cycle
 from benchmarks.engine_cycle import measure
-from benchmarks.synthetic import make_snapshot
+from benchmarks.synthetic import GPU_TAINT, POOL_SELECTED, constrain, make_snapshot
+from scheduler.core import decide
 
 
 def test_synthetic_snapshot_is_shaped_as_documented():
@@ -19,6 +24,37 @@ def test_synthetic_snapshot_is_shaped_as_documented():
 def test_measure_reports_a_cycle():
     r = measure(nodes=32, pending_pods=100, running_pods=0, runs=1)
     assert r["binds"] > 0 and r["median_s"] > 0 and r["peak_mib"] > 0
+
+
+def test_the_constrained_snapshot_reserves_gpu_nodes_and_its_selectors_hold():
+    snap = constrain(make_snapshot(nodes=128, pending_pods=2_000, running_pods=0, seed=5))
+    assert all(n.taints == (GPU_TAINT,) and n.labels["pool"].startswith("pool-") for n in snap.nodes)
+    assert {n.labels["pool"] for n in snap.nodes} == {"pool-0", "pool-1", "pool-2", "pool-3"}
+    selecting = {
+        g.id: dict(g.constraints[0].node_selector)["pool"]
+        for g in snap.gangs
+        if g.constraints[0].node_selector
+    }
+    assert 0.5 * POOL_SELECTED < len(selecting) / len(snap.gangs) < 1.5 * POOL_SELECTED
+    pool = {n.name: n.labels["pool"] for n in snap.nodes}
+    binds = decide(snap).binds
+    assert any(b.gang in selecting for b in binds)
+    assert all(pool[b.node] == selecting[b.gang] for b in binds if b.gang in selecting)
+    # The taint bites: the same gangs without the toleration bind nowhere.
+    bare = replace(snap, gangs=tuple(replace(g, constraints=()) for g in snap.gangs))
+    assert decide(bare).binds == ()
+
+
+def test_engine_benchmark_puts_b_constrained_beside_b_in_its_json(tmp_path, capsys):
+    assert engine_cycle(["--small", "--cases", "b-constrained", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "b-constrained / b in this run" in out
+    cases = json.loads((tmp_path / "engine_cycle.json").read_text())["scenarios"]
+    assert list(cases) == ["b", "b-constrained"], "the peer runs in the same run, first"
+    got = cases["b-constrained"]
+    assert got["constrained"] and not cases["b"]["constrained"]
+    assert got["ratio_to_b"] == got["median_s"] / cases["b"]["median_s"] and got["target_ratio"] == 1.5
+    assert "anti-affinity" in got["left_out"]
 
 
 def test_simulator_benchmark_reports_progress_in_jobs():

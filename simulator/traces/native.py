@@ -20,6 +20,23 @@ The same columns in both; names are exact, order is free, an unknown column is r
 | topology_preferred | no | node label the gang would rather stay within |
 | min_runtime_s | no | seconds the job may not be preempted after it starts; empty: the team's |
 | checkpoint_s | no | checkpoint interval in seconds (lost work on preemption is since the last one) |
+| node_selector | no | JSON object: every pod's `nodeSelector`, e.g. `{"pool": "a"}` |
+| tolerations | no | JSON list: every pod's `tolerations` (see below) |
+| node_affinity | no | JSON list: every pod's required node affinity `nodeSelectorTerms` |
+
+The last three are the pod spec fields of the same names (tolerations: `key`, `operator`
+Equal or Exists, `value`, `effect`; terms: `matchExpressions` on labels with In, NotIn,
+Exists, DoesNotExist, Gt, Lt, and `matchFields` on `metadata.name`), checked as the API
+server checks them and read by the daemon's pod spec reader, so a replay applies the same
+node filters to them as the scheduler does to a pod (with the node labels and taints of a
+cluster spec, `simulator.cluster_spec`). Examples: tolerations
+`[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]`, node_affinity
+`[{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["a", "b"]}]}]`; in a
+CSV, quote the cell and double its quotes: `"{""pool"": ""a""}"`. A value that is not
+JSON, or a field Kubernetes would refuse (an unknown operator, Exists with a value, an
+empty term), is a bad row naming the column and the field inside it, e.g.
+`tolerations[0].operator`. `write` adds these columns only when a job has constraints, so
+converting a trace without them gives the same file as before.
 
 Empty cells (CSV) and nulls (Parquet) of optional columns take the default; anything else
 must be a value: 'nan', 'None' or NaN are bad values here, not empty ones. Numbers must be
@@ -38,12 +55,16 @@ so any trace can be converted once and replayed fast.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from scheduler.core.constraints import PodConstraints
+from simulator import constraints
 from simulator.model import TIERS, Job, Trace, TraceError
 from simulator.traces.common import (
     MAX_CPU_MILLI,
@@ -74,8 +95,12 @@ OPTIONAL = (
     "topology_preferred",
     "min_runtime_s",
     "checkpoint_s",
+    "node_selector",
+    "tolerations",
+    "node_affinity",
 )
 COLUMNS = REQUIRED + OPTIONAL
+CONSTRAINT_COLUMNS = ("node_selector", "tolerations", "node_affinity")
 
 SCHEMA = pa.schema(
     [
@@ -94,6 +119,9 @@ SCHEMA = pa.schema(
         ("topology_preferred", pa.string()),
         ("min_runtime_s", pa.float64()),
         ("checkpoint_s", pa.float64()),
+        ("node_selector", pa.string()),
+        ("tolerations", pa.string()),
+        ("node_affinity", pa.string()),
     ]
 )
 
@@ -201,7 +229,46 @@ def _job(row: Row) -> Job:
         topology_preferred=row.text("topology_preferred", default="") or None,
         min_runtime_s=row.optional_duration("min_runtime_s"),
         checkpoint_s=row.optional_duration("checkpoint_s"),
+        constraints=_constraints(row),
     )
+
+
+_EXAMPLES = {
+    "node_selector": '{"pool": "a"}',
+    "tolerations": '[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]',
+    "node_affinity": '[{"matchExpressions": [{"key": "pool", "operator": "In", "values": ["a"]}]}]',
+}
+
+
+T = TypeVar("T")
+
+
+def _json_cell(row: Row, column: str, check: Callable[[Any], T]) -> T | None:
+    """The column's JSON value, checked; None when the cell is empty."""
+    if not row.present(column):
+        return None
+    text = row.text(column)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise row.error(
+            column,
+            f"{text!r} is not JSON ({exc.msg} at character {exc.pos + 1})",
+            f"write it as JSON, e.g. {_EXAMPLES[column]} (in a CSV, quote the cell and double its quotes)",
+        ) from None
+    try:
+        return check(value)
+    except constraints.SpecProblem as problem:
+        raise row.error(column + problem.where, problem.problem, problem.fix) from None
+
+
+def _constraints(row: Row) -> PodConstraints | None:
+    selector = _json_cell(row, "node_selector", constraints.labels)
+    tolerations = _json_cell(row, "tolerations", constraints.tolerations)
+    terms = _json_cell(row, "node_affinity", constraints.node_selector_terms)
+    if selector is None and tolerations is None and terms is None:
+        return None
+    return constraints.job_constraints(selector, tolerations, terms)
 
 
 def _record(job: Job) -> dict[str, object]:
@@ -221,18 +288,29 @@ def _record(job: Job) -> dict[str, object]:
         "topology_preferred": job.topology_preferred,
         "min_runtime_s": job.min_runtime_s,
         "checkpoint_s": job.checkpoint_s,
+        **dict(zip(CONSTRAINT_COLUMNS, map(_json, constraints.written(job.constraints)), strict=True)),
     }
 
 
+def _json(value: object) -> str | None:
+    return None if value is None else json.dumps(value, separators=(", ", ": "))
+
+
 def write(jobs: Trace | Iterable[Job], path: str | Path) -> None:
-    """Writes jobs in the gpufair format: Parquet for a .parquet/.pq name, else CSV."""
-    records = [_record(job) for job in (jobs.jobs if isinstance(jobs, Trace) else jobs)]
+    """Writes jobs in the gpufair format: Parquet for a .parquet/.pq name, else CSV. The
+    constraint columns are written only when some job has constraints."""
+    listed = list(jobs.jobs if isinstance(jobs, Trace) else jobs)
+    records = [_record(job) for job in listed]
+    columns: tuple[str, ...] = COLUMNS
+    if all(job.constraints is None for job in listed):
+        columns = tuple(name for name in COLUMNS if name not in CONSTRAINT_COLUMNS)
     if Path(path).suffix.lower() in (".parquet", ".pq"):
-        table = pa.Table.from_pylist(records, schema=SCHEMA)
+        schema = pa.schema([SCHEMA.field(name) for name in columns])
+        table = pa.Table.from_pylist([{k: r[k] for k in columns} for r in records], schema=schema)
         pq.write_table(table, path)
         return
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(COLUMNS)
+        writer.writerow(columns)
         for record in records:
-            writer.writerow(["" if record[name] is None else record[name] for name in COLUMNS])
+            writer.writerow(["" if record[name] is None else record[name] for name in columns])
