@@ -9,13 +9,15 @@ kube-scheduler's FailedScheduling messages use, so a person reads the same reaso
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from functools import partial
 
 import numpy as np
 
 from scheduler.core.cluster import ClusterState
 from scheduler.core.constraints import PodConstraints
 from scheduler.core.framework import NodeFilter
+from scheduler.core.labels import columns
 from scheduler.core.model import Gang
 
 
@@ -23,6 +25,7 @@ class GpuModel(NodeFilter):
     """Only nodes whose GPU model the gang allows (`gpu_models`; empty: any model)."""
 
     name = "gpu-model"
+    static = True
 
     def signature(self, gang: Gang) -> Hashable:
         return gang.gpu_models
@@ -51,17 +54,20 @@ class TeamPool(NodeFilter):
 
     name = "team-pool"
     constraint_only = True
+    static = True
 
     def signature(self, gang: Gang) -> Hashable:
         return tuple(c.excluded for c in _per_pod(gang))
 
     def mask(self, state: ClusterState, gang: Gang) -> np.ndarray | None:
-        pools = [c for c in _per_pod(gang) if c.excluded]
+        pools = {pool for c in _per_pod(gang) for pool in c.excluded}
         if not pools:
             return None
-        return np.array(
-            [not any(c.in_excluded_pool(n.labels) for c in pools) for n in state.nodes], dtype=bool
-        ).reshape(len(state.nodes))
+        cols = columns(state.nodes)
+        inside = np.zeros(state.node_count, dtype=bool)
+        for pool in pools:
+            inside |= cols.equal(pool)
+        return ~inside
 
     def explain(self, state: ClusterState, gang: Gang, ruled_out: np.ndarray) -> list[tuple[int, str]]:
         return [(int(ruled_out.sum()), "node(s) are dedicated to another team's node pool")]
@@ -74,6 +80,7 @@ class NodeUnschedulable(NodeFilter):
 
     name = "node-unschedulable"
     plugin = "NodeUnschedulable"
+    static = True
 
     def signature(self, gang: Gang) -> Hashable:
         return all(c.tolerates_cordon for c in _per_pod(gang))
@@ -93,23 +100,21 @@ class TaintToleration(NodeFilter):
 
     name = "taint-toleration"
     constraint_only = True
+    static = True
     plugin = "TaintToleration"
 
     def signature(self, gang: Gang) -> Hashable:
         return tuple(c.tolerations for c in _per_pod(gang))
 
     def mask(self, state: ClusterState, gang: Gang) -> np.ndarray | None:
-        tainted = [i for i, n in enumerate(state.nodes) if n.taints]
-        if not tainted:
+        groups = columns(state.nodes).taint_groups()  # few distinct taint sets: each judged once
+        if not groups:
             return None
-        ok = np.ones(len(state.nodes), dtype=bool)
-        verdicts: dict[tuple, bool] = {}  # few distinct taint sets: each judged once
-        for i in tainted:
-            taints = state.nodes[i].taints
-            verdict = verdicts.get(taints)
-            if verdict is None:
-                verdict = verdicts[taints] = all(c.untolerated(taints) is None for c in _per_pod(gang))
-            ok[i] = verdict
+        ok = np.ones(state.node_count, dtype=bool)
+        pods = _per_pod(gang)
+        for taints, idx in groups.items():
+            if not all(c.untolerated(taints) is None for c in pods):
+                ok[idx] = False
         return ok
 
     def explain(self, state: ClusterState, gang: Gang, ruled_out: np.ndarray) -> list[tuple[int, str]]:
@@ -127,6 +132,7 @@ class NodeAffinity(NodeFilter):
 
     name = "node-affinity"
     constraint_only = True
+    static = True
     plugin = "NodeAffinity"
 
     def signature(self, gang: Gang) -> Hashable:
@@ -136,9 +142,11 @@ class NodeAffinity(NodeFilter):
         limits = [c for c in _per_pod(gang) if c.limits_nodes]
         if not limits:
             return None
-        return np.array(
-            [all(c.selects(n.name, n.labels) for c in limits) for n in state.nodes], dtype=bool
-        ).reshape(len(state.nodes))
+        cols = columns(state.nodes)
+        out = cols.selects(limits[0])
+        for c in limits[1:]:
+            out &= cols.selects(c)
+        return out
 
     def explain(self, state: ClusterState, gang: Gang, ruled_out: np.ndarray) -> list[tuple[int, str]]:
         return [(int(ruled_out.sum()), "node(s) didn't match Pod's node affinity/selector")]
@@ -168,11 +176,20 @@ class NodeAffinity(NodeFilter):
         return out
 
 
-def allowed(state: ClusterState, gang: Gang, filters: Sequence[NodeFilter]) -> np.ndarray | None:
-    """Nodes every filter lets the gang use (None: all)."""
+MaskMemo = Callable[[tuple[str, Hashable], Callable[[], "np.ndarray | None"]], "np.ndarray | None"]
+
+
+def allowed(
+    state: ClusterState, gang: Gang, filters: Sequence[NodeFilter], memo: MaskMemo | None = None
+) -> np.ndarray | None:
+    """Nodes every filter lets the gang use (None: all). `memo` keeps a static filter's mask
+    per signature (Shortcuts.mask), so gangs of any shape alike in it share one."""
     out: np.ndarray | None = None
     for f in filters:
-        mask = f.mask(state, gang)
+        if memo is not None and f.static:
+            mask = memo((f.name, f.signature(gang)), partial(f.mask, state, gang))
+        else:
+            mask = f.mask(state, gang)
         if mask is not None:
             out = mask if out is None else out & mask
     return out

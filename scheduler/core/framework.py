@@ -62,6 +62,9 @@ class NodeFilter(ABC):
     # Whether the filter reads only the gang's pod constraints: then a gang without any has
     # the signature None, and the filter is not asked (most gangs state none).
     constraint_only: ClassVar[bool] = False
+    # Whether the mask depends on the nodes and the signature alone (not on what runs):
+    # then look-alike gangs share it for as long as the node list holds.
+    static: ClassVar[bool] = False
 
     @abstractmethod
     def signature(self, gang: Gang) -> Hashable:

@@ -38,5 +38,5 @@ def with_team_pool(gang: Gang, team: Team | None, reserved: tuple[Pool, ...]) ->
                 excluded=tuple(sorted(set(c.excluded) | set(reserved))),
             )
         )
-    constraints = tuple(sorted(out))
+    constraints = tuple(sorted(out, key=repr))  # None and terms (required) do not compare
     return gang if constraints == gang.constraints else replace(gang, constraints=constraints)

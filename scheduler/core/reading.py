@@ -303,7 +303,7 @@ def nominated_nodes(cyc: Cycle, need: tuple[Pod, ...]) -> np.ndarray | None:
 
 def filter_mask(cyc: Cycle, gang: Gang) -> np.ndarray | None:
     """Nodes every one of the policy's node filters lets the gang use (None: all)."""
-    return filters.allowed(cyc.state, gang, cyc.policy.filters)
+    return filters.allowed(cyc.state, gang, cyc.policy.filters, cyc.shortcuts.mask)
 
 
 def ruled_out(cyc: Cycle, gang: Gang) -> Callable[[], list[tuple[str, int, str]]]:

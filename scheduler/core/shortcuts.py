@@ -72,6 +72,9 @@ class Shortcuts:
     scorers: dict[tuple[TypeKey, ...], Fragmentation] = field(default_factory=dict)
     loaded: LoadedRunning | None = None
     carried: CarriedFailures | None = None
+    # Node masks by (filter, what it reads of a gang): a filter's mask depends on the nodes
+    # and that alone, so look-alike gangs of every shape share it while the node list holds.
+    masks: dict[tuple[str, Hashable], np.ndarray | None] = field(default_factory=dict)
 
     @property
     def enabled(self) -> bool:
@@ -81,6 +84,7 @@ class Shortcuts:
         """The node list changed: what was worked out on the old one no longer holds."""
         self.loaded = None
         self.carried = None
+        self.masks = {}
 
     def _remember(self, table: dict[K, V], key: K, work: Callable[[], V], limit: int | None = None) -> V:
         """`work()` for `key`, kept in `table` (emptied when it reaches `limit`)."""
@@ -98,6 +102,15 @@ class Shortcuts:
         life, so equal input gives equal shares (a replay meets the same input again in
         about a quarter of its cycles)."""
         return self._remember(self.shares, key, work, _MEMO_LIMIT)
+
+    def mask(self, key: tuple[str, Hashable], work: Callable[[], np.ndarray | None]) -> np.ndarray | None:
+        """A node filter's mask for one signature (see `masks`)."""
+        if self.reference:
+            return work()
+        if key in self.masks:
+            return self.masks[key]
+        hit = self.masks[key] = work()
+        return hit
 
     def tier(self, key: tuple[int, bool], work: Callable[[], Tier]) -> Tier:
         """A waiting gang's tier by (priority, scavenging): few distinct, asked of every class."""

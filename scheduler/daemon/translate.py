@@ -457,7 +457,8 @@ class SnapshotBuilder:
             min_runtime_s=min_runtime,
             checkpoint_s=checkpoint,
             evictable=evictable,
-            constraints=tuple(sorted(c for c in constraints if c is not None)),
+            # By repr: a pod without required affinity (None) and one with it do not compare.
+            constraints=tuple(sorted((c for c in constraints if c is not None), key=repr)),
         )
 
 
