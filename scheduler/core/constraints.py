@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scheduler.core.volumes import VolumeConstraints
 
 # Taint effects that keep a pod off a node (PreferNoSchedule only scores).
 FILTERING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
@@ -102,6 +106,8 @@ class PodConstraints:
     gates: tuple[str, ...] = field(default=())
     # Node pools dedicated to other teams (their node selectors): never this pod's.
     excluded: tuple[tuple[tuple[str, str], ...], ...] = ()
+    # What its volumes ask of the node (at most one; empty: none), see volumes.py.
+    volumes: tuple[VolumeConstraints, ...] = ()
 
     @property
     def limits_nodes(self) -> bool:

@@ -17,6 +17,7 @@ from scheduler.core.cluster import ClusterState
 from scheduler.core.constraints import PodConstraints
 from scheduler.core.framework import NodeFilter
 from scheduler.core.model import Gang
+from scheduler.core.volumes import NodeVolumeLimits, VolumeBinding, VolumeZone
 
 
 class GpuModel(NodeFilter):
@@ -186,14 +187,27 @@ def ruled_out(state: ClusterState, gang: Gang, filters: Sequence[NodeFilter]) ->
 
 
 NODE_FILTERS: dict[str, NodeFilter] = {
-    f.name: f for f in (TeamPool(), NodeAffinity(), TaintToleration(), GpuModel())
+    f.name: f
+    for f in (
+        TeamPool(),
+        NodeAffinity(),
+        TaintToleration(),
+        GpuModel(),
+        NodeVolumeLimits(),
+        VolumeBinding(),
+        VolumeZone(),
+    )
 }
 # kube-scheduler's order (TaintToleration before NodeAffinity): a node ruled out by several
 # is counted under the first, as in its FailedScheduling message.
-# The team's pool first: the platform's rule, whatever the pod says.
+# The team's pool first: the platform's rule, whatever the pod says. The volume filters
+# follow in kube-scheduler's order: NodeVolumeLimits, VolumeBinding, VolumeZone.
 DEFAULT_FILTERS: tuple[NodeFilter, ...] = (
     NODE_FILTERS["team-pool"],
     NODE_FILTERS["taint-toleration"],
     NODE_FILTERS["node-affinity"],
     NODE_FILTERS["gpu-model"],
+    NODE_FILTERS["node-volume-limits"],
+    NODE_FILTERS["volume-binding"],
+    NODE_FILTERS["volume-zone"],
 )
