@@ -110,7 +110,7 @@ def test_a_pod_without_claims_has_no_constraints_and_one_with_claims_is_no_longe
 def test_a_bound_claim_keeps_the_pod_where_its_pv_is():
     reader = VolumeReader([pvc("data", volume="pv1")], [pv("pv1", "n02")], [sc("local")])
     ok, why, _ = verdict(reader, api_pod("p", "data"))
-    assert ok == ["n02"] and why == {"node(s) had volume node affinity conflict": 3}
+    assert ok == ["n02"] and why == {"node(s) didn't match PersistentVolume's node affinity": 3}
     # Its PV is gone: every node, in kube-scheduler's words.
     gone = VolumeReader([pvc("data", volume="pv1")], [], [sc("local")])
     ok, why, _ = verdict(gone, api_pod("p", "data"))

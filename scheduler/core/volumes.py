@@ -29,7 +29,7 @@ from scheduler.core.constraints import PodConstraints, Requirement, Term
 from scheduler.core.framework import NodeFilter
 from scheduler.core.model import Gang
 
-NODE_CONFLICT = "node(s) had volume node affinity conflict"
+NODE_CONFLICT = "node(s) didn't match PersistentVolume's node affinity"
 BIND_CONFLICT = "node(s) didn't find available persistent volumes to bind"
 PV_MISSING = "node(s) unavailable due to one or more pvc(s) bound to non-existent pv(s)"
 ZONE_CONFLICT = "node(s) had no available volume zone"
