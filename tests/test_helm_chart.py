@@ -66,9 +66,15 @@ SCHEDULER_CLUSTER_RIGHTS = {
             ("policy", "poddisruptionbudgets"),
             ("gpufair.io", "gputeams"),
             ("scheduling.x-k8s.io", "podgroups"),
+            ("", "persistentvolumeclaims"),
+            ("", "persistentvolumes"),
+            ("storage.k8s.io", "storageclasses"),
+            ("storage.k8s.io", "csinodes"),
         )
         for v in ("list", "watch")
     ),
+    ("", "persistentvolumes", "update"),
+    ("", "persistentvolumeclaims", "patch"),
     ("", "pods/binding", "create"),
     ("", "pods/eviction", "create"),
     ("", "pods/status", "patch"),
@@ -77,7 +83,10 @@ SCHEDULER_CLUSTER_RIGHTS = {
 }
 PROBE = "example.com/gpufair-probe"  # a label the agent must not set
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection", "bind", "escalate", "impersonate"}
-WRITABLE = {"pods/binding", "pods/eviction", "pods/status", "events", "gputeams/status", "leases", "nodes"}
+WRITABLE = {
+    *("pods/binding", "pods/eviction", "pods/status", "events", "gputeams/status", "leases", "nodes"),
+    *("persistentvolumes", "persistentvolumeclaims"),  # the volume binder's claimRef and selected node
+}
 
 
 # ---------------------------------------------------------------- helpers
@@ -413,6 +422,11 @@ def test_the_scheduler_account_can_do_what_the_daemon_needs_and_nothing_more(clu
         ("", "events", "delete"),
         ("apps", "deployments", "list"),
         ("", "pods/exec", "create"),
+        ("", "persistentvolumes", "delete"),
+        ("", "persistentvolumes", "patch"),
+        ("", "persistentvolumeclaims", "update"),
+        ("", "persistentvolumeclaims", "delete"),
+        ("storage.k8s.io", "storageclasses", "update"),
     ]:
         assert not allowed(group, resource, verb), (group, resource, verb)
     assert allowed("coordination.k8s.io", "leases", "update", NAMESPACE, SCHEDULER_SA)

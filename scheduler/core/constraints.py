@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scheduler.core.volumes import VolumeConstraints
 
 # Taint effects that keep a pod off a node (PreferNoSchedule only scores).
 FILTERING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
@@ -108,6 +112,8 @@ class PodConstraints:
     excluded: tuple[tuple[tuple[str, str], ...], ...] = ()
     # Preferred node affinity: (weight, term), scored, never filtered on.
     preferred: tuple[tuple[int, Term], ...] = ()
+    # What its volumes ask of the node (at most one; empty: none), see volumes.py.
+    volumes: tuple[VolumeConstraints, ...] = ()
 
     @property
     def limits_nodes(self) -> bool:

@@ -19,6 +19,7 @@ from scheduler.core.constraints import PodConstraints
 from scheduler.core.framework import NodeFilter
 from scheduler.core.labels import columns
 from scheduler.core.model import Gang
+from scheduler.core.volumes import NodeVolumeLimits, VolumeBinding, VolumeZone
 
 
 class GpuModel(NodeFilter):
@@ -223,10 +224,21 @@ def ruled_out(state: ClusterState, gang: Gang, filters: Sequence[NodeFilter]) ->
 
 
 NODE_FILTERS: dict[str, NodeFilter] = {
-    f.name: f for f in (TeamPool(), NodeUnschedulable(), NodeAffinity(), TaintToleration(), GpuModel())
+    f.name: f
+    for f in (
+        TeamPool(),
+        NodeUnschedulable(),
+        NodeAffinity(),
+        TaintToleration(),
+        GpuModel(),
+        NodeVolumeLimits(),
+        VolumeBinding(),
+        VolumeZone(),
+    )
 }
-# kube-scheduler's order (NodeUnschedulable, TaintToleration, NodeAffinity): a node ruled out
-# by several is counted under the first, as in its FailedScheduling message.
+# kube-scheduler's order (NodeUnschedulable, TaintToleration, NodeAffinity, then the volume
+# filters NodeVolumeLimits, VolumeBinding, VolumeZone): a node ruled out by several is counted
+# under the first, as in its FailedScheduling message.
 # The team's pool first: the platform's rule, whatever the pod says.
 DEFAULT_FILTERS: tuple[NodeFilter, ...] = (
     NODE_FILTERS["team-pool"],
@@ -234,4 +246,7 @@ DEFAULT_FILTERS: tuple[NodeFilter, ...] = (
     NODE_FILTERS["taint-toleration"],
     NODE_FILTERS["node-affinity"],
     NODE_FILTERS["gpu-model"],
+    NODE_FILTERS["node-volume-limits"],
+    NODE_FILTERS["volume-binding"],
+    NODE_FILTERS["volume-zone"],
 )

@@ -17,6 +17,7 @@ from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, RequestKey
 from scheduler.core.preferences import Preferred, preference_signature, preferred
 from scheduler.core.shortcuts import LoadedRunning
 from scheduler.core.tiers import effective_tier, effective_tiers
+from scheduler.core.volumes import volume_waits
 from scheduler.core.waiting import GroupRequest, Problem, SignatureGroup, View, Waiting
 
 if TYPE_CHECKING:
@@ -146,6 +147,9 @@ def spec_problem(gang: Gang) -> Problem | None:
     unsupported = sorted({u for c in gang.constraints for u in c.unsupported})
     if unsupported:
         return lambda g: Pending(g.id, "Unsupported", reasons.unsupported(g, unsupported))
+    waits = volume_waits(gang)
+    if waits:
+        return lambda g: Pending(g.id, "Unschedulable", reasons.volume_waits(g, waits))
     return None
 
 

@@ -167,6 +167,11 @@ def unsupported(gang: Gang, fields: list[str]) -> str:
     )
 
 
+def volume_waits(gang: Gang, waits: list[str]) -> str:
+    """A pod whose volumes cannot be had on any node yet, in kube-scheduler's PreFilter words."""
+    return f"{'; '.join(waits)}; gang {gang.id} is tried again once its claims change"
+
+
 def no_node_allowed(state: ClusterState, req: GangRequest) -> tuple[str, str]:
     """No node the gang's filters allow: kube-scheduler's per-reason node counts."""
     words = req.ruled_out() if req.ruled_out is not None else []

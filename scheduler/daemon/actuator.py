@@ -34,7 +34,7 @@ from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from scheduler.daemon.kube import Kube, KubeError
+from scheduler.daemon.kube import JSON, Kube, KubeError
 from scheduler.daemon.leader import elapsed
 
 log = logging.getLogger("gpufair.actuator")
@@ -138,9 +138,33 @@ class Actuator:
 
     def _post(self, path: str, body: dict[str, Any], term: int | None) -> None:
         """POSTs `body`, unless the fence says this replica may no longer act (`_Fenced`)."""
+        self._send("POST", path, body, term)
+
+    def write(
+        self,
+        key: str,
+        method: str,
+        path: str,
+        body: dict[str, Any],
+        term: int | None,
+        content_type: str = JSON,
+    ) -> Outcome | None:
+        """A fenced write on behalf of pod `key` (the volume binder's PV and PVC updates): None
+        when it landed, else the outcome that stops the pod's bind."""
+        try:
+            self._send(method, path, body, term, content_type)
+        except _Fenced:
+            return Outcome(key, "fenced", "not sent: this replica holds no fresh lease")
+        except KubeError as exc:
+            return Outcome(key, "error", f"{method} {path}: {exc}")
+        return None
+
+    def _send(
+        self, method: str, path: str, body: dict[str, Any], term: int | None, content_type: str = JSON
+    ) -> None:
         fence = self.fence
         if fence is None:
-            self.kube.request("POST", path, body=body)
+            self.kube.request(method, path, body=body, content_type=content_type)
             return
         if not fence.holds(term):
             raise _Fenced
@@ -154,13 +178,21 @@ class Actuator:
             checked = elapsed()
 
         try:
-            self.kube.request("POST", path, body=body, guard=guard, timeout=(self.lease_margin_s / 4, 30.0))
+            self.kube.request(
+                method,
+                path,
+                body=body,
+                content_type=content_type,
+                guard=guard,
+                timeout=(self.lease_margin_s / 4, 30.0),
+            )
         finally:
             late = elapsed() - checked
             if late > self.lease_margin_s:
                 log.warning(
-                    "POST %s was answered %.2fs after its lease check: it may have landed after the "
+                    "%s %s was answered %.2fs after its lease check: it may have landed after the "
                     "lease ended (a pause or a slow server between the check and the request)",
+                    method,
                     path,
                     late,
                 )

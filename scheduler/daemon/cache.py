@@ -35,6 +35,12 @@ RESOURCES = (
     Resource("pdbs", "/apis/policy/v1/poddisruptionbudgets"),
     Resource("gputeams", "/apis/gpufair.io/v1alpha1/gputeams"),
     Resource("podgroups", "/apis/scheduling.x-k8s.io/v1alpha1/podgroups", optional=True),
+    # Volume binding (scheduler/daemon/volumes.py). Optional: a cluster without CSINodes (or
+    # one whose RBAC predates them) still schedules; a pod's claim then reads as missing.
+    Resource("pvcs", "/api/v1/persistentvolumeclaims", optional=True),
+    Resource("pvs", "/api/v1/persistentvolumes", optional=True),
+    Resource("storageclasses", "/apis/storage.k8s.io/v1/storageclasses", optional=True),
+    Resource("csinodes", "/apis/storage.k8s.io/v1/csinodes", optional=True),
 )
 
 
@@ -119,7 +125,9 @@ class Cache:
             try:
                 items, rv = self.kube.list(r.path)
             except KubeError as exc:
-                if exc.status == 404 and r.optional:
+                if exc.status in (403, 404) and r.optional:
+                    if exc.status == 403:
+                        log.warning("not allowed to list %s: read as empty (grant list/watch)", r.name)
                     store.replace([])
                     self.synced[r.name].set()
                     self._stop.wait(30)

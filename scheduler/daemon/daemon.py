@@ -33,11 +33,14 @@ from scheduler.daemon.explain import Explainer
 from scheduler.daemon.kube import Kube
 from scheduler.daemon.leader import LeaderElector
 from scheduler.daemon.translate import SnapshotBuilder, Translation, pod_key
+from scheduler.daemon.volumebinder import bind_with_volumes
+from scheduler.daemon.volumes import Plan, VolumeReader
 
 log = logging.getLogger("gpufair.daemon")
 
 ASSUME_TTL_S = 60.0
 PREEMPTION_TTL_S = 300.0
+VOLUME_BIND_TIMEOUT_S = 60.0  # how long a pod's bind waits for the PV controller to bind its claims
 
 
 class Hooks(Protocol):
@@ -170,6 +173,11 @@ class Daemon:
         self.nominations = Nominations()  # preemptor pod -> the node held for it
         self.stats = CycleStats()
         self.last: tuple[Translation, Decisions] | None = None
+        # The storage objects as this cycle read them, and the PVs being bound to claims by
+        # calls still in flight (not offered to any other claim meanwhile).
+        self.storage: VolumeReader | None = None
+        self.volumes_in_flight: set[str] = set()
+        self.volume_bind_timeout_s = VOLUME_BIND_TIMEOUT_S
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -311,10 +319,19 @@ class Daemon:
     def snapshot(self, now: float) -> Translation:
         builder = SnapshotBuilder(self.cache["gputeams"].values())
         usage = self.hooks.usage(now, builder.teams)
+        pods = self._pods_with_assumed(now)
+        self.storage = VolumeReader(
+            self.cache["pvcs"].values(),
+            self.cache["pvs"].values(),
+            self.cache["storageclasses"].values(),
+            self.cache["csinodes"].values(),
+            pods,
+            taken=set(self.volumes_in_flight),
+        )
         return builder.build(
             now,
             self.cache["nodes"].values(),
-            self._pods_with_assumed(now),
+            pods,
             self.cache["podgroups"].values(),
             self.cache["pdbs"].values(),
             usage=usage,
@@ -322,6 +339,7 @@ class Daemon:
             hold=self._held_preemptors(now),
             nominated=self.nominations.held,
             priority_classes=self.cache["priorityclasses"].values(),
+            volumes=self.storage.read,
         )
 
     def cycle(self, term: int | None = None) -> Decisions:
@@ -389,6 +407,7 @@ class Daemon:
         """Queues the binds without waiting: each pod counts as bound (assumed) from now on,
         and a failed bind drops the assumption so the next cycle decides again."""
         gangs = {g.id: g for g in tr.snapshot.gangs} if decisions.binds else {}
+        chosen: set[str] = set()  # PVs given to claims of this cycle's binds
         for b in decisions.binds:
             if b.gang in self.preempting:
                 continue
@@ -399,6 +418,10 @@ class Daemon:
                 if b.pod in self.assumed:  # already queued by an earlier cycle
                     continue
                 self.assumed[b.pod] = (b.node, pod["metadata"].get("uid"), None)
+            storage = self.storage
+            if storage is not None and b.pod in storage.unbound:
+                self._bind_with_volumes(tr, b, pod, storage, chosen, term, gangs.get(b.gang), now)
+                continue
             # Production first, then training, then scavenger.
             self.actuator.submit(
                 -int(b.tier),
@@ -406,6 +429,39 @@ class Daemon:
                 (pod, b.node, term),
                 self._bound_callback(pod, b, gangs.get(b.gang)),
             )
+
+    def _bind_with_volumes(
+        self,
+        tr: Translation,
+        b: Bind,
+        pod: dict[str, Any],
+        storage: VolumeReader,
+        chosen: set[str],
+        term: int | None,
+        gang: Gang | None,
+        now: float,
+    ) -> None:
+        """The pod's unbound claims first get their PVs (or a selected node), then the pod is
+        bound (volumebinder.py); if no PV can be had on the node now, the pod is not bound and
+        says why (the next cycle decides again)."""
+        node = next((n for n in tr.snapshot.nodes if n.name == b.node), None)
+        got: Plan | str = storage.plan(pod, b.node, node.labels if node else {}, chosen)
+        if isinstance(got, str):
+            with self._assumed_lock:
+                self.assumed.pop(b.pod, None)
+            self.worker.submit(b.pod, self.explainer.pending, pod, "Unschedulable", got, now)
+            return
+        names = {pv["metadata"]["name"] for pv, _pvc in got.bind}
+        chosen |= names
+        self.volumes_in_flight |= names
+        bound = self._bound_callback(pod, b, gang)
+
+        def done(outcome: Outcome) -> None:
+            self.volumes_in_flight -= names
+            bound(outcome)
+
+        args = (self.actuator, self.cache["pvcs"].get, pod, b.node, got, term, self.volume_bind_timeout_s)
+        self.actuator.submit(-int(b.tier), bind_with_volumes, args, done)
 
     def _bound_callback(self, pod: dict[str, Any], bind: Bind, gang: Gang | None):
         node = bind.node

@@ -7,10 +7,14 @@ that reason instead of being bound where the kubelet (or the pod's author) would
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from scheduler.core.constraints import OPERATORS, PodConstraints, Requirement, Taint, Term, Toleration
+from scheduler.core.volumes import VolumeConstraints, with_volumes
+
+# Reads a pod's claims into node constraints (scheduler/daemon/volumes.py VolumeReader.read).
+VolumeRead = Callable[[Mapping[str, Any]], VolumeConstraints | None]
 
 # Resources a node's fit is checked for; any other request is not honoured yet.
 HONOURED_RESOURCES = frozenset({"cpu", "memory", "nvidia.com/gpu"})
@@ -74,8 +78,9 @@ def _containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     ]
 
 
-def pod_constraints(pod: Mapping[str, Any]) -> PodConstraints | None:
-    """The pod's node constraints, or None when it has none (the common case)."""
+def pod_constraints(pod: Mapping[str, Any], volumes: VolumeRead | None = None) -> PodConstraints | None:
+    """The pod's node constraints, or None when it has none (the common case). Without
+    `volumes` (no storage objects to read them from), claims are not honoured."""
     spec = pod.get("spec") or {}
     unsupported: list[str] = []
     selector = tuple(sorted((str(k), str(v)) for k, v in (spec.get("nodeSelector") or {}).items()))
@@ -94,9 +99,13 @@ def pod_constraints(pod: Mapping[str, Any]) -> PodConstraints | None:
         p.get("hostPort") for c in _containers(spec) for p in c.get("ports") or [] if isinstance(p, Mapping)
     ):
         unsupported.append("spec.containers[].ports[].hostPort")
+    claims = None
     for v in spec.get("volumes") or []:
         if isinstance(v, Mapping) and ("persistentVolumeClaim" in v or "ephemeral" in v):
-            unsupported.append("spec.volumes[].persistentVolumeClaim")
+            if volumes is None:
+                unsupported.append("spec.volumes[].persistentVolumeClaim")
+            else:
+                claims = volumes(pod)
             break
     if spec.get("resourceClaims"):
         unsupported.append("spec.resourceClaims (dynamic resource allocation)")
@@ -126,7 +135,8 @@ def pod_constraints(pod: Mapping[str, Any]) -> PodConstraints | None:
         sorted(str(g.get("name")) for g in spec.get("schedulingGates") or [] if isinstance(g, Mapping))
     )
     if not (selector or required is not None or tolerations or unsupported or gates or preferred):
-        return None
-    return PodConstraints(
+        return with_volumes(None, claims)
+    out = PodConstraints(
         selector, required, tolerations, tuple(sorted(set(unsupported))), gates, preferred=preferred
     )
+    return with_volumes(out, claims)

@@ -23,7 +23,7 @@ from scheduler.core.durations import parse_duration
 from scheduler.core.errors import InvalidInput
 from scheduler.core.manifests import resolve_teams
 from scheduler.core.model import Gang, Node, Pod, Snapshot, Team, TeamUsage
-from scheduler.daemon.podspec import node_taints, pod_constraints
+from scheduler.daemon.podspec import VolumeRead, node_taints, pod_constraints
 
 SCHEDULER_NAME = "gpufair"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -210,6 +210,7 @@ class SnapshotBuilder:
         self.priority_of: dict[str, int] = {}
         self.nominated: Mapping[str, str] = {}
         self.default_priority = 0
+        self.volumes: VolumeRead | None = None
         self.teams = self._teams(teams_raw)
 
     def _teams(self, raw: Iterable[Mapping[str, Any]]) -> tuple[Team, ...]:
@@ -233,10 +234,13 @@ class SnapshotBuilder:
         hold: Iterable[str] = (),
         priority_classes: Iterable[Mapping[str, Any]] = (),
         nominated: Mapping[str, str] | None = None,
+        volumes: VolumeRead | None = None,
     ) -> Translation:
         """`hold` names gangs to leave out of this cycle (their preemption is in progress);
         `nominated` gives pending pods the node the daemon's own preemption made room on
-        (a pod's status.nominatedNodeName is not read: users could write it)."""
+        (a pod's status.nominatedNodeName is not read: users could write it); `volumes` reads
+        a pod's claims (None: claims are not honoured, and such pods wait saying so)."""
+        self.volumes = volumes
         unhealthy = unhealthy or {}
         self.nominated = nominated or {}
         self.priority_of = {c["metadata"]["name"]: int(c.get("value", 0)) for c in priority_classes}
@@ -426,7 +430,7 @@ class SnapshotBuilder:
                 )
             held = None if bound else self.nominated.get(key)
             if not bound:
-                constraints.add(pod_constraints(obj))
+                constraints.add(pod_constraints(obj, self.volumes))
             pods.append(
                 Pod(
                     key,

@@ -63,6 +63,13 @@ CONTROLLERS = (
     # Counts quota use: a namespace's ResourceQuota (e.g. one scoped to gpufair-production)
     # admits nothing until this controller has filled in its status.
     "resourcequota-controller",
+    # Volumes: the PV binder finishes the bindings a scheduler starts (a WaitForFirstConsumer
+    # claim's PV), the protection controllers keep an in-use claim or volume from going, and
+    # the ephemeral controller makes a pod's generic ephemeral volume claims.
+    "persistentvolume-binder-controller",
+    "persistentvolume-protection-controller",
+    "persistentvolumeclaim-protection-controller",
+    "ephemeral-volume-controller",
 )
 
 START_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kwok", "kube-scheduler")
