@@ -111,7 +111,7 @@ class Cycle:
         self.alloc_cpu = hit.cpu.copy()
         self.alloc_mem = hit.mem.copy()
         self.requests = fresh_request(self.shortcuts, core.requests)
-        self.shapes: dict[tuple[int, int, int, int], Shape] = {}
+        self.shapes: dict[tuple, Shape] = {}
         self.gates = [g for g in policy.gates if g.applies(self)]  # those that may refuse now
         self.views, self.groups, self.waiting_demand_milli = read_waiting(self)
         self.demand = np.array(self.alloc) + self.waiting_demand_milli / 1000.0

@@ -12,8 +12,6 @@ from typing import Any
 
 from scheduler.core.constraints import OPERATORS, PodConstraints, Requirement, Taint, Term, Toleration
 
-# Resources a node's fit is checked for; any other request is not honoured yet.
-HONOURED_RESOURCES = frozenset({"cpu", "memory", "nvidia.com/gpu"})
 _EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
 
 
@@ -83,16 +81,8 @@ def pod_constraints(pod: Mapping[str, Any]) -> PodConstraints | None:
             break
     if spec.get("resourceClaims"):
         unsupported.append("spec.resourceClaims (dynamic resource allocation)")
-    others: set[str] = set()
-    for c in _containers(spec):
-        res = c.get("resources") or {}
-        others.update(
-            k
-            for k in {**(res.get("limits") or {}), **(res.get("requests") or {})}
-            if k not in HONOURED_RESOURCES
-        )
-    for name in sorted(others):
-        unsupported.append(f"resources.requests[{name}]")
+    # Every resource request is honoured: the core fits each one a node advertises
+    # (resources.py), so none is named here.
     tolerations = tuple(
         sorted(
             Toleration(
