@@ -215,6 +215,11 @@ def test_eviction_gives_back_the_resources_of_the_victim():
     d = decide(snapshot(nodes_, TEAMS, [scav, prod]), CONFIG)
     assert [e.gang for e in d.evictions] == ["a/s"]
     assert d.nominations == {"b/p-0": "n0"}
+    # A victim that holds no GPU, only the resource the preemptor needs, is one too.
+    scav = running(asking(gang("a/s", "a", gpus=0, priority=-10), rdma_ib=1), "n0")
+    prod = asking(gang("b/p", "b", gpus=0, priority=1_000_000), rdma_ib=1)
+    d = decide(snapshot(nodes_, TEAMS, [scav, prod]), CONFIG)
+    assert [e.gang for e in d.evictions] == ["a/s"] and d.nominations == {"b/p-0": "n0"}
 
 
 def test_undo_and_release_restore_pods_and_extra_resources():

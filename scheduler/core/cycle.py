@@ -213,9 +213,13 @@ class Cycle:
 
     @cached_property
     def run_alive(self) -> np.ndarray:
-        """Whether each running gang may still be a victim. A gang that holds no GPU frees
-        nothing a GPU gang can use: never a victim. Evictions clear it."""
-        return self.rt.evictable & (self.rt.gpus > 0)
+        """Whether each running gang may still be a victim. A gang that holds no GPU and no
+        other resource (rdma/ib, ...) frees nothing a GPU gang can use: never a victim.
+        Evictions clear it."""
+        holds = self.rt.gpus > 0
+        if self.rt.extras:
+            holds[self.run_pod_gang[list(self.rt.extras)]] = True
+        return self.rt.evictable & holds
 
     @cached_property
     def run_pod_gang(self) -> np.ndarray:
