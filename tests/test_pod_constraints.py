@@ -162,7 +162,6 @@ def test_the_translation_reads_what_is_honoured_and_names_what_is_not():
         )
     )
     assert odd.unsupported == (
-        "resources.requests[rdma/ib]",
         "spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution",
         "spec.containers[].ports[].hostPort",
         "spec.resourceClaims (dynamic resource allocation)",

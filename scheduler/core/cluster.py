@@ -1,4 +1,5 @@
-"""The cluster as arrays: free milli-GPUs per GPU slot, CPU, memory, topology domain ids.
+"""The cluster as arrays: free milli-GPUs per GPU slot, CPU, memory, pods, every other
+resource (ephemeral-storage, hugepages, extended resources), topology domain ids.
 
 One cycle builds this once from the snapshot and then changes it in place as it places
 and evicts; a journal lets a trial placement be undone. Every node change is logged so
@@ -8,12 +9,13 @@ per-shape caches (capacity, fragmentation scores) recompute only the nodes that 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from scheduler.core import resources
 from scheduler.core.config import PolicyConfig
-from scheduler.core.model import MILLI_PER_GPU, Node
+from scheduler.core.model import MILLI_PER_GPU, Extras, Node
 
 FULL = MILLI_PER_GPU
 UNUSABLE = -1
@@ -28,6 +30,7 @@ class Shape:
     milli: int
     cpu: int
     mem: int
+    extras: Extras = ()  # every other resource it asks for (most pods: none)
 
     @property
     def gpu_amount(self) -> float:
@@ -44,6 +47,7 @@ class Held:
     cpu: int
     mem: int
     anonymous_whole: int = 0  # whole GPUs of a running pod whose slot indices are unknown
+    extras: resources.Columns = ()  # its other resources, by column of ClusterState.extra_free
 
 
 _TOPOLOGY_MEMO: dict[tuple[int, tuple[str, ...]], tuple] = {}
@@ -83,6 +87,13 @@ def _topology(nodes: tuple[Node, ...], levels: tuple[str, ...]) -> tuple[list[np
 class ClusterState:
     """Mutable per-cycle view of free capacity. Index order is the snapshot's node order."""
 
+    # The pods count and every other resource (resources.py): set by resources.load_columns.
+    pods_limited: bool  # whether any node limits its pods (a replay's nodes do not)
+    pods_free: np.ndarray
+    extra_names: tuple[str, ...]
+    extra_col: dict[str, int]
+    extra_free: np.ndarray  # nodes x extra_names
+
     def __init__(self, nodes: Sequence[Node], config: PolicyConfig) -> None:
         n = len(nodes)
         self.nodes = tuple(nodes)  # for the node filters, which read labels and taints
@@ -103,7 +114,8 @@ class ClusterState:
         self.cordoned = np.array([node.cordoned for node in nodes], dtype=bool).reshape(n)
         self.open = self.schedulable | self.cordoned
         # Nodes never change in a state: counted once.
-        self._healthy = int(self.usable[self.schedulable & ~self.cordoned].sum())
+        self._healthy: float = int(self.usable[self.schedulable & ~self.cordoned].sum())
+        resources.load_columns(self, nodes)  # pods counts and other resources
         self.models = sorted({node.gpu_model for node in nodes})
         model_index = {m: i for i, m in enumerate(self.models)}
         self.model_id = np.array([model_index[node.gpu_model] for node in nodes], dtype=np.int32)
@@ -133,13 +145,17 @@ class ClusterState:
             "models",
             "model_id",
             "levels",
+            "extra_names",
+            "extra_col",
+            "pods_limited",
         )
         shared += ("placeable",)
         shared += ("_healthy", "overcommitted")  # both set by load_running only, which makes its own
         for name in shared:
             setattr(other, name, getattr(self, name))
         other.domains, other.domain_names = self.domains, self.domain_names
-        mutable = ("free", "cpu_free", "mem_free", "anon_mask", "whole_free", "total_free")
+        mutable: tuple[str, ...] = ("free", "cpu_free", "mem_free", "anon_mask", "whole_free", "total_free")
+        mutable += ("pods_free", "extra_free")
         for name in mutable:
             setattr(other, name, getattr(self, name).copy())
         other.change_log = []
@@ -161,7 +177,8 @@ class ClusterState:
     def node_count(self) -> int:
         return len(self.names)
 
-    def healthy_gpus(self) -> int:
+    def healthy_gpus(self) -> float:
+        """GPUs on schedulable nodes: healthy whole GPUs, and MIG slices as GPU fractions."""
         return self._healthy
 
     # ------------------------------------------------------------ loading running pods
@@ -174,8 +191,10 @@ class ClusterState:
         cpu: np.ndarray,
         mem: np.ndarray,
         indices: dict[int, tuple[int, ...]],
+        extras: dict[int, Extras] | None = None,
     ) -> dict[int, Held]:
-        """Account for bound pods, given as columns (one row per pod).
+        """Account for bound pods, given as columns (one row per pod), with the other
+        resources of the few that ask for any in `extras` (by row).
 
         Whole-GPU pods without known slot indices are counted per node in one vector
         step (the device plugin, not the scheduler, picks their GPUs). Pods with known
@@ -190,6 +209,9 @@ class ClusterState:
         self.overcommitted = self.overcommitted.copy()  # shared with the state it was copied from
         self.cpu_free -= np.bincount(node, weights=cpu, minlength=n).astype(np.int64)
         self.mem_free -= np.bincount(node, weights=mem, minlength=n).astype(np.int64)
+        if self.pods_limited:  # every bound pod takes one of its node's pods, whatever it asks
+            self.pods_free = self.pods_free - np.bincount(node, minlength=n)
+        taken_extras = resources.take_running(self, node, extras) if extras else {}
         anon = gpus > 0
         if indices:
             anon[list(indices)] = False
@@ -221,8 +243,8 @@ class ClusterState:
             if taken is not None:
                 self.whole_free -= taken
                 self.total_free -= taken * FULL
-            self.overcommitted |= (self.cpu_free < 0) | (self.mem_free < 0)
-            self.placeable = self.open & ~self.overcommitted
+            self._mark_overcommitted()
+            self._hold_extras(held, taken_extras, node, gpus, cpu, mem)
             return held
         shared = shared[np.argsort(-milli[shared], kind="stable")]  # large shares first pack best
         for shared_row in shared:
@@ -236,14 +258,38 @@ class ClusterState:
                 continue
             self.free[i, slot] -= int(milli[row])
             held[row] = Held(i, (slot,), int(milli[row]), int(cpu[row]), int(mem[row]))
-        self.overcommitted |= (self.cpu_free < 0) | (self.mem_free < 0)
-        self.placeable = self.open & ~self.overcommitted
+        self._mark_overcommitted()
         self._refresh(np.arange(n))
+        self._hold_extras(held, taken_extras, node, gpus, cpu, mem)
         return held
+
+    def _mark_overcommitted(self) -> None:
+        self.overcommitted |= (self.cpu_free < 0) | (self.mem_free < 0)
+        over = resources.overcommitted(self)
+        if over is not None:
+            self.overcommitted |= over
+        self.placeable = self.open & ~self.overcommitted
+
+    def _hold_extras(
+        self,
+        held: dict[int, Held],
+        taken: dict[int, resources.Columns],
+        node: np.ndarray,
+        gpus: np.ndarray,
+        cpu: np.ndarray,
+        mem: np.ndarray,
+    ) -> None:
+        """What a pod with other resources holds includes them, for release and undo."""
+        for row, cols in taken.items():
+            h = held.get(row)
+            if h is None:
+                h = Held(int(node[row]), (), 0, int(cpu[row]), int(mem[row]), int(gpus[row]))
+            held[row] = replace(h, extras=cols)
 
     def shift_running(self, changes: list[tuple[int, int, int, int, int, int, bool]]) -> bool:
         """Pods that came (+1) or went (-1), as (sign, node, GPUs, share, CPU, memory, known
-        slots), all of them whole-GPU pods at no known slot (or with no GPU): the state
+        slots or other resources), all of them whole-GPU pods at no known slot (or with no
+        GPU) that ask for nothing but CPU and memory besides: the state
         becomes what `load_running` of the pods now running gives, provided it was that for
         the pods before and no node is or gets overcommitted. Such pods hold the first free
         GPUs of their node, so one that comes takes the next free ones and one that goes
@@ -270,6 +316,10 @@ class ClusterState:
             self.mem_free[i] -= sign * mem
             if self.cpu_free[i] < 0 or self.mem_free[i] < 0:
                 return False
+            if self.pods_limited:
+                self.pods_free[i] -= sign
+                if self.pods_free[i] < 0:
+                    return False
         return True
 
     # ------------------------------------------------------------ place / release
@@ -292,7 +342,9 @@ class ClusterState:
             amount = shape.milli
         else:
             slots, amount = (), 0
-        held = Held(i, slots, amount, shape.cpu, shape.mem)
+        cols = resources.request_columns(self, shape.extras) if shape.extras else ()
+        assert cols is not None  # the caller checked it fits, so the node has every resource
+        held = Held(i, slots, amount, shape.cpu, shape.mem, 0, cols)
         self._apply(held, -1)
         self.journal.append((-1, held))
         return held
@@ -327,6 +379,10 @@ class ClusterState:
         self.free[i] = row
         self.cpu_free[i] += sign * held.cpu
         self.mem_free[i] += sign * held.mem
+        if self.pods_limited:
+            self.pods_free[i] += sign  # one pod
+        for k, amount in held.extras:
+            self.extra_free[i, k] += sign * amount
         self.whole_free[i] = row.count(FULL)
         self.total_free[i] = sum(v for v in row if v > 0)
         self.change_log.append(i)
@@ -359,9 +415,16 @@ class ClusterState:
             return (np.where(free > 0, free, 0) // shape.milli).sum(axis=1)
         return np.full(whole.shape[0], _BIG, dtype=np.int64)
 
+    def count_capacity(self, shape: Shape, idx: np.ndarray | None = None) -> np.ndarray:
+        """How many pods of `shape` fit on each node by its GPUs, its pods count and every
+        other resource (CPU and memory are not read), as NodeResourcesFit counts them: a
+        resource the node does not advertise at all fits no pod that asks for it."""
+        return resources.fit(self, shape, self.gpu_capacity(shape, idx), idx)
+
     def capacity(self, shape: Shape, model_ok: np.ndarray | None = None) -> np.ndarray:
-        """Pods of `shape` each node can take: GPUs, CPU, memory, schedulable, model."""
-        cap = self.gpu_capacity(shape)
+        """Pods of `shape` each node can take: GPUs, CPU, memory, pods, every other
+        resource, schedulable, model."""
+        cap = self.count_capacity(shape)
         if shape.cpu:
             cap = np.minimum(cap, np.maximum(self.cpu_free, 0) // shape.cpu)
         if shape.mem:

@@ -111,7 +111,7 @@ class Cycle:
         self.alloc_cpu = hit.cpu.copy()
         self.alloc_mem = hit.mem.copy()
         self.requests = fresh_request(self.shortcuts, core.requests)
-        self.shapes: dict[tuple[int, int, int, int], Shape] = {}
+        self.shapes: dict[tuple, Shape] = {}
         self.gates = [g for g in policy.gates if g.applies(self)]  # those that may refuse now
         self.views, self.groups, self.waiting_demand_milli = read_waiting(self)
         self.demand = np.array(self.alloc) + self.waiting_demand_milli / 1000.0
@@ -213,9 +213,13 @@ class Cycle:
 
     @cached_property
     def run_alive(self) -> np.ndarray:
-        """Whether each running gang may still be a victim. A gang that holds no GPU frees
-        nothing a GPU gang can use: never a victim. Evictions clear it."""
-        return self.rt.evictable & (self.rt.gpus > 0)
+        """Whether each running gang may still be a victim. A gang that holds no GPU and no
+        other resource (rdma/ib, ...) frees nothing a GPU gang can use: never a victim.
+        Evictions clear it."""
+        holds = self.rt.gpus > 0
+        if self.rt.extras:
+            holds[self.run_pod_gang[list(self.rt.extras)]] = True
+        return self.rt.evictable & holds
 
     @cached_property
     def run_pod_gang(self) -> np.ndarray:

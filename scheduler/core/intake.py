@@ -14,7 +14,7 @@ from operator import attrgetter
 
 import numpy as np
 
-from scheduler.core.model import Gang, Pod
+from scheduler.core.model import Extras, Gang, Pod
 
 
 @dataclass(slots=True)
@@ -39,6 +39,7 @@ class RunningTable:
     pod_mem: np.ndarray
     pod_names: list[str]
     indices: dict[int, tuple[int, ...]]  # known GPU slots of a pod, by row
+    extras: dict[int, Extras]  # other resources of the few pods that ask for any, by row
 
     def rows(self, g: int) -> range:
         return range(int(self.offsets[g]), int(self.offsets[g + 1]))
@@ -100,8 +101,13 @@ def read_running(
         dtype=np.float64,
         count=n_rows,
     )
-    indices = {row: p.gpu_indices for row, p in enumerate(bound_pods) if p.gpu_indices}
+    special = [(row, p) for row, p in enumerate(bound_pods) if p.gpu_indices or p.extras]
+    indices = {row: p.gpu_indices for row, p in special if p.gpu_indices}
+    extras = {row: p.extras for row, p in special if p.extras}
     amount = pod_gpus + pod_milli / 1000.0
+    for row, p in special:
+        if p.mig_milli:  # MIG slices are charged as the GPU fraction they are (mig.py)
+            amount[row] += p.mig_milli / 1000.0
     start = np.full(n, now)
     np.minimum.at(start, gang_of_row, pod_start)
     table = RunningTable(
@@ -131,6 +137,7 @@ def read_running(
         pod_mem=pod_mem,
         pod_names=[p.name for p in bound_pods],
         indices=indices,
+        extras=extras,
     )
     return table, waiting
 
@@ -160,13 +167,14 @@ _GANG_COLS = (
     "checkpoint",
     "evictable",
 )
-_POD_COLS = ("pod_node", "pod_gpus", "pod_milli", "pod_cpu", "pod_mem", "pod_indexed")
+_POD_COLS = ("pod_node", "pod_gpus", "pod_milli", "pod_cpu", "pod_mem", "pod_indexed", "pod_extra")
 _SHAPE_COLS = ("pod_gpus", "pod_milli", "pod_cpu", "pod_mem")  # a pod's type, as the mix counts it
 _DTYPES = {
     "team": np.int64,
     "priority": np.int64,
     "evictable": bool,
     "pod_indexed": bool,
+    "pod_extra": bool,
     "pod_node": np.int64,
     "pod_gpus": np.int64,
     "pod_milli": np.int64,
@@ -229,6 +237,7 @@ class RunningStore:
         self._p = _Columns(_POD_COLS)
         self.pod_names: list[str] = []
         self.pod_slots: list[tuple[int, ...]] = []
+        self.pod_extras: list[Extras] = []
         # Running GPU pods by (GPUs, share, CPU, memory): the fragmentation scorer weighs
         # them every cycle, and counting as pods come and go is cheaper than recounting.
         self.gpu_pod_shapes: Counter[tuple[int, int, int, int]] = Counter()
@@ -238,7 +247,8 @@ class RunningStore:
         # equal, pods have only come, and no node has more room than it had.
         self.removals = 0
         # Pods that came (+1) or went (-1) since the reader last took them, as (sign, node,
-        # GPUs, share, CPU, memory, known slots); None: read everything again (see reading.read_running).
+        # GPUs, share, CPU, memory, known slots or other resources); None: read everything
+        # again (see reading.read_running).
         self.changes: list[tuple[int, int, int, int, int, int, bool]] | None = None
 
     def _count_shapes(self, shapes: Iterable[tuple[int, int, int, int]], sign: int) -> None:
@@ -267,15 +277,21 @@ class RunningStore:
         cols["start_known"] = table.start
         cols["sizes"] = np.diff(table.offsets)
         self._g.replace(cols, len(self.ids))
-        pods = {name: getattr(table, name) for name in _POD_COLS if name != "pod_indexed"}
+        pods = {name: getattr(table, name) for name in _POD_COLS if name not in ("pod_indexed", "pod_extra")}
         indexed = np.zeros(len(table.pod_names), dtype=bool)
         indexed[list(table.indices)] = True
         pods["pod_indexed"] = indexed
+        extra = np.zeros(len(table.pod_names), dtype=bool)
+        extra[list(table.extras)] = True
+        pods["pod_extra"] = extra
         self._p.replace(pods, len(table.pod_names))
         self.pod_names = list(table.pod_names)
         self.pod_slots = [()] * len(self.pod_names)
         for row, slots in table.indices.items():
             self.pod_slots[row] = slots
+        self.pod_extras = [()] * len(self.pod_names)
+        for row, asked in table.extras.items():
+            self.pod_extras[row] = asked
         self.gpu_pod_shapes = Counter()
         shape_cols = (table.pod_gpus, table.pod_milli, table.pod_cpu, table.pod_mem)
         self._count_shapes(zip(*(c.tolist() for c in shape_cols), strict=True), +1)
@@ -291,7 +307,7 @@ class RunningStore:
         cpu = mem = 0.0
         known = np.inf
         for p in rows:
-            amount += p.gpus + p.gpu_milli / 1000.0
+            amount += p.gpus + p.gpu_milli / 1000.0 + p.mig_milli / 1000.0  # as read_running sums it
             cpu += p.cpu_milli
             mem += p.memory_mib
             if p.start_s is not None and p.start_s < known:
@@ -314,7 +330,7 @@ class RunningStore:
             nodes = [self.node_index[p.node or ""] for p in rows]  # known rows are bound
             if self.changes is not None:
                 self.changes.extend(
-                    (+1, i, p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib, bool(p.gpu_indices))
+                    (+1, i, p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib, bool(p.gpu_indices or p.extras))
                     for i, p in zip(nodes, rows, strict=True)
                 )
             self._p.append(
@@ -325,10 +341,12 @@ class RunningStore:
                     "pod_cpu": [p.cpu_milli for p in rows],
                     "pod_mem": [p.memory_mib for p in rows],
                     "pod_indexed": [bool(p.gpu_indices) for p in rows],
+                    "pod_extra": [bool(p.extras) for p in rows],
                 }
             )
             self.pod_names.extend(p.name for p in rows)
             self.pod_slots.extend(p.gpu_indices for p in rows)
+            self.pod_extras.extend(p.extras for p in rows)
             self._count_shapes(((p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib) for p in rows), +1)
         self.ids.append(gang.id)
         self.gangs.append(gang)
@@ -346,14 +364,16 @@ class RunningStore:
             cols = [self._p.get(name)[start:stop].tolist() for name in _SHAPE_COLS]
             if self.changes is not None:
                 nodes = self._p.get("pod_node")[start:stop].tolist()
-                indexed = self._p.get("pod_indexed")[start:stop].tolist()
+                indexed = (
+                    self._p.get("pod_indexed")[start:stop] | self._p.get("pod_extra")[start:stop]
+                ).tolist()
                 shapes = zip(*cols, strict=True)
                 self.changes.extend(
                     (-1, i, *shape, x) for i, shape, x in zip(nodes, shapes, indexed, strict=True)
                 )
             self._count_shapes(zip(*cols, strict=True), -1)
             self._p.delete(start, stop)
-            del self.pod_names[start:stop], self.pod_slots[start:stop]
+            del self.pod_names[start:stop], self.pod_slots[start:stop], self.pod_extras[start:stop]
         del self.ids[g], self.gangs[g]
 
     def table(self) -> RunningTable:
@@ -364,6 +384,7 @@ class RunningStore:
         offsets = np.zeros(len(self.ids) + 1, dtype=np.int64)
         np.cumsum(g.get("sizes"), out=offsets[1:])
         indexed = np.nonzero(p.get("pod_indexed"))[0].tolist()
+        extra = np.nonzero(p.get("pod_extra"))[0].tolist()
         return RunningTable(
             gangs=self.gangs,
             team=g.get("team"),
@@ -383,4 +404,5 @@ class RunningStore:
             pod_mem=p.get("pod_mem"),
             pod_names=self.pod_names,
             indices={row: self.pod_slots[row] for row in indexed},
+            extras={row: self.pod_extras[row] for row in extra},
         )

@@ -16,6 +16,13 @@ from scheduler.core.constraints import PodConstraints, Taint, Toleration
 from scheduler.core.errors import InvalidInput
 
 MILLI_PER_GPU = 1000
+MIG_PREFIX = "nvidia.com/mig-"  # MIG slices under the device plugin's mixed strategy
+
+# Resources beyond CPU, memory and nvidia.com/gpu (ephemeral-storage, hugepages-*, rdma/ib,
+# nvidia.com/mig-*, ...): (name, amount in the resource's base unit), sorted by name.
+Extras = tuple[tuple[str, int], ...]
+# Kept in their own fields, never among the extras.
+CORE_RESOURCES = frozenset({"cpu", "memory", "nvidia.com/gpu", "pods"})
 
 # Bounds of a team's numbers (the GPUTeam CRD declares the same): within them the fair-share
 # arithmetic (ratios of weights, squared ratios in Jain's index) stays finite.
@@ -162,6 +169,30 @@ class Team:
             )
 
 
+def _check_extras(obj: str, field: str, extras: Extras, least: int) -> None:
+    """Sorted, distinct names outside CORE_RESOURCES, whole amounts of at least `least`."""
+    names = [n for n, _ in extras]
+    if names != sorted(set(names)):
+        raise InvalidInput(
+            obj, field, "resource names repeat or are out of order", "list each resource once, by name"
+        )
+    for name, amount in extras:
+        if not name or name in CORE_RESOURCES:
+            raise InvalidInput(
+                obj,
+                field,
+                f"{name!r} is not an extra resource",
+                "give cpu, memory, GPUs and pods their own fields",
+            )
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount < least:
+            raise InvalidInput(
+                obj,
+                f"{field}[{name}]",
+                f"{amount!r} is not a whole amount of at least {least}",
+                "give the amount in the resource's base unit (bytes, devices)",
+            )
+
+
 def _gpus_problem(value: float) -> str:
     return "is negative" if value < 0 else f"is not a number of GPUs up to {MAX_TEAM_GPUS:.0f}"
 
@@ -181,7 +212,9 @@ class Node:
     """A node as the scheduler may use it.
 
     `labels` carry the topology path (see PolicyConfig.topology_levels). GPUs listed in
-    `unhealthy_gpus` (by index) are never given out.
+    `unhealthy_gpus` (by index) are never given out. `extras` is the allocatable amount of
+    every other resource it advertises; `max_pods` how many pods it takes (None: no limit);
+    `gpu_memory_mib` one GPU's memory, for the size of its MIG slices (0: from the model).
     """
 
     name: str
@@ -196,11 +229,18 @@ class Node:
     # Cordoned (spec.unschedulable) but otherwise ready: only a pod that tolerates the
     # node.kubernetes.io/unschedulable:NoSchedule taint may use it (schedulable is then False).
     cordoned: bool = False
+    extras: Extras = ()
+    max_pods: int | None = None
+    gpu_memory_mib: int = 0
 
     def __post_init__(self) -> None:
         obj = f"node {self.name!r}"
         if not self.name:
             raise InvalidInput("node", "metadata.name", "empty name", "give the node a name")
+        if self.extras:
+            _check_extras(obj, "status.allocatable", self.extras, 0)
+        if self.max_pods is not None and self.max_pods < 0:
+            raise InvalidInput(obj, "status.allocatable[pods]", "negative pod count", "report 0 or more")
         if self.gpus < 0:
             raise InvalidInput(obj, "nvidia.com/gpu", "negative GPU count", "report 0 or more")
         if self.cpu_milli < 0 or self.memory_mib < 0:
@@ -227,6 +267,11 @@ class Pod:
     (then `gpus` is 0). A bound pod has `node`, `start_s` and, when known, the indices of
     the GPUs it holds (needed for shared GPUs; whole GPUs are interchangeable).
 
+    `extras` are its requests of every other resource, as the kubelet counts them. A pod
+    that asks for MIG slices (`nvidia.com/mig-*`) is charged `mig_milli` thousandths of a
+    GPU for them in fair share and budgets, as the shell works it out with
+    `scheduler.core.mig` from the profile and the GPU model (see docs/mig.md).
+
     A pending pod may carry `nominated_node`: the node a previous cycle evicted victims
     on to make room for it. Only the shell sets it, from the decisions it carried out
     (never from anything a user can write), so a pod cannot use it to jump the queue.
@@ -241,9 +286,13 @@ class Pod:
     gpu_indices: tuple[int, ...] = ()
     start_s: float | None = None
     nominated_node: str | None = None
+    extras: Extras = ()
+    mig_milli: int = 0
 
     def __post_init__(self) -> None:
         obj = f"pod {self.name!r}"
+        if self.extras or self.mig_milli:
+            self._check_resources(obj)
         if self.gpus < 0:
             raise InvalidInput(obj, "nvidia.com/gpu", "negative GPU request", "request 0 or more")
         if not 0 <= self.gpu_milli < MILLI_PER_GPU:
@@ -263,10 +312,22 @@ class Pod:
         if self.cpu_milli < 0 or self.memory_mib < 0:
             raise InvalidInput(obj, "resources.requests", "negative CPU or memory", "request 0 or more")
 
+    def _check_resources(self, obj: str) -> None:
+        _check_extras(obj, "resources.requests", self.extras, 1)
+        slices = any(name.startswith(MIG_PREFIX) for name, _ in self.extras)
+        if slices != (self.mig_milli > 0) or self.mig_milli < 0:
+            raise InvalidInput(
+                obj,
+                "mig_milli",
+                f"{self.mig_milli} for {'MIG slices' if slices else 'no MIG slice'}",
+                "charge a pod that asks for nvidia.com/mig-* slices what scheduler.core.mig.charge_milli "
+                "gives, and any other pod 0",
+            )
+
     @property
     def gpu_amount(self) -> float:
-        """GPUs this pod takes, a share counting as a fraction."""
-        return self.gpus + self.gpu_milli / MILLI_PER_GPU
+        """GPUs this pod is charged for, a share or a MIG slice counting as a fraction."""
+        return self.gpus + (self.gpu_milli + self.mig_milli) / MILLI_PER_GPU
 
     @property
     def bound(self) -> bool:

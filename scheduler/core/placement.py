@@ -102,7 +102,7 @@ def capacity_of(state: ClusterState, cache: ShapeCache, shape: Shape, req: GangR
 
 def capacity_at(state: ClusterState, shape: Shape, req: GangRequest, idx: np.ndarray) -> np.ndarray:
     """Like `capacity_of`, for the nodes `idx` only (no cache: for a handful of nodes)."""
-    cap = state.gpu_capacity(shape, idx)
+    cap = state.count_capacity(shape, idx)
     if shape.cpu:
         cap = np.minimum(cap, np.maximum(state.cpu_free[idx], 0) // shape.cpu)
     if shape.mem:

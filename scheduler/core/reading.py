@@ -65,7 +65,7 @@ def read_running(cyc: Cycle) -> LoadedRunning:
     if loaded is None:
         loaded = core.base.copy()
         special = loaded.load_running(
-            run.pod_node, run.pod_gpus, run.pod_milli, run.pod_cpu, run.pod_mem, run.indices
+            run.pod_node, run.pod_gpus, run.pod_milli, run.pod_cpu, run.pod_mem, run.indices, run.extras
         )
     else:
         special = {}
@@ -113,7 +113,7 @@ def read_waiting(cyc: Cycle) -> WaitingViews:
     for (gang, seq), t, tier in zip(singles, s_teams, s_tiers, strict=True):
         w = waiting_gang(cyc, gang, t, tier, scav[t])
         if w.problem is None and w.tier is Tier.TRAINING:
-            demand_milli[t] += sum(p.gpus * 1000 + p.gpu_milli for p in w.pods)
+            demand_milli[t] += sum(p.gpus * 1000 + p.gpu_milli + p.mig_milli for p in w.pods)
         problem = w.problem
         views.append(
             View(
@@ -230,7 +230,8 @@ def waiting_gang(cyc: Cycle, gang: Gang, t: int, tier: Tier, scavenging: bool) -
     required = gang.required_members
     short = max(0, required - len(bound))
     need, extras = pending[:short], pending[short:]
-    w = Waiting(gang, t, tier, need, extras, sum(p.gpus + p.gpu_milli / 1000.0 for p in need))
+    gpus = sum(p.gpus + p.gpu_milli / 1000.0 + p.mig_milli / 1000.0 for p in need)
+    w = Waiting(gang, t, tier, need, extras, gpus)
     if gang.constraints:
         problem = spec_problem(gang)
         if problem is not None:
@@ -345,7 +346,7 @@ def shared_request(cyc: Cycle, shapes: tuple[Shape, ...], gang: Gang, widest: in
 
 
 def shape_of(cyc: Cycle, pod: Pod) -> Shape:
-    key = (pod.gpus, pod.gpu_milli, pod.cpu_milli, pod.memory_mib)
+    key = (pod.gpus, pod.gpu_milli, pod.cpu_milli, pod.memory_mib, pod.extras)
     shape = cyc.shapes.get(key)
     if shape is None:
         shape = cyc.shapes[key] = Shape(*key)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from scheduler.core import resources
 from scheduler.core.budget import BudgetState
 from scheduler.core.cluster import FULL, ClusterState, Shape
 from scheduler.core.config import PolicyConfig
@@ -181,6 +182,23 @@ def no_node_allowed(state: ClusterState, req: GangRequest) -> tuple[str, str]:
     return "Unschedulable", f"0/{state.node_count} nodes are available: {counts}"
 
 
+def _short_everywhere(
+    state: ClusterState, cache: ShapeCache, s: Shape, req: GangRequest, unpinned: GangRequest
+) -> str | None:
+    """When a pod of `s` fits on no allowed node and something besides GPUs is short there,
+    kube-scheduler's per-resource node counts (a node under each resource it lacks, after
+    the nodes the filters rule out); None when GPUs alone are short, or a pod fits."""
+    if capacity_of(state, cache, s, unpinned).any():
+        return None
+    nodes = state.schedulable if req.model_ok is None else state.schedulable & req.model_ok
+    short = resources.shortfalls(state, s, nodes)
+    if all(name == resources.GPU_RESOURCE for name, _, _ in short):
+        return None
+    words = req.ruled_out() if req.ruled_out is not None else []
+    counts = ", ".join(sorted(f"{n} {text}" for _, n, text in (*words, *short)))
+    return f"0/{state.node_count} nodes are available: {counts}"
+
+
 def diagnose(state: ClusterState, cache: ShapeCache, req: GangRequest) -> tuple[str, str]:
     """Why `req` cannot be placed now: the first missing thing a person can act on. When the
     pod's own spec rules nodes out, kube-scheduler's per-reason node counts come first, so
@@ -223,6 +241,9 @@ def _diagnose(state: ClusterState, cache: ShapeCache, req: GangRequest) -> tuple
     )
     unpinned = GangRequest(req.shapes, req.model_ok, CLUSTER_LEVEL, None, req.whole_node_gpus)
     for s, c in req.counts.items():
+        short = _short_everywhere(state, cache, s, req, unpinned)
+        if short is not None:
+            return "NoRoom", short
         if int(capacity_of(state, cache, Shape(s.gpus, s.milli, 0, 0), anywhere).sum()) < c:
             return "NoRoom", (
                 f"waiting for {gpus(asked)} ({_pods(req.shapes)}); "

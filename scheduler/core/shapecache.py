@@ -31,7 +31,7 @@ class ShapeCache:
         # Scores and GPU capacity are kept apart: a placement that fails (most tries on a
         # full cluster) finds out from the capacity alone and never pays for scoring.
         self._entries: dict[tuple[int, ...], tuple[np.ndarray, int]] = {}  # scores
-        self._caps: dict[tuple[int, int], tuple[np.ndarray, int]] = {}  # per GPU size
+        self._caps: dict[tuple, tuple[np.ndarray, int]] = {}  # per GPU size and other resources
         self._all = np.arange(state.node_count)
         self._stats: np.ndarray | None = None
         self._stats_seen = -1  # the per-node figures are worked out with the scorer
@@ -95,19 +95,20 @@ class ShapeCache:
         return self._room
 
     def capacity(self, shape: Shape) -> np.ndarray:
-        """Pods of this shape's GPU size each node can take (GPUs only). Do not modify it."""
+        """Pods of this shape each node can take by all but CPU and memory (GPUs, the pods
+        count, other resources: ClusterState.count_capacity). Do not modify it."""
         if self.fresh:
-            return self.state.gpu_capacity(shape)
-        key = (shape.gpus, shape.milli)
+            return self.state.count_capacity(shape)
+        key = (shape.gpus, shape.milli, shape.extras)
         log = self.state.change_log
         entry = self._caps.get(key)
         if entry is None:
-            cap = self.state.gpu_capacity(shape)  # reads the GPU request only
+            cap = self.state.count_capacity(shape)  # reads no CPU or memory
         else:
             cap, seen = entry
             if seen < len(log):
                 moved = self._moved_since(seen)
-                cap[moved] = self.state.gpu_capacity(shape, moved)
+                cap[moved] = self.state.count_capacity(shape, moved)
         self._caps[key] = (cap, len(log))
         return cap
 

@@ -64,14 +64,18 @@ def scheduling_signature(gang: Gang, filters: Sequence[NodeFilter] = ()) -> tupl
         if p.node is not None or p.nominated_node is not None:
             return None
         shapes: tuple = ((p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib),)
+        # Other resources and MIG charges, for the few pods that ask for any.
+        others: tuple | None = ((p.extras, p.mig_milli),) if p.extras else None
     else:
         if any(p.node is not None or p.nominated_node is not None for p in pods):
             return None
         shapes = tuple((p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib) for p in pods)
+        others = tuple((p.extras, p.mig_milli) for p in pods) if any(p.extras for p in pods) else None
     return (
         gang.team,
         gang.priority,
         shapes,
+        others,
         gang.topology_required,
         gang.topology_preferred,
         gang.constraints,
@@ -119,9 +123,14 @@ class SignatureGroup:
         self.pods = len(self.shapes)
         self.sample = sample  # any member: for the pod shapes and the request
         # What every cycle asks of the class, worked out once.
-        self.shape_objs = tuple(Shape(*s) for s in self.shapes)
-        self.gpus = sum(p.gpus + p.gpu_milli / 1000.0 for p in sample.pods)  # as _waiting sums it
-        self.milli = sum(g * 1000 + m for g, m, _, _ in self.shapes)
+        others = key[3] or (((), 0),) * self.pods  # other resources and MIG charge per pod
+        self.shape_objs = tuple(
+            Shape(g, m, c, mem, extras)
+            for (g, m, c, mem), (extras, _) in zip(self.shapes, others, strict=True)
+        )
+        # As waiting_gang sums it: a MIG slice counts as the GPU fraction it is charged.
+        self.gpus = sum(p.gpus + p.gpu_milli / 1000.0 + p.mig_milli / 1000.0 for p in sample.pods)
+        self.milli = sum(g * 1000 + m for g, m, _, _ in self.shapes) + sum(mig for _, mig in others)
         self.biggest = max(s[0] for s in self.shapes)
         self.keys: list[MemberKey] = []
         self.ids: list[str] = []

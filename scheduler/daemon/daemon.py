@@ -145,6 +145,7 @@ class Daemon:
         self.hooks: Hooks = hooks or NoHooks()
         self._changed = threading.Event()
         self._stop = threading.Event()
+        self._logged: set[str] = set()  # problems with nodes and pods, logged once each
         self.cache = Cache(kube, self._changed.set)
         self.elector = (
             LeaderElector(
@@ -506,6 +507,10 @@ class Daemon:
         for p in decisions.pending:
             waiting(p.gang, p.code, p.reason)
         team_problems = {p.name: p.message for p in tr.problems if p.kind == "GPUTeam"}
+        for problem in tr.problems:  # a node or pod left out for bad input: in the log too, once
+            if problem.kind != "GPUTeam" and problem.message not in self._logged:
+                self._logged.add(problem.message)
+                log.warning("left out: %s", problem.message)
         for obj in self.cache["gputeams"].values():
             name = obj["metadata"]["name"]
             if name in team_problems:

@@ -16,8 +16,6 @@ from scheduler.core.volumes import VolumeConstraints, with_volumes
 # Reads a pod's claims into node constraints (scheduler/daemon/volumes.py VolumeReader.read).
 VolumeRead = Callable[[Mapping[str, Any]], VolumeConstraints | None]
 
-# Resources a node's fit is checked for; any other request is not honoured yet.
-HONOURED_RESOURCES = frozenset({"cpu", "memory", "nvidia.com/gpu"})
 _EFFECTS = frozenset({"NoSchedule", "PreferNoSchedule", "NoExecute"})
 
 
@@ -109,16 +107,8 @@ def pod_constraints(pod: Mapping[str, Any], volumes: VolumeRead | None = None) -
             break
     if spec.get("resourceClaims"):
         unsupported.append("spec.resourceClaims (dynamic resource allocation)")
-    others: set[str] = set()
-    for c in _containers(spec):
-        res = c.get("resources") or {}
-        others.update(
-            k
-            for k in {**(res.get("limits") or {}), **(res.get("requests") or {})}
-            if k not in HONOURED_RESOURCES
-        )
-    for name in sorted(others):
-        unsupported.append(f"resources.requests[{name}]")
+    # Every resource request is honoured: the core fits each one a node advertises
+    # (resources.py), so none is named here.
     tolerations = tuple(
         sorted(
             Toleration(

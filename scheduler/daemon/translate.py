@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
@@ -22,7 +23,8 @@ from scheduler.core.constraints import PodConstraints
 from scheduler.core.durations import parse_duration
 from scheduler.core.errors import InvalidInput
 from scheduler.core.manifests import resolve_teams
-from scheduler.core.model import Gang, Node, Pod, Snapshot, Team, TeamUsage
+from scheduler.core.mig import MigRates
+from scheduler.core.model import Extras, Gang, Node, Pod, Snapshot, Team, TeamUsage
 from scheduler.daemon.podspec import VolumeRead, node_taints, pod_constraints
 
 SCHEDULER_NAME = "gpufair"
@@ -36,6 +38,7 @@ TOPOLOGY_REQUIRED = ("gpufair.io/topology-required", "kueue.x-k8s.io/podset-requ
 TOPOLOGY_PREFERRED = ("gpufair.io/topology-preferred", "kueue.x-k8s.io/podset-preferred-topology")
 GPU_MODEL_LABEL = "gpufair.io/gpu-model"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"  # MiB per GPU, as GPU feature discovery labels it
 TERMINAL_PHASES = ("Succeeded", "Failed")
 # Gang ids within a namespace, one form per kind, so a PodGroup, a gpufair.io/gang label and a
 # lone pod of the same name stay three gangs (':' is in no pod, PodGroup or label-value name).
@@ -73,54 +76,80 @@ def timestamp(text: str | None) -> float | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def _quantity(value: Any) -> float:
-    return float(parse_quantity(str(value)))
+# Pod-level requests (spec.resources) stand in for the containers' sum of these.
+_POD_LEVEL = ("cpu", "memory")
+_POD_LEVEL_PREFIX = "hugepages-"
+
+
+def _requests_of(res: Any) -> dict[str, Decimal]:
+    """A container's (or the pod's) requests; a limit stands for a missing request, as the
+    API server defaults it."""
+    res = res if isinstance(res, Mapping) else {}
+    req = {**(res.get("limits") or {}), **(res.get("requests") or {})}
+    return {str(k): parse_quantity(str(v)) for k, v in req.items()}
+
+
+def resource_requests(pod: Mapping[str, Any]) -> dict[str, Decimal]:
+    """Every resource the pod needs on its node, as the kubelet and kube-scheduler count
+    them: the larger of the app containers' sum and any one init container, plus overhead."""
+    spec = pod.get("spec", {})
+    # KEP-753: sidecars (init containers with restartPolicy Always) run beside everything
+    # after them, so they add up; a plain init container needs its own request on top of the
+    # sidecars started before it, then exits.
+    total: dict[str, Decimal] = defaultdict(Decimal)
+    for c in spec.get("containers") or []:
+        for k, v in _requests_of(c.get("resources")).items():
+            total[k] += v
+    sidecars: dict[str, Decimal] = defaultdict(Decimal)
+    init_peak: dict[str, Decimal] = defaultdict(Decimal)
+    for c in spec.get("initContainers") or []:
+        req = _requests_of(c.get("resources"))
+        if c.get("restartPolicy") == "Always":
+            for k, v in req.items():
+                sidecars[k] += v
+                total[k] += v
+            during = dict(sidecars)
+        else:
+            during = {k: v + sidecars.get(k, Decimal(0)) for k, v in req.items()}
+            for k, v in sidecars.items():
+                during.setdefault(k, v)
+        for k, v in during.items():
+            init_peak[k] = max(init_peak[k], v)
+    for k, v in init_peak.items():
+        total[k] = max(total[k], v)
+    pod_level = _requests_of(spec.get("resources"))
+    for k, v in pod_level.items():
+        if k in _POD_LEVEL or k.startswith(_POD_LEVEL_PREFIX):
+            total[k] = v
+    for k, v in _requests_of({"requests": spec.get("overhead")}).items():
+        total[k] += v
+    return dict(total)
+
+
+def _whole(value: Decimal, name: str) -> int:
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"{name} {value} is not an amount of 0 or more")
+    return math.ceil(value)  # as Quantity.Value() rounds
+
+
+def split_requests(total: Mapping[str, Decimal]) -> tuple[int, int, int, Extras]:
+    """(GPUs, CPU millicores, memory MiB, every other resource in its base unit)."""
+    gpus = _whole(total.get(GPU_RESOURCE, Decimal(0)), GPU_RESOURCE)
+    cpu = _whole(total.get("cpu", Decimal(0)) * 1000, "cpu")
+    mem = _whole(total.get("memory", Decimal(0)) / 2**20, "memory")
+    extras = tuple(
+        sorted((k, amount) for k, v in total.items() if k not in _CORE and (amount := _whole(v, k)) > 0)
+    )
+    return gpus, cpu, mem, extras
+
+
+_CORE = frozenset({"cpu", "memory", GPU_RESOURCE})
+_NODE_CORE = _CORE | {"pods"}
 
 
 def pod_requests(pod: Mapping[str, Any]) -> tuple[int, int, int]:
-    """(GPUs, CPU millicores, memory MiB) the pod needs on its node, as the kubelet counts
-    them: the larger of the app containers' sum and any one init container, plus overhead."""
-    spec = pod.get("spec", {})
-
-    def of(container: Mapping[str, Any]) -> tuple[float, float, float]:
-        res = container.get("resources") or {}
-        req = {**(res.get("limits") or {}), **(res.get("requests") or {})}
-        gpu = req.get(GPU_RESOURCE)
-        cpu = req.get("cpu")
-        mem = req.get("memory")
-        return (
-            _quantity(gpu) if gpu is not None else 0.0,
-            _quantity(cpu) * 1000 if cpu is not None else 0.0,
-            _quantity(mem) / 2**20 if mem is not None else 0.0,
-        )
-
-    # As the kubelet counts them (KEP-753): sidecars (init containers with restartPolicy
-    # Always) run beside everything after them, so they add up; a plain init container needs
-    # its own request on top of the sidecars started before it, then exits.
-    total = [0.0, 0.0, 0.0]
-    for c in spec.get("containers") or []:
-        for i, v in enumerate(of(c)):
-            total[i] += v
-    sidecars = [0.0, 0.0, 0.0]
-    init_peak = [0.0, 0.0, 0.0]
-    for c in spec.get("initContainers") or []:
-        req = of(c)
-        if c.get("restartPolicy") == "Always":
-            for i, v in enumerate(req):
-                sidecars[i] += v
-                total[i] += v
-            during = sidecars
-        else:
-            during = [v + sidecars[i] for i, v in enumerate(req)]
-        for i, v in enumerate(during):
-            init_peak[i] = max(init_peak[i], v)
-    total = [max(t, p) for t, p in zip(total, init_peak, strict=True)]
-    overhead = spec.get("overhead") or {}
-    if "cpu" in overhead:
-        total[1] += _quantity(overhead["cpu"]) * 1000
-    if "memory" in overhead:
-        total[2] += _quantity(overhead["memory"]) / 2**20
-    return int(total[0]), math.ceil(total[1]), math.ceil(total[2])
+    """(GPUs, CPU millicores, memory MiB) the pod needs on its node (resource_requests)."""
+    return split_requests(resource_requests(pod))[:3]
 
 
 def _node_ready(node: Mapping[str, Any]) -> bool:
@@ -130,23 +159,51 @@ def _node_ready(node: Mapping[str, Any]) -> bool:
     return False
 
 
+def _allocatable(name: str, alloc: Mapping[str, Any]) -> dict[str, Decimal]:
+    out = {}
+    for k, v in alloc.items():
+        try:
+            q = parse_quantity(str(v))
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(
+                f"node {name!r}",
+                f"status.allocatable[{k}]",
+                f"unreadable quantity {v!r} ({exc})",
+                "report quantities such as '8', '500m' or '16Gi'",
+            ) from exc
+        if not q.is_finite() or q < 0:
+            raise InvalidInput(
+                f"node {name!r}", f"status.allocatable[{k}]", f"{v!r} is below 0", "report 0 or more"
+            )
+        out[str(k)] = q
+    return out
+
+
 def node_from_api(obj: Mapping[str, Any], unhealthy: Iterable[int] = ()) -> Node:
+    """The node as the core sees it; InvalidInput (naming the node and the field) for an
+    allocatable quantity that cannot be read."""
     meta, status = obj["metadata"], obj.get("status", {})
-    alloc = status.get("allocatable") or status.get("capacity") or {}
+    alloc = _allocatable(meta["name"], status.get("allocatable") or status.get("capacity") or {})
     labels = dict(meta.get("labels") or {})
-    gpus = int(_quantity(alloc.get(GPU_RESOURCE, 0)))
+    gpus = int(alloc.get(GPU_RESOURCE, 0))
+    extras = tuple(sorted((k, math.ceil(v)) for k, v in alloc.items() if k not in _NODE_CORE))
+    pods = alloc.get("pods")
+    memory = labels.get(GPU_MEMORY_LABEL, "")
     cordoned, ready = bool(obj.get("spec", {}).get("unschedulable", False)), _node_ready(obj)
     return Node(
         name=meta["name"],
         gpus=gpus,
-        cpu_milli=int(_quantity(alloc.get("cpu", 0)) * 1000),
-        memory_mib=int(_quantity(alloc.get("memory", 0)) / 2**20),
+        cpu_milli=int(alloc.get("cpu", 0) * 1000),
+        memory_mib=int(alloc.get("memory", 0) / 2**20),
         gpu_model=labels.get(GPU_MODEL_LABEL) or labels.get(GPU_PRODUCT_LABEL, ""),
         unhealthy_gpus=frozenset(i for i in unhealthy if 0 <= i < gpus),
         labels=labels,
         schedulable=not cordoned and ready,
         taints=node_taints(obj),
         cordoned=cordoned and ready,
+        extras=extras,
+        max_pods=None if pods is None else int(pods),
+        gpu_memory_mib=int(memory) if memory.isdigit() else 0,
     )
 
 
@@ -212,6 +269,7 @@ class SnapshotBuilder:
         self.default_priority = 0
         self.volumes: VolumeRead | None = None
         self.teams = self._teams(teams_raw)
+        self.mig = MigRates(())  # made from each build's nodes
 
     def _teams(self, raw: Iterable[Mapping[str, Any]]) -> tuple[Team, ...]:
         # A namespace two GPUTeams list stays with the older claim (resolve_teams), so a new
@@ -247,11 +305,15 @@ class SnapshotBuilder:
         self.default_priority = max(
             (int(c.get("value", 0)) for c in priority_classes if c.get("globalDefault")), default=0
         )
-        nodes = tuple(
-            node_from_api(n, unhealthy.get(n["metadata"]["name"], ()))
-            for n in sorted(nodes_raw, key=lambda n: n["metadata"]["name"])
-        )
+        read: list[Node] = []
+        for n in sorted(nodes_raw, key=lambda n: n["metadata"]["name"]):
+            try:
+                read.append(node_from_api(n, unhealthy.get(n["metadata"]["name"], ())))
+            except InvalidInput as exc:  # left out (nothing is placed there); the rest go on
+                self.problems.append(Problem("Node", "", n["metadata"]["name"], str(exc)))
+        nodes = tuple(read)
         node_names = {n.name for n in nodes}
+        self.mig = MigRates(nodes)
         groups = {f"{g['metadata'].get('namespace')}/{g['metadata']['name']}": g for g in podgroups_raw}
         pdbs = list(pdbs_raw)
         held = set(hold)
@@ -269,7 +331,12 @@ class SnapshotBuilder:
             node = spec.get("nodeName")
             if spec.get("schedulerName") != SCHEDULER_NAME:
                 if node in node_names:  # someone else's pod: it holds room, it is not ours to move
-                    gangs.append(self._foreign(obj, key, node))
+                    try:
+                        gangs.append(self._foreign(obj, key, node))
+                    except InvalidInput as exc:
+                        self.problems.append(
+                            Problem("Pod", meta.get("namespace", ""), meta["name"], str(exc))
+                        )
                 continue
             pods_by_key[key] = obj
             labels = meta.get("labels") or {}
@@ -383,10 +450,30 @@ class SnapshotBuilder:
             return self.priority_of[name]
         return self.default_priority
 
+    def _requests(self, obj: Mapping[str, Any], key: str) -> tuple[int, int, int, Extras]:
+        try:
+            return split_requests(resource_requests(obj))
+        except (ValueError, TypeError, ArithmeticError) as exc:
+            raise InvalidInput(
+                f"pod {key}",
+                "spec.containers[].resources",
+                f"unreadable quantity ({exc})",
+                "write quantities such as '4', '500m' or '16Gi'",
+            ) from exc
+
     def _foreign(self, obj: Mapping[str, Any], key: str, node: str) -> Gang:
-        gpus, cpu, mem = pod_requests(obj)
+        gpus, cpu, mem, extras = self._requests(obj, key)
         start = timestamp(obj.get("status", {}).get("startTime")) or 0.0
-        pod = Pod(key, gpus=gpus, cpu_milli=cpu, memory_mib=mem, node=node, start_s=start)
+        pod = Pod(
+            key,
+            gpus=gpus,
+            cpu_milli=cpu,
+            memory_mib=mem,
+            node=node,
+            start_s=start,
+            extras=extras,
+            mig_milli=self.mig.charge_milli(extras, node),
+        )
         return Gang(f"{key}#other", "", (pod,), evictable=False)
 
     def _gang(self, gid: str, p: _GangParts, node_names: set[str], pdbs: list[Mapping[str, Any]]) -> Gang:
@@ -410,15 +497,7 @@ class SnapshotBuilder:
             model = selector.get(GPU_MODEL_LABEL) or selector.get(GPU_PRODUCT_LABEL)
             if model:
                 models.add(model)
-            try:
-                gpus, cpu, mem = pod_requests(obj)
-            except (ValueError, TypeError) as exc:
-                raise InvalidInput(
-                    f"pod {key}",
-                    "spec.containers[].resources",
-                    f"unreadable quantity ({exc})",
-                    "write quantities such as '4', '500m' or '16Gi'",
-                ) from exc
+            gpus, cpu, mem, extras = self._requests(obj, key)
             node = spec.get("nodeName")
             bound = node is not None
             if bound and (meta.get("deletionTimestamp") or protected_by_pdb(obj, pdbs)):
@@ -440,6 +519,10 @@ class SnapshotBuilder:
                     node=node,
                     start_s=start,
                     nominated_node=held,
+                    extras=extras,
+                    # A bound pod's slices by its node's GPU model; a pending one's by the
+                    # dearest node that offers them (mig.py).
+                    mig_milli=self.mig.charge_milli(extras, node if node in node_names else None),
                 )
             )
         obj_name = f"gang {gid}"
