@@ -17,6 +17,7 @@ from scheduler.core.cluster import ClusterState
 from scheduler.core.constraints import PodConstraints
 from scheduler.core.framework import NodeFilter
 from scheduler.core.model import Gang
+from scheduler.core.podfilters import POD_FILTERS, PodTermFilter
 
 
 class GpuModel(NodeFilter):
@@ -186,14 +187,22 @@ def ruled_out(state: ClusterState, gang: Gang, filters: Sequence[NodeFilter]) ->
 
 
 NODE_FILTERS: dict[str, NodeFilter] = {
-    f.name: f for f in (TeamPool(), NodeAffinity(), TaintToleration(), GpuModel())
+    f.name: f for f in (TeamPool(), NodeAffinity(), TaintToleration(), GpuModel(), *POD_FILTERS)
 }
-# kube-scheduler's order (TaintToleration before NodeAffinity): a node ruled out by several
-# is counted under the first, as in its FailedScheduling message.
-# The team's pool first: the platform's rule, whatever the pod says.
+# kube-scheduler's order (TaintToleration, NodeAffinity, NodePorts, ..., PodTopologySpread,
+# InterPodAffinity): a node ruled out by several is counted under the first, as in its
+# FailedScheduling message. The team's pool first: the platform's rule, whatever the pod says.
 DEFAULT_FILTERS: tuple[NodeFilter, ...] = (
     NODE_FILTERS["team-pool"],
     NODE_FILTERS["taint-toleration"],
     NODE_FILTERS["node-affinity"],
+    NODE_FILTERS["node-ports"],
     NODE_FILTERS["gpu-model"],
+    NODE_FILTERS["pod-topology-spread"],
+    NODE_FILTERS["inter-pod-affinity"],
 )
+
+
+def static_filters(filters: Sequence[NodeFilter]) -> tuple[NodeFilter, ...]:
+    """The filters whose masks depend on the nodes and the gang alone (shareable)."""
+    return tuple(f for f in filters if not isinstance(f, PodTermFilter))
