@@ -13,6 +13,7 @@ from scheduler.core import Gang, Pod, decide
 from scheduler.core.constraints import PodConstraints, Requirement
 from scheduler.core.model import Node
 from scheduler.core.podterms import AffinityTerm, HostPort, PodTerms, Selector, SpreadConstraint
+from scheduler.daemon.podterms import pod_terms
 from tests.builders import NOW, running, snapshot, teams
 
 HOST = "kubernetes.io/hostname"
@@ -32,8 +33,16 @@ def _sel(**labels: str) -> Selector:
 
 def _pod(name: str, ns: str = "a", gpus: int = 1, node: str | None = None, **labels: str) -> Pod:
     start = NOW - 3600 if node else None
-    return Pod(f"{ns}/{name}", gpus=gpus, cpu_milli=100, memory_mib=100, node=node, start_s=start,
-               labels=tuple(sorted(labels.items())), namespace=ns)
+    return Pod(
+        f"{ns}/{name}",
+        gpus=gpus,
+        cpu_milli=100,
+        memory_mib=100,
+        node=node,
+        start_s=start,
+        labels=tuple(sorted(labels.items())),
+        namespace=ns,
+    )
 
 
 def _gang(gid: str, pods: list[Pod], terms: PodTerms | None = None, team: str = "a", **kw) -> Gang:
@@ -171,7 +180,9 @@ def test_zone_spread_with_max_skew_one_balances_replicas():
 
 def test_spread_refuses_the_skewed_domain_and_counts_only_its_namespace():
     on_z0 = [running(_gang(f"a/r{i}", [_pod(f"r{i}", app="web")]), "n0") for i in range(2)]
-    other_ns = [running(_gang(f"b/r{i}", [_pod(f"r{i}", ns="b", app="web")], team="b"), "n1") for i in range(3)]
+    other_ns = [
+        running(_gang(f"b/r{i}", [_pod(f"r{i}", ns="b", app="web")], team="b"), "n1") for i in range(3)
+    ]
     new = _gang("a/new", [_pod("new", app="web")], _spread())
     d = _decide(_nodes(4), [*on_z0, *other_ns, new], ("a", "b"))
     assert _binds(d)["a/new"] in ("n1", "n3")  # z1: b's pods do not count
@@ -215,7 +226,9 @@ def test_spread_node_affinity_policy_decides_which_nodes_count():
 
 
 def test_preemption_evicts_the_pod_that_holds_the_port():
-    low = replace(running(_gang("a/low", [_pod("low")], PodTerms(ports=(HostPort(80),))), "n0"), priority=-100)
+    low = replace(
+        running(_gang("a/low", [_pod("low")], PodTerms(ports=(HostPort(80),))), "n0"), priority=-100
+    )
     high = replace(_gang("a/high", [_pod("high")], PodTerms(ports=(HostPort(80),))), priority=200_000)
     d = _decide(_nodes(1), [low, high])
     assert [e.pod for e in d.evictions] == ["a/low"]
@@ -229,3 +242,102 @@ def test_preemption_takes_the_anti_affinity_match_not_a_bystander():
     high = replace(_gang("a/high", [_pod("high", app="web")], ANTI_HOST), priority=200_000)
     d = _decide(_nodes(1), [match, bystander, high])
     assert [e.pod for e in d.evictions] == ["a/m"]
+
+
+# ---------------------------------------------------------------- the translation
+
+
+def _api(labels=None, ns="team", **spec):
+    return {
+        "metadata": {"name": "p", "namespace": ns, "labels": labels or {}},
+        "spec": {"containers": [{"name": "c"}], **spec},
+    }
+
+
+def test_a_plain_pod_states_no_terms():
+    assert pod_terms(_api()) == (None, [])
+
+
+def test_host_ports_of_containers_and_sidecars_with_their_defaults():
+    spec = {
+        "initContainers": [
+            {"name": "side", "restartPolicy": "Always", "ports": [{"containerPort": 1, "hostPort": 9000}]},
+            {"name": "init", "ports": [{"containerPort": 1, "hostPort": 9001}]},  # exits before
+        ],
+        "containers": [
+            {
+                "name": "c",
+                "ports": [{"containerPort": 80, "hostPort": 8080, "protocol": "UDP", "hostIP": "10.0.0.1"}],
+            },
+            {"name": "d", "ports": [{"containerPort": 81}]},  # no host port
+        ],
+    }
+    terms, bad = pod_terms(_api(**spec))
+    assert not bad and terms.ports == (HostPort(9000), HostPort(8080, "UDP", "10.0.0.1"))
+
+
+def test_affinity_namespaces_selectors_and_match_label_keys_are_resolved():
+    known = {"team": {"env": "prod"}, "other": {"env": "prod"}, "dev": {"env": "dev"}}
+    term = {"topologyKey": HOST, "labelSelector": {"matchLabels": {"app": "web"}}}
+    anti = [
+        term,  # no namespaces, no selector: the pod's own
+        {**term, "namespaces": ["x"]},
+        {**term, "namespaceSelector": {"matchLabels": {"env": "prod"}}, "namespaces": ["x"]},
+        {**term, "namespaceSelector": {}},  # every namespace
+        {**term, "matchLabelKeys": ["rev"], "mismatchLabelKeys": ["tier"]},
+    ]
+    pod = _api(
+        {"rev": "7", "tier": "a"},
+        affinity={"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": anti}},
+    )
+    terms, bad = pod_terms(pod, known)
+    assert not bad
+    got = [t.namespaces for t in terms.anti_affinity]
+    assert got == [
+        frozenset({"team"}),
+        frozenset({"x"}),
+        frozenset({"x", "team", "other"}),
+        None,
+        frozenset({"team"}),
+    ]
+    merged = terms.anti_affinity[4].selector
+    assert merged.matches({"app": "web", "rev": "7", "tier": "b"})
+    assert not merged.matches({"app": "web", "rev": "6", "tier": "b"})
+    assert not merged.matches({"app": "web", "rev": "7", "tier": "a"})
+    # A term without a selector matches no pod; an empty one every pod.
+    none = AffinityTerm(HOST, None, None)
+    assert not none.matches("team", {}) and AffinityTerm(HOST, Selector(), None).matches("x", {})
+
+
+def test_spread_defaults_and_policies_are_read():
+    spread = [
+        {"maxSkew": 2, "topologyKey": ZONE, "labelSelector": {"matchLabels": {"app": "w"}}},
+        {
+            "maxSkew": 1,
+            "topologyKey": HOST,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {},
+            "minDomains": 3,
+            "nodeAffinityPolicy": "Ignore",
+            "nodeTaintsPolicy": "Honor",
+            "matchLabelKeys": ["rev"],
+        },
+    ]
+    terms, bad = pod_terms(_api({"rev": "1"}, topologySpreadConstraints=spread))
+    first, second = terms.spread
+    assert not bad and first.filters and first.honour_node_affinity and not first.honour_taints
+    assert first.min_domains == 1 and first.max_skew == 2
+    assert not second.filters and second.min_domains == 3
+    assert not second.honour_node_affinity and second.honour_taints
+    assert second.counts({"rev": "1"}) and not second.counts({"rev": "2"})
+    assert terms.filtering_spread == (first,)
+
+
+def test_an_unreadable_term_makes_the_pod_wait_naming_it():
+    bad_sel = {"topologyKey": HOST, "labelSelector": {"matchExpressions": [{"key": "a", "operator": "Gt"}]}}
+    pod = _api(affinity={"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [bad_sel]}})
+    _, bad = pod_terms(pod)
+    assert bad == [
+        "spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[].labelSelector"
+        ".matchExpressions with operator 'Gt'"
+    ]

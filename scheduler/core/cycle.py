@@ -400,14 +400,18 @@ class Cycle:
             if w.request.key is not None:
                 self.memo.found_no_victims(key, self.releases)
             return False
-        plan = podcycle.preemption(self, w, cand) if w.request.dynamic is not None else plan_preemption(
-            self.state,
-            self.cache,
-            w.request,
-            cand,
-            self.policy.victims.accept(self, w),
-            self.config.preemption_candidate_domains,
-            bounds=bounds,
+        plan = (
+            podcycle.preemption(self, w, cand)
+            if w.request.dynamic is not None
+            else plan_preemption(
+                self.state,
+                self.cache,
+                w.request,
+                cand,
+                self.policy.victims.accept(self, w),
+                self.config.preemption_candidate_domains,
+                bounds=bounds,
+            )
         )
         self.state.commit()
         if plan is None:

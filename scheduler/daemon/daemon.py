@@ -322,6 +322,7 @@ class Daemon:
             hold=self._held_preemptors(now),
             nominated=self.nominations.held,
             priority_classes=self.cache["priorityclasses"].values(),
+            namespaces_raw=self.cache["namespaces"].values(),
         )
 
     def cycle(self, term: int | None = None) -> Decisions:

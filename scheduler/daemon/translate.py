@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +23,9 @@ from scheduler.core.durations import parse_duration
 from scheduler.core.errors import InvalidInput
 from scheduler.core.manifests import resolve_teams
 from scheduler.core.model import Gang, Node, Pod, Snapshot, Team, TeamUsage
+from scheduler.core.podterms import PodTerms
 from scheduler.daemon.podspec import node_taints, pod_constraints
+from scheduler.daemon.podterms import pod_labels, pod_terms
 
 SCHEDULER_NAME = "gpufair"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -231,12 +233,17 @@ class SnapshotBuilder:
         hold: Iterable[str] = (),
         priority_classes: Iterable[Mapping[str, Any]] = (),
         nominated: Mapping[str, str] | None = None,
+        namespaces_raw: Iterable[Mapping[str, Any]] = (),
     ) -> Translation:
         """`hold` names gangs to leave out of this cycle (their preemption is in progress);
         `nominated` gives pending pods the node the daemon's own preemption made room on
         (a pod's status.nominatedNodeName is not read: users could write it)."""
         unhealthy = unhealthy or {}
         self.nominated = nominated or {}
+        # Namespace labels, for the namespaceSelector of pod (anti-)affinity terms.
+        self.namespace_labels = {
+            n["metadata"]["name"]: dict(n["metadata"].get("labels") or {}) for n in namespaces_raw
+        }
         self.priority_of = {c["metadata"]["name"]: int(c.get("value", 0)) for c in priority_classes}
         self.default_priority = max(
             (int(c.get("value", 0)) for c in priority_classes if c.get("globalDefault")), default=0
@@ -380,8 +387,19 @@ class SnapshotBuilder:
     def _foreign(self, obj: Mapping[str, Any], key: str, node: str) -> Gang:
         gpus, cpu, mem = pod_requests(obj)
         start = timestamp(obj.get("status", {}).get("startTime")) or 0.0
-        pod = Pod(key, gpus=gpus, cpu_milli=cpu, memory_mib=mem, node=node, start_s=start)
-        return Gang(f"{key}#other", "", (pod,), evictable=False)
+        ns = obj["metadata"].get("namespace", "default")
+        pod = Pod(
+            key,
+            gpus=gpus,
+            cpu_milli=cpu,
+            memory_mib=mem,
+            node=node,
+            start_s=start,
+            labels=pod_labels(obj),
+            namespace=ns,
+        )
+        terms, _ = pod_terms(obj, self.namespace_labels)  # its ports and anti-affinity bind others
+        return Gang(f"{key}#other", "", (pod,), evictable=False, terms=(terms,) if terms else ())
 
     def _gang(self, gid: str, p: _GangParts, node_names: set[str], pdbs: list[Mapping[str, Any]]) -> Gang:
         min_member = self._label_gang_size(gid, p) if p.label is not None else p.min_member
@@ -392,6 +410,7 @@ class SnapshotBuilder:
         evictable = True
         annotations: dict[str, str] = {}
         models: set[str] = set()
+        terms: list[PodTerms | None] = []
         for obj in sorted(p.pods, key=lambda o: o["metadata"]["name"]):
             meta, spec = obj["metadata"], obj.get("spec", {})
             key = pod_key(obj)
@@ -423,8 +442,14 @@ class SnapshotBuilder:
                     meta.get("creationTimestamp")
                 )
             held = None if bound else self.nominated.get(key)
+            own_terms, unread = pod_terms(obj, self.namespace_labels)
+            terms.append(own_terms)
             if not bound:
-                constraints.add(pod_constraints(obj))
+                c = pod_constraints(obj)
+                if unread:  # a term it states but gpufair cannot read: it waits, naming it
+                    c = c or PodConstraints()
+                    c = replace(c, unsupported=tuple(sorted({*c.unsupported, *unread})))
+                constraints.add(c)
             pods.append(
                 Pod(
                     key,
@@ -434,6 +459,8 @@ class SnapshotBuilder:
                     node=node,
                     start_s=start,
                     nominated_node=held,
+                    labels=pod_labels(obj),
+                    namespace=p.namespace,
                 )
             )
         obj_name = f"gang {gid}"
@@ -456,6 +483,7 @@ class SnapshotBuilder:
             checkpoint_s=checkpoint,
             evictable=evictable,
             constraints=tuple(sorted(c for c in constraints if c is not None)),
+            terms=tuple(terms) if any(t is not None for t in terms) else (),
         )
 
 
