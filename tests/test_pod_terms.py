@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scheduler.core import Gang, Pod, decide
 from scheduler.core.constraints import PodConstraints, Requirement
@@ -341,3 +343,79 @@ def test_an_unreadable_term_makes_the_pod_wait_naming_it():
         "spec.affinity.podAffinity.requiredDuringSchedulingIgnoredDuringExecution[].labelSelector"
         ".matchExpressions with operator 'Gt'"
     ]
+
+
+# ---------------------------------------------------------------- random workloads
+
+
+@st.composite
+def _workloads(draw):
+    """Random nodes in zones, running pods (some holding ports or anti-affinity) and waiting
+    gangs mixing plain pods with pods stating ports, anti-affinity, affinity and spread."""
+    n = draw(st.integers(2, 6))
+    nodes = _nodes(n, zones=draw(st.integers(1, 3)), gpus=draw(st.sampled_from((2, 4, 8))))
+    apps = st.sampled_from(("web", "db", "x"))
+    keys = st.sampled_from((HOST, ZONE))
+
+    def terms() -> PodTerms | None:
+        kind = draw(st.sampled_from(("none", "none", "port", "anti", "aff", "spread")))
+        app = draw(apps)
+        if kind == "port":
+            return PodTerms(ports=(HostPort(draw(st.sampled_from((80, 81)))),))
+        if kind == "anti":
+            return PodTerms(anti_affinity=(AffinityTerm(draw(keys), _sel(app=app), None),))
+        if kind == "aff":
+            return PodTerms(affinity=(AffinityTerm(draw(keys), _sel(app=app), None),))
+        if kind == "spread":
+            return PodTerms(spread=(SpreadConstraint(draw(st.integers(1, 2)), draw(keys), _sel(app=app)),))
+        return None
+
+    gangs = []
+    for i in range(draw(st.integers(0, 6))):
+        t = terms()
+        pod = _pod(f"run{i}", gpus=1, node=nodes[draw(st.integers(0, n - 1))].name, app=draw(apps))
+        g = _gang(f"a/run{i}", [pod], t)
+        gangs.append(replace(g, priority=draw(st.sampled_from((-100, 0)))))
+    for i in range(draw(st.integers(1, 8))):
+        size = draw(st.integers(1, 3))
+        t = terms()
+        app = draw(apps)
+        pods = [_pod(f"w{i}-{k}", gpus=draw(st.integers(1, 2)), app=app) for k in range(size)]
+        g = replace(_gang(f"a/w{i}", pods, t), submit_s=NOW - 100 + i)
+        gangs.append(replace(g, priority=draw(st.sampled_from((0, 0, 200_000)))))
+    return snapshot(nodes, teams(("a", 1)), gangs)
+
+
+def _placed(snap, d):
+    """(pod, node, terms) of every pod running or bound after the decisions."""
+    where = {b.pod: b.node for b in d.binds}
+    gone = {e.pod for e in d.evictions}
+    out = []
+    for g in snap.gangs:
+        for k, p in enumerate(g.pods):
+            node = where.get(p.name, p.node)
+            if node is not None and p.name not in gone:
+                out.append((p, node, g.terms[k] if g.terms else None))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(_workloads(), st.sampled_from(("gpufair", "fifo")))
+def test_random_workloads_decide_the_same_in_both_modes_and_never_break_ports_or_anti_affinity(snap, policy):
+    fast, slow = decide(snap, policy=policy), decide(snap, policy=policy, reference=True)
+    assert fast.binds == slow.binds and fast.evictions == slow.evictions
+    assert tuple(fast.pending) == tuple(slow.pending)
+    zone = {n.name: n.labels[ZONE] for n in snap.nodes}
+    bound_now = {b.pod for b in fast.binds}
+    placed = _placed(snap, fast)
+    for p, node, t in placed:
+        if t is None or p.name not in bound_now:
+            continue  # running pods were placed by someone else; the binds are what is checked
+        for q, other, u in placed:
+            if q is p:
+                continue
+            if node == other and t.ports and u is not None and u.ports:
+                assert not any(a.conflicts(b) for a in t.ports for b in u.ports), (p.name, q.name)
+            for term in t.anti_affinity:
+                same_domain = node == other if term.topology_key == HOST else zone[node] == zone[other]
+                assert not (same_domain and term.matches(q.namespace, dict(q.labels))), (p.name, q.name)

@@ -129,7 +129,7 @@ def _best_node(
     room = state.total_free + np.bincount(
         cand.pod_node[live], weights=cand.pod_milli[live], minlength=state.node_count
     )
-    ok &= room >= shape.gpus * 1000 + shape.milli
+    ok = ok & (room >= shape.gpus * 1000 + shape.milli)  # a new array: `ok` may be the state's own
     nodes = np.flatnonzero(ok)
     if nodes.size == 0:
         return None
