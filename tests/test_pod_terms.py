@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from scheduler.core import Gang, Pod, decide
 from scheduler.core.constraints import PodConstraints, Requirement
+from scheduler.core.cycle import Cycle
+from scheduler.core.incremental import Core
 from scheduler.core.model import Node
 from scheduler.core.podterms import AffinityTerm, HostPort, PodTerms, Selector, SpreadConstraint
 from scheduler.daemon.podterms import pod_terms
@@ -419,3 +421,20 @@ def test_random_workloads_decide_the_same_in_both_modes_and_never_break_ports_or
             for term in t.anti_affinity:
                 same_domain = node == other if term.topology_key == HOST else zone[node] == zone[other]
                 assert not (same_domain and term.matches(q.namespace, dict(q.labels))), (p.name, q.name)
+
+
+def test_a_cycle_without_such_terms_builds_no_index_and_groups_stay_groups():
+    plain = [_gang(f"a/p{i}", [_pod(f"p{i}", app="web")]) for i in range(6)]
+    core = Core.from_snapshot(snapshot(_nodes(4), teams(("a", 1)), plain))
+    cyc = Cycle(core, NOW, {})
+    assert cyc.pods is None and cyc.anti_terms == () and cyc.groups == 1
+    # A running pod whose anti-affinity matches the group's label: the group is looked at
+    # gang by gang, each placed pod by pod; a group it does not match stays a group.
+    guard = running(_gang("a/guard", [_pod("guard", app="guard")], ANTI_HOST), "n0")
+    others = [_gang(f"a/o{i}", [_pod(f"o{i}", gpus=2, app="other")]) for i in range(3)]
+    core = Core.from_snapshot(snapshot(_nodes(4), teams(("a", 1)), [guard, *plain, *others]))
+    cyc = Cycle(core, NOW, {})
+    assert cyc.pods is not None and cyc.groups == 1
+    assert sum(1 for v in cyc.views[cyc.groups :] if v.waiting is not None and v.waiting.request.dynamic) == 6
+    d = core.decide(NOW)
+    assert "n0" not in {b.node for b in d.binds if b.pod.startswith("a/p")}
