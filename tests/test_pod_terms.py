@@ -74,7 +74,8 @@ def test_a_gang_with_anti_affinity_among_its_pods_waits_whole_when_nodes_are_too
     pods = [_pod(f"web-{i}", app="web") for i in range(5)]
     d = _decide(_nodes(4), [_gang("a/web", pods, ANTI_HOST)])
     assert d.binds == ()
-    assert d.pending_reason("a/web") is not None
+    reason = d.pending_reason("a/web")
+    assert reason.code == "Unschedulable" and "hold against each other" in reason.reason
 
 
 def test_single_replicas_with_anti_affinity_spread_and_the_fifth_says_why():

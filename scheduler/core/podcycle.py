@@ -9,16 +9,19 @@ binds or holds room for goes into it, so a later pod's masks see it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scheduler.core.filters import static_filters
+from scheduler.core import reasons
+from scheduler.core.filters import allowed, static_filters
 from scheduler.core.model import Gang, Pod
-from scheduler.core.placement import GangRequest, Placement
+from scheduler.core.placement import GangRequest, Placement, place_gang
 from scheduler.core.podfilters import PodTermFilter
 from scheduler.core.podindex import PodIndex
 from scheduler.core.podplace import DynamicPlacer, is_dynamic
+from scheduler.core.podpreempt import plan_for
 from scheduler.core.podterms import AffinityTerm
 
 if TYPE_CHECKING:
@@ -52,20 +55,22 @@ def index_for(cyc: Cycle) -> tuple[PodIndex | None, tuple[AffinityTerm, ...]]:
 
 
 def pod_filters(cyc: Cycle) -> tuple[PodTermFilter, ...]:
+    """The policy's filters that read the placed pods."""
     return tuple(f for f in cyc.policy.filters if isinstance(f, PodTermFilter))
 
 
 def dynamic(cyc: Cycle, gang: Gang) -> bool:
+    """Whether the gang is placed pod by pod this cycle (see podplace.is_dynamic)."""
     return cyc.pods is not None and bool(pod_filters(cyc)) and is_dynamic(gang, cyc.anti_terms)
 
 
 def static_mask(cyc: Cycle, gang: Gang) -> np.ndarray | None:
-    from scheduler.core.filters import allowed
-
+    """The nodes the static filters (shareable masks) let the gang use."""
     return allowed(cyc.state, gang, static_filters(cyc.policy.filters))
 
 
 def placer(cyc: Cycle, gang: Gang, need: tuple[Pod, ...]) -> DynamicPlacer:
+    """How the gang's pods `need` are placed, against the cycle's index."""
     assert cyc.pods is not None
     at = {p.name: k for k, p in enumerate(gang.pods)}
     return DynamicPlacer(cyc.pods, gang, tuple(at[p.name] for p in need), pod_filters(cyc))
@@ -91,8 +96,6 @@ def extra(cyc: Cycle, w: Waiting, pod: Pod) -> DynamicPlacer | None:
 
 def preemption(cyc: Cycle, w: Waiting, cand: Candidates) -> Plan | None:
     """Victims for a dynamic gang, chosen node by node (podpreempt.py)."""
-    from scheduler.core.podpreempt import plan_for
-
     assert w.request is not None and isinstance(w.request.dynamic, DynamicPlacer)
     return plan_for(cyc, w.request, w.request.dynamic, cand, cyc.policy.victims.accept(cyc, w))
 
@@ -116,12 +119,25 @@ def diagnose(cyc: Cycle, req: GangRequest) -> tuple[str, str]:
     """Why a dynamic gang waits: the usual words on the nodes its pods' masks allow now, and
     when room is what is short, the nodes the filters rule out besides, counted as
     kube-scheduler counts them."""
-    from scheduler.core import reasons
-
     assert req.dynamic is not None
     code, text = reasons.diagnose(cyc.state, cyc.cache, req.dynamic.for_diagnosis(req))
+    if code == "NoRoom" and len(req.shapes) > 1 and _fits_without_terms(cyc, req):
+        code = "Unschedulable"
+        text = (
+            f"the gang's {len(req.shapes)} pods fit by room, but not all at once under their host "
+            "ports, pod (anti-)affinity and topology spread, which they hold against each other too"
+        )
     if code != "Unschedulable" and req.ruled_out is not None:
         words = [f"{n} {w}" for f, n, w in req.ruled_out() if f not in ("gpu-model", "unschedulable")]
         if words:
             text = f"{text}; of {cyc.state.node_count} nodes, {', '.join(sorted(words))}"
     return code, text
+
+
+def _fits_without_terms(cyc: Cycle, req: GangRequest) -> bool:
+    """Whether the gang would fit were its pods' terms not checked (tried, then undone)."""
+    state = cyc.state
+    mark = state.mark()
+    fits = place_gang(state, cyc.cache, replace(req, dynamic=None)) is not None
+    state.rollback(mark)
+    return fits
