@@ -161,11 +161,9 @@ def test_the_translation_reads_what_is_honoured_and_names_what_is_not():
             resourceClaims=[{"name": "gpu"}],
         )
     )
+    # Host ports, pod anti-affinity and spread are honoured (scheduler/daemon/podterms.py).
     assert odd.unsupported == (
-        "spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution",
-        "spec.containers[].ports[].hostPort",
         "spec.resourceClaims (dynamic resource allocation)",
-        "spec.topologySpreadConstraints (whenUnsatisfiable: DoNotSchedule)",
         "spec.volumes[].persistentVolumeClaim",
     )
     # Scoring-only parts of the spec limit nothing: not named.

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from scheduler.core import resources
 from scheduler.core.config import PolicyConfig
 from scheduler.core.model import MILLI_PER_GPU, Extras, Node
+
+if TYPE_CHECKING:
+    from scheduler.core.podindex import PodIndex
 
 FULL = MILLI_PER_GPU
 UNUSABLE = -1
@@ -126,6 +130,9 @@ class ClusterState:
         self.placeable = self.open.copy()  # open and not overcommitted
         self.change_log: list[int] = []
         self.journal: list[tuple[int, Held]] = []
+        # The placed pods' labels, ports and anti-affinity (podindex.py), set by a cycle
+        # that needs them; the pod-dependent filters read it.
+        self.pod_index: PodIndex | None = None
         self._refresh(np.arange(n))
 
     def copy(self) -> ClusterState:
@@ -160,6 +167,7 @@ class ClusterState:
             setattr(other, name, getattr(self, name).copy())
         other.change_log = []
         other.journal = []
+        other.pod_index = None
         return other
 
     # ------------------------------------------------------------ derived columns

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scheduler.core import reasons
+from scheduler.core import podcycle, reasons
 from scheduler.core.budget import BudgetState, budget_state
 from scheduler.core.cluster import Shape
 from scheduler.core.fairshare import fairshare_factors, water_fill
@@ -102,6 +102,8 @@ class Cycle:
         self.run_team = run.team
         self.run_gpus = run.gpus
         self.state = hit.cluster.copy()  # the cycle's own: the Core's stays as loaded
+        self.pods, self.anti_terms = podcycle.index_for(self)  # None: no pod states such terms
+        self.state.pod_index = self.pods
         # Training GPUs held per team, and the fair shares: Python floats, as the passes
         # read them one team at a time, far more often than whole.
         self.alloc: list[float] = hit.gpus[Tier.TRAINING].tolist()
@@ -355,6 +357,7 @@ class Cycle:
         names = self.state.names
         for pod, held in zip(w.need, placed.held, strict=True):
             self.out.binds.append(Bind(pod.name, w.gang.id, names[held.node], held.slots, w.tier))
+        podcycle.placed(self, w.request, w.need, placed)
         self._account(w.team, w.tier, w.gpus, +1, w.need)
         if not w.extras:
             return
@@ -372,12 +375,14 @@ class Cycle:
                 pinned,
                 w.request.whole_node_gpus,
                 prefer=w.request.prefer,
+                dynamic=podcycle.extra(self, w, pod),
             )
             got = place_gang(self.state, self.cache, one)
             self.state.commit()
             if got is None:
                 left += 1
                 continue
+            podcycle.placed(self, one, (pod,), got)
             self.out.binds.append(
                 Bind(pod.name, w.gang.id, names[got.held[0].node], got.held[0].slots, w.tier)
             )
@@ -400,14 +405,18 @@ class Cycle:
             if w.request.key is not None:
                 self.memo.found_no_victims(key, self.releases)
             return False
-        plan = plan_preemption(
-            self.state,
-            self.cache,
-            w.request,
-            cand,
-            self.policy.victims.accept(self, w),
-            self.config.preemption_candidate_domains,
-            bounds=bounds,
+        plan = (
+            podcycle.preemption(self, w, cand)
+            if w.request.dynamic is not None
+            else plan_preemption(
+                self.state,
+                self.cache,
+                w.request,
+                cand,
+                self.policy.victims.accept(self, w),
+                self.config.preemption_candidate_domains,
+                bounds=bounds,
+            )
         )
         self.state.commit()
         if plan is None:
@@ -420,6 +429,7 @@ class Cycle:
         placed = place_gang(self.state, self.cache, w.request)
         self.state.commit()
         if placed is not None:
+            podcycle.placed(self, w.request, w.need, placed)
             names = self.state.names
             for pod, held in zip(w.need, placed.held, strict=True):
                 self.out.nominations[pod.name] = names[held.node]
@@ -439,6 +449,8 @@ class Cycle:
         for v in plan.victims:
             g = v.ref
             self.run_alive[g] = False
+            if self.pods is not None:
+                self.pods.remove_gang(g)
             for h in v.held:
                 self.state.release(h)
             t = int(self.run_team[g])
@@ -465,6 +477,8 @@ class Cycle:
         """Why `req` finds no room now. A gang's own request (pinned) is asked once a cycle:
         only shared ones are remembered, until the next bind or eviction."""
         if req.key is None:
+            if req.dynamic is not None:  # the pod masks of now, for the words
+                return podcycle.diagnose(self, req)
             return reasons.diagnose(self.state, self.cache, req)
         key = (req.key, self.releases, len(self.out.binds))
         return self.memo.diagnosis(key, lambda: reasons.diagnose(self.state, self.cache, req))

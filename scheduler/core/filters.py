@@ -19,6 +19,7 @@ from scheduler.core.constraints import PodConstraints
 from scheduler.core.framework import NodeFilter
 from scheduler.core.labels import columns
 from scheduler.core.model import Gang
+from scheduler.core.podfilters import POD_FILTERS, PodTermFilter
 from scheduler.core.volumes import NodeVolumeLimits, VolumeBinding, VolumeZone
 
 
@@ -234,10 +235,12 @@ NODE_FILTERS: dict[str, NodeFilter] = {
         NodeVolumeLimits(),
         VolumeBinding(),
         VolumeZone(),
+        *POD_FILTERS,
     )
 }
-# kube-scheduler's order (NodeUnschedulable, TaintToleration, NodeAffinity, then the volume
-# filters NodeVolumeLimits, VolumeBinding, VolumeZone): a node ruled out by several is counted
+# kube-scheduler's order (NodeUnschedulable, TaintToleration, NodeAffinity, NodePorts, the
+# volume filters NodeVolumeLimits, VolumeBinding, VolumeZone, then PodTopologySpread and
+# InterPodAffinity): a node ruled out by several is counted
 # under the first, as in its FailedScheduling message.
 # The team's pool first: the platform's rule, whatever the pod says.
 DEFAULT_FILTERS: tuple[NodeFilter, ...] = (
@@ -245,8 +248,16 @@ DEFAULT_FILTERS: tuple[NodeFilter, ...] = (
     NODE_FILTERS["node-unschedulable"],
     NODE_FILTERS["taint-toleration"],
     NODE_FILTERS["node-affinity"],
+    NODE_FILTERS["node-ports"],
     NODE_FILTERS["gpu-model"],
     NODE_FILTERS["node-volume-limits"],
     NODE_FILTERS["volume-binding"],
     NODE_FILTERS["volume-zone"],
+    NODE_FILTERS["pod-topology-spread"],
+    NODE_FILTERS["inter-pod-affinity"],
 )
+
+
+def static_filters(filters: Sequence[NodeFilter]) -> tuple[NodeFilter, ...]:
+    """The filters whose masks depend on the nodes and the gang alone (shareable)."""
+    return tuple(f for f in filters if not isinstance(f, PodTermFilter))

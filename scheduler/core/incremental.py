@@ -24,6 +24,7 @@ from scheduler.core.errors import InvalidInput
 from scheduler.core.intake import RunningStore
 from scheduler.core.model import Decisions, Gang, Node, Snapshot, Team, TeamUsage
 from scheduler.core.placement import GangRequest, RequestKey
+from scheduler.core.podcycle import states_terms
 from scheduler.core.policies import Policy, get_policy
 from scheduler.core.pools import reserved_pools, with_team_pool
 from scheduler.core.shortcuts import Shortcuts
@@ -66,6 +67,9 @@ class Core:
         )
         self.sink = len(self.teams)
         self.gangs: dict[str, Gang] = {}  # snapshot order
+        # Gangs a pod of which states host ports, pod (anti-)affinity or spread: while there
+        # are none, a cycle builds no index of placed pods (podcycle.py).
+        self.term_gangs: set[str] = set()
         self.seq: dict[str, int] = {}
         self._next_seq = 0
         self.waiting = WaitingStore(frozenset(self.team_index), self.policy.filters)
@@ -91,6 +95,8 @@ class Core:
                     "give each gang its own id",
                 )
             core.gangs[gang.id] = gang
+            if gang.terms and states_terms(gang):
+                core.term_gangs.add(gang.id)
         core.seq = {gid: n for n, gid in enumerate(core.gangs)}
         core._next_seq = len(core.gangs)
         waiting = core.running.load(gangs)
@@ -128,6 +134,8 @@ class Core:
         if old is not None:
             self._drop(old)
         self.gangs[gang.id] = gang
+        if gang.terms and states_terms(gang):
+            self.term_gangs.add(gang.id)
         self.seq[gang.id] = self._next_seq
         self._next_seq += 1
         self.running.add(gang)
@@ -141,6 +149,7 @@ class Core:
         self._drop(old)
 
     def _drop(self, gang: Gang) -> None:
+        self.term_gangs.discard(gang.id)
         if any(p.node is not None for p in gang.pods):
             self.running.remove(gang.id)
         if _waits(gang):

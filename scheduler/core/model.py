@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from scheduler.core.constraints import PodConstraints, Taint, Toleration
 from scheduler.core.errors import InvalidInput
+from scheduler.core.podterms import PodTerms
 
 MILLI_PER_GPU = 1000
 MIG_PREFIX = "nvidia.com/mig-"  # MIG slices under the device plugin's mixed strategy
@@ -288,6 +289,10 @@ class Pod:
     nominated_node: str | None = None
     extras: Extras = ()
     mig_milli: int = 0
+    # What other pods' affinity, anti-affinity and spread selectors match it by (sorted
+    # label items, so a pod stays hashable); read only when some pod states such terms.
+    labels: tuple[tuple[str, str], ...] = ()
+    namespace: str = ""
 
     def __post_init__(self) -> None:
         obj = f"pod {self.name!r}"
@@ -357,9 +362,17 @@ class Gang:
     # The distinct node constraints of its pods (nodeSelector, node affinity, tolerations,
     # and what gpufair does not honour yet); its pods may use a node only if every one allows it.
     constraints: tuple[PodConstraints, ...] = ()
+    # Per pod (aligned with `pods`), what of its spec depends on the other pods: host ports,
+    # required pod (anti-)affinity, topology spread (podterms.py). Empty when no pod states
+    # any (the usual case); a running pod keeps its ports and anti-affinity here.
+    terms: tuple[PodTerms | None, ...] = ()
 
     def __post_init__(self) -> None:
         obj = f"gang {self.id!r}"
+        if self.terms and len(self.terms) != len(self.pods):
+            raise InvalidInput(
+                obj, "terms", f"{len(self.terms)} entries for {len(self.pods)} pods", "give one per pod"
+            )
         if not self.pods:
             raise InvalidInput(
                 obj, "pods", "a gang with size 0", "give the gang at least one pod (gang-size >= 1)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -46,6 +47,14 @@ class RequestKey:
         return f"RequestKey{self.parts!r}"
 
 
+class DynamicPlacement(Protocol):
+    """How a gang whose pods depend on the other pods is placed (podplace.DynamicPlacer)."""
+
+    def place(self, state: ClusterState, cache: ShapeCache, req: GangRequest) -> Placement | None: ...
+
+    def for_diagnosis(self, req: GangRequest) -> GangRequest: ...
+
+
 @dataclass(frozen=True, slots=True)
 class GangRequest:
     """What must be placed together: pods (as shapes, in order) and where they may go."""
@@ -62,6 +71,9 @@ class GangRequest:
     ruled_out: Callable[[], list[tuple[str, int, str]]] | None = field(default=None, compare=False)
     # The gang's node preferences, weighed with the fragmentation score (None: that alone).
     prefer: Preferred | None = field(default=None, compare=False)
+    # A gang whose pods depend on the other pods (podplace.DynamicPlacer): placed pod by pod
+    # with masks from the cycle's placed pods; never a shared request.
+    dynamic: DynamicPlacement | None = field(default=None, compare=False)
     counts: dict[Shape, int] = field(init=False, compare=False)
     whole_gpus: int = field(init=False, compare=False)  # whole GPUs of all the pods
     largest_gpus: int = field(init=False, compare=False)  # whole GPUs of the largest pod
@@ -117,6 +129,8 @@ def capacity_at(state: ClusterState, shape: Shape, req: GangRequest, idx: np.nda
 
 def place_gang(state: ClusterState, cache: ShapeCache, req: GangRequest) -> Placement | None:
     """Place every pod of `req` or none. On success the state holds the placement."""
+    if req.dynamic is not None:
+        return req.dynamic.place(state, cache, req)
     free, most = cache.whole_room()
     if req.whole_gpus > free or req.largest_gpus > most:
         return None  # fails by whole GPUs alone: most tries on a full cluster, found in one step

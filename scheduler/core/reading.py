@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from scheduler.core import filters, reasons
+from scheduler.core import filters, podcycle, reasons
 from scheduler.core.cluster import Shape
 from scheduler.core.framework import filter_signatures
 from scheduler.core.model import Gang, Pending, Pod, Tier
@@ -94,6 +94,8 @@ def read_waiting(cyc: Cycle) -> WaitingViews:
     store = cyc.core.waiting
     groups = list(store.classes.values())
     singles = list(store.singles.values())
+    if cyc.anti_terms:  # a group a pod of which some anti-affinity term matches: pod by pod
+        groups, singles = podcycle.split_groups(cyc, groups, singles)
     n = len(cyc.teams) + 1
     index, sink = cyc.team_index, cyc.sink
     scav = cyc.scavenging.tolist()
@@ -264,6 +266,8 @@ def waiting_gang(cyc: Cycle, gang: Gang, t: int, tier: Tier, scavenging: bool) -
             dom = state.domains[widest]
             pinned = dom == dom[first]
     shapes = tuple(shape_of(cyc, p) for p in need)
+    if cyc.pods is not None and podcycle.dynamic(cyc, gang):
+        return _dynamic_waiting(cyc, w, shapes, widest, pinned)
     if pinned is not None:
         w.request = GangRequest(
             shapes,
@@ -286,6 +290,23 @@ def waiting_gang(cyc: Cycle, gang: Gang, t: int, tier: Tier, scavenging: bool) -
             cfg.whole_node_gpus,
             prefer=w.request.prefer,
         )
+    return w
+
+
+def _dynamic_waiting(
+    cyc: Cycle, w: Waiting, shapes: tuple[Shape, ...], widest: int, pinned: np.ndarray | None
+) -> Waiting:
+    """A gang whose pods depend on the other pods: its own request, placed pod by pod."""
+    gang, cfg = w.gang, cyc.config
+    dyn = podcycle.placer(cyc, gang, w.need)
+    static = podcycle.static_mask(cyc, gang)
+    w.request = GangRequest(
+        shapes, static, widest, pinned, cfg.whole_node_gpus, ruled_out=ruled_out(cyc, gang), dynamic=dyn
+    )
+    held = nominated_nodes(cyc, w.need)
+    if held is not None:
+        held = held if pinned is None else held & pinned
+        w.nominated = GangRequest(shapes, static, widest, held, cfg.whole_node_gpus, dynamic=dyn)
     return w
 
 

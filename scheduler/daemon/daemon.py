@@ -341,6 +341,7 @@ class Daemon:
             nominated=self.nominations.held,
             priority_classes=self.cache["priorityclasses"].values(),
             volumes=self.storage.read,
+            namespaces_raw=self.cache["namespaces"].values(),
         )
 
     def cycle(self, term: int | None = None) -> Decisions:

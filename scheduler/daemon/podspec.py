@@ -85,18 +85,7 @@ def pod_constraints(pod: Mapping[str, Any], volumes: VolumeRead | None = None) -
     affinity = spec.get("affinity") or {}
     required = _required_terms(affinity, unsupported)
     preferred = _preferred_terms(affinity, unsupported)
-    for kind in ("podAffinity", "podAntiAffinity"):
-        if (affinity.get(kind) or {}).get("requiredDuringSchedulingIgnoredDuringExecution"):
-            unsupported.append(f"spec.affinity.{kind}.requiredDuringSchedulingIgnoredDuringExecution")
-    if any(
-        (c or {}).get("whenUnsatisfiable", "DoNotSchedule") == "DoNotSchedule"
-        for c in spec.get("topologySpreadConstraints") or []
-    ):
-        unsupported.append("spec.topologySpreadConstraints (whenUnsatisfiable: DoNotSchedule)")
-    if any(
-        p.get("hostPort") for c in _containers(spec) for p in c.get("ports") or [] if isinstance(p, Mapping)
-    ):
-        unsupported.append("spec.containers[].ports[].hostPort")
+    # Host ports, pod (anti-)affinity and topology spread are read by podterms.pod_terms.
     claims = None
     for v in spec.get("volumes") or []:
         if isinstance(v, Mapping) and ("persistentVolumeClaim" in v or "ephemeral" in v):

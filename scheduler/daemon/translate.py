@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -25,7 +25,9 @@ from scheduler.core.errors import InvalidInput
 from scheduler.core.manifests import resolve_teams
 from scheduler.core.mig import MigRates
 from scheduler.core.model import Extras, Gang, Node, Pod, Snapshot, Team, TeamUsage
+from scheduler.core.podterms import PodTerms
 from scheduler.daemon.podspec import VolumeRead, node_taints, pod_constraints
+from scheduler.daemon.podterms import pod_labels, pod_terms
 
 SCHEDULER_NAME = "gpufair"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -293,6 +295,7 @@ class SnapshotBuilder:
         priority_classes: Iterable[Mapping[str, Any]] = (),
         nominated: Mapping[str, str] | None = None,
         volumes: VolumeRead | None = None,
+        namespaces_raw: Iterable[Mapping[str, Any]] = (),
     ) -> Translation:
         """`hold` names gangs to leave out of this cycle (their preemption is in progress);
         `nominated` gives pending pods the node the daemon's own preemption made room on
@@ -301,6 +304,10 @@ class SnapshotBuilder:
         self.volumes = volumes
         unhealthy = unhealthy or {}
         self.nominated = nominated or {}
+        # Namespace labels, for the namespaceSelector of pod (anti-)affinity terms.
+        self.namespace_labels = {
+            n["metadata"]["name"]: dict(n["metadata"].get("labels") or {}) for n in namespaces_raw
+        }
         self.priority_of = {c["metadata"]["name"]: int(c.get("value", 0)) for c in priority_classes}
         self.default_priority = max(
             (int(c.get("value", 0)) for c in priority_classes if c.get("globalDefault")), default=0
@@ -464,6 +471,7 @@ class SnapshotBuilder:
     def _foreign(self, obj: Mapping[str, Any], key: str, node: str) -> Gang:
         gpus, cpu, mem, extras = self._requests(obj, key)
         start = timestamp(obj.get("status", {}).get("startTime")) or 0.0
+        ns = obj["metadata"].get("namespace", "default")
         pod = Pod(
             key,
             gpus=gpus,
@@ -473,8 +481,11 @@ class SnapshotBuilder:
             start_s=start,
             extras=extras,
             mig_milli=self.mig.charge_milli(extras, node),
+            labels=pod_labels(obj),
+            namespace=ns,
         )
-        return Gang(f"{key}#other", "", (pod,), evictable=False)
+        terms, _ = pod_terms(obj, self.namespace_labels)  # its ports and anti-affinity bind others
+        return Gang(f"{key}#other", "", (pod,), evictable=False, terms=(terms,) if terms else ())
 
     def _gang(self, gid: str, p: _GangParts, node_names: set[str], pdbs: list[Mapping[str, Any]]) -> Gang:
         min_member = self._label_gang_size(gid, p) if p.label is not None else p.min_member
@@ -485,6 +496,7 @@ class SnapshotBuilder:
         evictable = True
         annotations: dict[str, str] = {}
         models: set[str] = set()
+        terms: list[PodTerms | None] = []
         for obj in sorted(p.pods, key=lambda o: o["metadata"]["name"]):
             meta, spec = obj["metadata"], obj.get("spec", {})
             key = pod_key(obj)
@@ -508,8 +520,14 @@ class SnapshotBuilder:
                     meta.get("creationTimestamp")
                 )
             held = None if bound else self.nominated.get(key)
+            own_terms, unread = pod_terms(obj, self.namespace_labels)
+            terms.append(own_terms)
             if not bound:
-                constraints.add(pod_constraints(obj, self.volumes))
+                c = pod_constraints(obj, self.volumes)
+                if unread:  # a term it states but gpufair cannot read: it waits, naming it
+                    c = c or PodConstraints()
+                    c = replace(c, unsupported=tuple(sorted({*c.unsupported, *unread})))
+                constraints.add(c)
             pods.append(
                 Pod(
                     key,
@@ -523,6 +541,8 @@ class SnapshotBuilder:
                     # A bound pod's slices by its node's GPU model; a pending one's by the
                     # dearest node that offers them (mig.py).
                     mig_milli=self.mig.charge_milli(extras, node if node in node_names else None),
+                    labels=pod_labels(obj),
+                    namespace=p.namespace,
                 )
             )
         obj_name = f"gang {gid}"
@@ -546,6 +566,7 @@ class SnapshotBuilder:
             evictable=evictable,
             # By repr: a pod without required affinity (None) and one with it do not compare.
             constraints=tuple(sorted((c for c in constraints if c is not None), key=repr)),
+            terms=tuple(terms) if any(t is not None for t in terms) else (),
         )
 
 
