@@ -13,9 +13,12 @@ from dataclasses import replace
 import numpy as np
 
 from scheduler.core import Gang, Node, Pod, Snapshot, Team, TeamUsage
-from scheduler.core.constraints import PodConstraints, Taint, Toleration
+from scheduler.core.constraints import PodConstraints, Requirement, Taint, Toleration
+from scheduler.core.podterms import AffinityTerm, PodTerms, Selector, SpreadConstraint
 
 NOW = 1_790_000_000.0
+HOSTNAME = "kubernetes.io/hostname"
+INFERENCE_SHARE = 0.1  # of the waiting pods, as inference Deployments
 
 
 def make_nodes(count: int, gpus: int = 8) -> tuple[Node, ...]:
@@ -148,7 +151,9 @@ def constrain(snap: Snapshot, seed: int = 1) -> Snapshot:
     bound before the taint, as NoSchedule leaves running pods alone)."""
     rng = np.random.default_rng(seed + 1_000)
     nodes = tuple(
-        replace(n, labels={**n.labels, "pool": pool_of(i)}, taints=(GPU_TAINT,)) if n.gpus else n
+        replace(n, labels={**n.labels, "pool": pool_of(i), HOSTNAME: n.name}, taints=(GPU_TAINT,))
+        if n.gpus
+        else n
         for i, n in enumerate(snap.nodes)
     )
     tolerate = PodConstraints(tolerations=(GPU_TOLERATION,))
@@ -165,18 +170,48 @@ def constrain(snap: Snapshot, seed: int = 1) -> Snapshot:
 
 
 def inference_replicas(gangs: tuple[Gang, ...]) -> list[int]:
-    """The waiting gangs that stand for inference replicas: single-pod production gangs."""
-    return [i for i, g in enumerate(gangs) if len(g.pods) == 1 and g.pending_pods and g.priority >= 100_000]
+    """The waiting gangs that become inference Deployments: the first of them until they
+    hold INFERENCE_SHARE of the waiting pods."""
+    waiting = sum(len(g.pending_pods) for g in gangs)
+    out, pods = [], 0
+    for i, g in enumerate(gangs):
+        if pods >= INFERENCE_SHARE * waiting:
+            break
+        if g.pending_pods and not g.bound_pods and g.pods[0].gpus:
+            out.append(i)
+            pods += len(g.pods)
+    return out
 
 
 def with_inference_spread(gangs: tuple[Gang, ...]) -> tuple[Gang, ...]:
-    """INTEGRATOR: pod anti-affinity and topology spread go here once the core models them.
-
-    Case b-constrained's inference replicas (`inference_replicas`) should each get required
-    pod anti-affinity on kubernetes.io/hostname against the pods of their own app, and
-    every fifth of them a DoNotSchedule topology spread (maxSkew 1 over
-    network.gpufair.io/leaf). This tree's core has no model of either: the only way to
-    write them is as `PodConstraints.unsupported`, which makes those gangs wait unscheduled
-    and would make the case cheaper, not dearer. So they are left out for now and the
-    gangs come back unchanged; the benchmark's JSON says so (`left_out`)."""
-    return gangs
+    """Case b-constrained's inference replicas: each gang of `inference_replicas` becomes a
+    Deployment, its pods single-pod gangs (the same pods, so the same GPUs) labelled with
+    the app and keeping required pod anti-affinity on kubernetes.io/hostname against the
+    app's pods; every fifth Deployment is also spread (DoNotSchedule, maxSkew 1 over
+    network.gpufair.io/leaf)."""
+    chosen = set(inference_replicas(gangs))
+    out: list[Gang] = []
+    for n, g in enumerate(gangs):
+        if n not in chosen:
+            out.append(g)
+            continue
+        app = f"inf-{n}"
+        namespace = g.id.split("/", 1)[0]
+        mine = Selector((Requirement("app", "In", (app,)),))
+        spread: tuple[SpreadConstraint, ...] = ()
+        if n % 5 == 0:
+            spread = (SpreadConstraint(1, "network.gpufair.io/leaf", mine),)
+        terms = PodTerms(anti_affinity=(AffinityTerm(HOSTNAME, mine, frozenset({namespace})),), spread=spread)
+        for k, pod in enumerate(g.pods):
+            replica = replace(pod, labels=(("app", app),), namespace=namespace)
+            out.append(
+                replace(
+                    g,
+                    id=f"{g.id}-r{k}",
+                    pods=(replica,),
+                    min_member=None,
+                    topology_required=None,
+                    terms=(terms,),
+                )
+            )
+    return tuple(out)
