@@ -27,11 +27,13 @@ API_VERSION = "gpufair.io/v1alpha1"
 # How much each score counts when a placement orders nodes (placement.scoreWeights; see
 # preferences.py): kube-scheduler's default plugin weights, fragmentation as its
 # NodeResourcesFit. A weight of 0 switches that score off.
-SCORE_NAMES = ("fragmentation", "nodeAffinity", "taintToleration")
+SCORE_NAMES = ("fragmentation", "nodeAffinity", "taintToleration", "interPodAffinity", "podTopologySpread")
 DEFAULT_SCORE_WEIGHTS: tuple[tuple[str, int], ...] = (
     ("fragmentation", 1),
     ("nodeAffinity", 2),
     ("taintToleration", 3),
+    ("interPodAffinity", 2),
+    ("podTopologySpread", 2),
 )
 
 

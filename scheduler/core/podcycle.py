@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 def states_terms(gang: Gang) -> bool:
     """Whether a pod of the gang states anything the pod-dependent filters read (a running
     pod's host ports and required anti-affinity included)."""
-    return bool(gang.terms) and any(t is not None and (t.filters or t.ports) for t in gang.terms)
+    return bool(gang.terms) and any(t is not None and (t.filters or t.ports or t.scores) for t in gang.terms)
 
 
 def index_for(cyc: Cycle) -> tuple[PodIndex | None, tuple[AffinityTerm, ...]]:
@@ -66,14 +66,16 @@ def dynamic(cyc: Cycle, gang: Gang) -> bool:
 
 def static_mask(cyc: Cycle, gang: Gang) -> np.ndarray | None:
     """The nodes the static filters (shareable masks) let the gang use."""
-    return allowed(cyc.state, gang, static_filters(cyc.policy.filters))
+    return allowed(cyc.state, gang, static_filters(cyc.policy.filters), cyc.shortcuts.mask)
 
 
 def placer(cyc: Cycle, gang: Gang, need: tuple[Pod, ...]) -> DynamicPlacer:
     """How the gang's pods `need` are placed, against the cycle's index."""
     assert cyc.pods is not None
     at = {p.name: k for k, p in enumerate(gang.pods)}
-    return DynamicPlacer(cyc.pods, gang, tuple(at[p.name] for p in need), pod_filters(cyc))
+    return DynamicPlacer(
+        cyc.pods, gang, tuple(at[p.name] for p in need), pod_filters(cyc), cyc.config.weights
+    )
 
 
 def placed(cyc: Cycle, req: GangRequest | None, pods: tuple[Pod, ...], where: Placement) -> None:

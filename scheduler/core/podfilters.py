@@ -105,7 +105,7 @@ def _node_facts(idx: PodIndex, gang: Gang) -> tuple[np.ndarray, np.ndarray]:
     return hit[:, 0], hit[:, 1]
 
 
-def _in_namespace(c: SpreadConstraint, ns: str) -> Callable[[str, dict[str, str]], bool]:
+def in_namespace(c: SpreadConstraint, ns: str) -> Callable[[str, dict[str, str]], bool]:
     """Whether a pod counts for constraint `c` of a pod in namespace `ns`."""
     return lambda n, labels: n == ns and c.counts(labels)
 
@@ -143,7 +143,7 @@ class PodTopologySpread(PodTermFilter):
                 counted &= affinity_ok
             if c.honour_taints:
                 counted &= taints_ok
-            rows = idx.matching(("spread", c.selector, ns), _in_namespace(c, ns))
+            rows = idx.matching(("spread", c.selector, ns), in_namespace(c, ns))
             per_node = idx.per_node(rows)
             per_domain = np.bincount(dom[counted], weights=per_node[counted], minlength=count)
             present = np.zeros(count, dtype=bool)

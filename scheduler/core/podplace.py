@@ -10,8 +10,8 @@ cluster and on the index, and the next is tried, narrowest topology level first.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from scheduler.core.model import Gang
 from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, Placement, capacity_of
 from scheduler.core.podfilters import PodTermFilter, terms_of
 from scheduler.core.podindex import PodIndex
+from scheduler.core.podscores import with_pod_scores
 from scheduler.core.podterms import AffinityTerm
 from scheduler.core.shapecache import ShapeCache
 
@@ -30,7 +31,7 @@ def is_dynamic(gang: Gang, anti: Sequence[AffinityTerm]) -> bool:
     """Whether the gang must be placed pod by pod: a pod states host ports, required pod
     (anti-)affinity or a DoNotSchedule spread, or a pod's labels match one of `anti` (the
     required anti-affinity terms of the pods placed or waiting this cycle)."""
-    if gang.terms and any(t is not None and t.filters for t in gang.terms):
+    if gang.terms and any(t is not None and (t.filters or t.scores) for t in gang.terms):
         return True
     if anti:
         for pod in gang.pods:
@@ -50,6 +51,7 @@ class DynamicPlacer:
     gang: Gang
     pods: tuple[int, ...]
     filters: tuple[PodTermFilter, ...]
+    weights: Mapping[str, int] = field(default_factory=dict)  # placement.scoreWeights
 
     def only(self, positions: tuple[int, ...]) -> DynamicPlacer:
         return replace(self, pods=positions)
@@ -125,7 +127,13 @@ class DynamicPlacer:
                 self.index.rollback(imark)
                 return None
             _, score = cache.get(shape)
-            i = int(nodes[np.argmin(score[nodes])])
+            s = score[nodes]
+            prefer = with_pod_scores(
+                self.index, terms_of(self.gang, k), self.gang.pods[k].namespace, req.prefer, self.weights
+            )
+            if prefer is not None:
+                s = prefer.order(s, nodes)
+            i = int(nodes[np.argmin(s)])
             held[j] = state.allocate(i, shape)
             self.index.add(i, self.gang.pods[k], terms_of(self.gang, k))
         return Placement(tuple(h for h in held if h is not None), level)

@@ -110,6 +110,13 @@ class PodTerms:
         return tuple(c for c in self.spread if c.filters)
 
     @property
+    def scores(self) -> bool:
+        """Whether any part only scores (preferred pod (anti-)affinity, ScheduleAnyway)."""
+        return bool(
+            self.preferred_affinity or self.preferred_anti_affinity or any(not c.filters for c in self.spread)
+        )
+
+    @property
     def filters(self) -> bool:
         """Whether any part limits the pod's nodes (preferred terms and ScheduleAnyway only score)."""
         return bool(self.ports or self.affinity or self.anti_affinity or self.filtering_spread)

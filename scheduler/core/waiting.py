@@ -59,7 +59,7 @@ def scheduling_signature(gang: Gang, filters: Sequence[NodeFilter] = ()) -> tupl
     pods = gang.pods
     if gang.min_member is not None and gang.min_member != len(pods):
         return None  # minMember below the size, or pods still to come: looked at on its own
-    if gang.terms and any(t is not None and t.filters for t in gang.terms):
+    if gang.terms and any(t is not None and (t.filters or t.scores) for t in gang.terms):
         return None  # its pods depend on the other pods (podplace.py): looked at on its own
     if len(pods) == 1:
         p = pods[0]
