@@ -189,3 +189,56 @@ def test_two_pods_one_pv_one_binds_and_the_other_waits(kube_cluster, kube, kube_
     assert "didn't find available persistent volumes to bind" in cond["message"]
     claims = {c: claim(kube, ns, c) for c in ("c1", "c2")}
     assert sorted(c["status"].get("phase") for c in claims.values()) == ["Bound", "Pending"]
+
+
+def test_a_gang_whose_pods_cannot_all_have_a_pv_binds_none_of_them(
+    kube_cluster, kube, kube_namespace, storage
+):
+    """Both pods' claims can reach the one PV, so the core places the gang; only one claim
+    can have it, so the daemon binds neither pod (all-or-nothing), until a second PV comes."""
+    cls, pv, pvc = storage
+    ns = kube_namespace
+    target = kube_cluster.node_names[3]
+    sc = cls()
+    pv("first", target, sc)
+    for i in range(2):
+        pvc(f"g{i}", sc)
+    for i in range(2):
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"w{i}",
+                "namespace": ns,
+                "labels": {"gpufair.io/gang": "pair"},
+                "annotations": {"gpufair.io/gang-size": "2"},
+            },
+            "spec": {
+                "schedulerName": "gpufair",
+                "priorityClassName": "gpufair-training",
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "registry.example/trainer:1",
+                        "resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"cpu": "1"}},
+                    }
+                ],
+                "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+                "terminationGracePeriodSeconds": 0,
+                "volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": f"g{i}"}}],
+            },
+        }
+        kube.request("POST", f"/api/v1/namespaces/{ns}/pods", body=pod)
+    with InProcessDaemon(kube_cluster.kubeconfig):
+        wait_for(
+            "a pod of the gang told why",
+            lambda: any(
+                "persistent volumes to bind" in (condition(p).get("message") or "")
+                for p in pods_in(kube, ns).values()
+            ),
+        )
+        time.sleep(3)
+        assert bound(kube, ns) == {}, "half a gang was bound"
+        pv("second", target, sc)
+        got = wait_for("the whole gang bound", lambda: len(bound(kube, ns)) == 2 and bound(kube, ns))
+    assert set(got.values()) == {target}

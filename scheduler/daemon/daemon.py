@@ -410,19 +410,22 @@ class Daemon:
         and a failed bind drops the assumption so the next cycle decides again."""
         gangs = {g.id: g for g in tr.snapshot.gangs} if decisions.binds else {}
         chosen: set[str] = set()  # PVs given to claims of this cycle's binds
+        plans, refused = self._volume_plans(tr, decisions, chosen, now)
         for b in decisions.binds:
             if b.gang in self.preempting:
                 continue
             pod = tr.pods.get(b.pod)
             if pod is None:
                 continue
+            if b.gang in refused:  # a pod of the gang found no PV: none of its pods binds
+                continue
+            plan = plans.get(b.pod)
             with self._assumed_lock:
                 if b.pod in self.assumed:  # already queued by an earlier cycle
                     continue
                 self.assumed[b.pod] = (b.node, pod["metadata"].get("uid"), None)
-            storage = self.storage
-            if storage is not None and b.pod in storage.unbound:
-                self._bind_with_volumes(tr, b, pod, storage, chosen, term, gangs.get(b.gang), now)
+            if plan is not None:
+                self._bind_with_volumes(b, pod, plan, term, gangs.get(b.gang))
                 continue
             # Production first, then training, then scavenger.
             self.actuator.submit(
@@ -432,29 +435,43 @@ class Daemon:
                 self._bound_callback(pod, b, gangs.get(b.gang)),
             )
 
+    def _volume_plans(
+        self, tr: Translation, decisions: Decisions, chosen: set[str], now: float
+    ) -> tuple[dict[str, Plan], set[str]]:
+        """The PVs (or selected node) for each bound pod's unbound claims, planned for a
+        whole gang before any of its pods binds: when one pod of a gang can have none on its
+        node now, the gang's id maps to nothing, none of its pods is bound, and the pod says
+        why (the next cycle decides again), so a gang stays all-or-nothing. Returns the
+        plans by pod and the gangs refused."""
+        storage = self.storage
+        out: dict[str, Plan] = {}
+        if storage is None or not storage.unbound:
+            return out, set()
+        nodes = {n.name: n for n in tr.snapshot.nodes}
+        failed: set[str] = set()
+        for b in decisions.binds:
+            pod = tr.pods.get(b.pod)
+            if pod is None or b.pod not in storage.unbound or b.gang in failed:
+                continue
+            node = nodes.get(b.node)
+            got: Plan | str = storage.plan(pod, b.node, node.labels if node else {}, chosen)
+            if isinstance(got, str):
+                failed.add(b.gang)
+                self.worker.submit(b.pod, self.explainer.pending, pod, "Unschedulable", got, now)
+                continue
+            chosen |= {pv["metadata"]["name"] for pv, _pvc in got.bind}
+            out[b.pod] = got
+        for b in decisions.binds:
+            if b.gang in failed and b.pod in out:  # its PVs go back to the others of the cycle
+                chosen -= {pv["metadata"]["name"] for pv, _pvc in out.pop(b.pod).bind}
+        return out, failed
+
     def _bind_with_volumes(
-        self,
-        tr: Translation,
-        b: Bind,
-        pod: dict[str, Any],
-        storage: VolumeReader,
-        chosen: set[str],
-        term: int | None,
-        gang: Gang | None,
-        now: float,
+        self, b: Bind, pod: dict[str, Any], got: Plan, term: int | None, gang: Gang | None
     ) -> None:
         """The pod's unbound claims first get their PVs (or a selected node), then the pod is
-        bound (volumebinder.py); if no PV can be had on the node now, the pod is not bound and
-        says why (the next cycle decides again)."""
-        node = next((n for n in tr.snapshot.nodes if n.name == b.node), None)
-        got: Plan | str = storage.plan(pod, b.node, node.labels if node else {}, chosen)
-        if isinstance(got, str):
-            with self._assumed_lock:
-                self.assumed.pop(b.pod, None)
-            self.worker.submit(b.pod, self.explainer.pending, pod, "Unschedulable", got, now)
-            return
+        bound (volumebinder.py)."""
         names = {pv["metadata"]["name"] for pv, _pvc in got.bind}
-        chosen |= names
         self.volumes_in_flight |= names
         bound = self._bound_callback(pod, b, gang)
 
