@@ -83,6 +83,7 @@ class NodeUnschedulable(NodeFilter):
     name = "node-unschedulable"
     plugin = "NodeUnschedulable"
     static = True
+    constraint_only = True  # a gang without constraints tolerates no cordon: all alike
 
     def signature(self, gang: Gang) -> Hashable:
         return all(c.tolerates_cordon for c in _per_pod(gang))

@@ -174,11 +174,19 @@ class VictimPolicy(ABC):
         such limit)."""
 
 
+_ASKED: dict[int, tuple[Sequence[NodeFilter], tuple[NodeFilter, ...]]] = {}
+
+
 def filter_signatures(gang: Gang, filters: Sequence[NodeFilter]) -> tuple[Hashable, ...]:
-    """What each filter reads of the gang (see NodeFilter.constraint_only)."""
+    """What each filter reads of the gang (see NodeFilter.constraint_only). A gang without
+    constraints (most) is asked only by the filters that read more than constraints, found
+    once per filter list."""
     if gang.constraints:
         return tuple(f.signature(gang) for f in filters)
-    return tuple(None if f.constraint_only else f.signature(gang) for f in filters)
+    hit = _ASKED.get(id(filters))
+    if hit is None or hit[0] is not filters:
+        hit = _ASKED[id(filters)] = (filters, tuple(f for f in filters if not f.constraint_only))
+    return (None, *(f.signature(gang) for f in hit[1]))
 
 
 U = TypeVar("U")
