@@ -26,7 +26,7 @@ def default_identity() -> str:
 
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
-    kubeconfig: str | None = None  # None: in-cluster ServiceAccount
+    kubeconfig: str | None = None  # None: $KUBECONFIG, in-cluster, ~/.kube/config (kube.find_credentials)
     policy_name: str = "gpufair"
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     interval_s: float = 10.0  # a cycle at least this often, even when nothing changed
