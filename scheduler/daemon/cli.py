@@ -67,6 +67,8 @@ def _config(args: argparse.Namespace) -> DaemonConfig:
         changes["ledger_url"] = os.environ["GPUFAIR_LEDGER_URL"]
     if args.no_leader_elect:
         changes["leader_elect"] = False
+    if args.check_incremental:
+        changes["check_incremental"] = True
     if args.lease_seconds is not None:
         changes.update(
             lease_s=args.lease_seconds,
@@ -258,6 +260,11 @@ def add_daemon_commands(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--interval", type=float, help="seconds between cycles when nothing changes")
     run.add_argument("--lease-seconds", type=float, help="leader lease duration (default 15)")
     run.add_argument("--no-leader-elect", action="store_true", help="act without a lease (one replica only)")
+    run.add_argument(
+        "--check-incremental",
+        action="store_true",
+        help="compare the incremental state with a fresh build every cycle and log any difference (debug)",
+    )
     run.add_argument("--log-format", choices=["json", "text"])
     run.add_argument("--log-level", default="INFO")
     run.set_defaults(func=_run)
