@@ -106,10 +106,26 @@ class Core:
     # ------------------------------------------------------------------ changes
 
     def _set_nodes(self, nodes: tuple[Node, ...], reload: bool = True) -> None:
+        # The running store names nodes by position: while the names stay the same in the
+        # same order (a node relabelled, cordoned, resized), its rows hold as they are, and
+        # only what was worked out on the old nodes goes (the loaded cluster, the masks).
+        keep = (
+            reload
+            and self.shortcuts.enabled
+            and len(nodes) == len(self.nodes)
+            and all(a.name == b.name for a, b in zip(nodes, self.nodes, strict=True))
+        )
         self.nodes = nodes
         self.base = ClusterState(nodes, self.config)  # free capacity before any running pod
         self.max_node_gpus = int(self.base.usable.max()) if self.base.node_count else 0
-        self.running = RunningStore(self.team_index, self.sink, self.base.index)
+        if keep:
+            self.running.node_index = self.base.index
+            self.running.version += 1
+            self.running.removals += 1  # a node may have more room than it had
+            self.running.changes = None
+            reload = False
+        else:
+            self.running = RunningStore(self.team_index, self.sink, self.base.index)
         self.shortcuts.forget_nodes()
         # Shared placement requests by (shapes, filter signatures, widest level): their node
         # masks depend on the nodes only, so they live as long as the node list.

@@ -15,9 +15,10 @@ from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Protocol
 
-from kubernetes.utils.quantity import parse_quantity
+from kubernetes.utils.quantity import parse_quantity as _parse_quantity
 
 from scheduler.core.constraints import PodConstraints
 from scheduler.core.durations import parse_duration
@@ -77,6 +78,10 @@ def timestamp(text: str | None) -> float | None:
         return None
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
+
+# A cluster writes few distinct quantities ('500m', '16Gi', '1'), and parsing one is most of
+# a pod's translation: each is parsed once (a Decimal, immutable).
+parse_quantity = lru_cache(maxsize=4096)(_parse_quantity)
 
 # Pod-level requests (spec.resources) stand in for the containers' sum of these.
 _POD_LEVEL = ("cpu", "memory")
@@ -147,6 +152,41 @@ def split_requests(total: Mapping[str, Decimal]) -> tuple[int, int, int, Extras]
 
 _CORE = frozenset({"cpu", "memory", GPU_RESOURCE})
 _NODE_CORE = _CORE | {"pods"}
+
+
+def _pair(res: Any) -> tuple | None:
+    if not isinstance(res, Mapping):
+        return None
+    lim, req = res.get("limits"), res.get("requests")
+    return (tuple(lim.items()) if lim else (), tuple(req.items()) if req else ())
+
+
+_SPLIT: dict[tuple, tuple[int, int, int, Extras]] = {}
+
+
+def pod_resources(pod: Mapping[str, Any]) -> tuple[int, int, int, Extras]:
+    """split_requests(resource_requests(pod)), remembered by what it reads (each
+    container's and the pod's requests and limits, sidecars, overhead): most pods of a
+    cluster come from a few templates, and working it out is most of a pod's translation."""
+    spec = pod.get("spec", {})
+    try:
+        key = (
+            tuple(_pair(c.get("resources")) for c in spec.get("containers") or ()),
+            tuple(
+                (_pair(c.get("resources")), c.get("restartPolicy")) for c in spec.get("initContainers") or ()
+            ),
+            _pair(spec.get("resources")),
+            tuple((spec.get("overhead") or {}).items()),
+        )
+        hit = _SPLIT.get(key)
+    except (TypeError, AttributeError):  # an odd shape: worked out (and refused) as it stands
+        return split_requests(resource_requests(pod))
+    if hit is None:
+        hit = split_requests(resource_requests(pod))
+        if len(_SPLIT) >= 4096:
+            _SPLIT.clear()
+        _SPLIT[key] = hit
+    return hit
 
 
 def pod_requests(pod: Mapping[str, Any]) -> tuple[int, int, int]:
@@ -494,7 +534,7 @@ class SnapshotBuilder:
 
     def _requests(self, obj: Mapping[str, Any], key: str) -> tuple[int, int, int, Extras]:
         try:
-            return split_requests(resource_requests(obj))
+            return pod_resources(obj)
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise InvalidInput(
                 f"pod {key}",
