@@ -42,6 +42,11 @@ def _waits(gang: Gang) -> bool:
 class Core:
     """Nodes, teams and gangs, kept as the cycle reads them. See the module doc."""
 
+    nodes: tuple[Node, ...]
+    base: ClusterState
+    max_node_gpus: int
+    running: RunningStore
+
     def __init__(
         self,
         nodes: Iterable[Node],
@@ -74,6 +79,7 @@ class Core:
         self._next_seq = 0
         self.waiting = WaitingStore(frozenset(self.team_index), self.policy.filters)
         self.shortcuts = Shortcuts(reference=reference)
+        self.nodes = ()
         self._set_nodes(tuple(nodes), reload=False)
 
     @classmethod
