@@ -266,6 +266,10 @@ def one_cycle(daemon: Daemon, now: float) -> tuple[Decisions, dict[str, float]]:
     daemon._bind(tr, decisions, now, 0)
     daemon._explain(tr, decisions, now)
     t3 = time.perf_counter()
+    if not daemon.cfg.incremental:
+        # The peer's binds are planned, never carried out: the cluster follows the
+        # incremental daemon's, so the peer forgets its own before the next cycle.
+        daemon.assumed.clear()
     return decisions, {"translate_s": t1 - t0, "decide_s": t2 - t1, "plan_s": t3 - t2, "cycle_s": t3 - t0}
 
 

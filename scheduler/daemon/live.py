@@ -130,6 +130,7 @@ class LiveState:
         self.storage: VolumeReader | None = None
         self._changed: set[str] = set()
         self._dirty_gangs: set[str] = set()
+        self._claims_changed = False
         self._built = False
 
     # ------------------------------------------------------------------ a cycle
@@ -224,10 +225,9 @@ class LiveState:
             self._pdbs(dirty["pdbs"], forced)
         for key in dirty.get("podgroups", ()):
             forced |= self.by_group.get(key, set())
-        pods = dirty.get("pods", set())
-        self._storage(dirty, pods | forced, frozenset(taken), forced)
-        for key in pods | forced:
+        for key in dirty.get("pods", set()) | forced:
             self._pod(key, key in forced)
+        self._storage(dirty, frozenset(taken))
         for gid in self._dirty_gangs:
             self._assemble(gid)
         self._dirty_gangs = set()
@@ -305,30 +305,15 @@ class LiveState:
                 if e.node is not None and e.obj is not None and protected_by_pdb(e.obj, pdbs) != e.protected:
                     forced.add(key)
 
-    def _storage(
-        self, dirty: dict[str, set[str]], pods: set[str], taken: frozenset[str], forced: set[str]
-    ) -> None:
+    def _storage(self, dirty: dict[str, set[str]], taken: frozenset[str]) -> None:
         """A new VolumeReader when a storage object, a pod with claims or the PVs being
         bound changed; every pending pod with claims is then read with it."""
-        store = self.cache["pods"]
-        claims_changed = False
-        for key in pods:
-            obj = store.get(key)
-            has = obj is not None and has_claims(obj)
-            if has or key in self.claim_pods:
-                claims_changed = True
-                if has:
-                    self.claim_pods.add(key)
-                else:
-                    self.claim_pods.discard(key)
-        if not (
-            claims_changed or taken != self.taken or any(dirty.get(r) for r in STORAGE) or not self._built
-        ):
+        changed = self._claims_changed or taken != self.taken or any(dirty.get(r) for r in STORAGE)
+        if not (changed or not self._built):
             return
+        self._claims_changed = False
         self.taken = taken
-        claimed = [
-            _with_node(o, self.overlay.get(k)) for k in self.claim_pods if (o := store.get(k)) is not None
-        ]
+        claimed = [e.obj for k in self.claim_pods if (e := self.entries.get(k)) is not None and e.obj]
         c = self.cache
         self.storage = VolumeReader(
             c["pvcs"].values(),
@@ -339,7 +324,11 @@ class LiveState:
             taken,
         )
         self.builder.volumes = self.storage.read
-        forced |= {k for k in self.claim_pods if (e := self.entries.get(k)) is None or e.node is None}
+        for key in self.claim_pods:  # their parts read the claims: made again at assembly
+            e = self.entries.get(key)
+            if e is not None and e.kind == OWN and e.node is None and e.gid is not None:
+                e.part = None
+                self._dirty_gangs.add(e.gid)
 
     # ------------------------------------------------------------------ pods and gangs
 
@@ -367,6 +356,9 @@ class LiveState:
             self.on_node[node].add(key)
         if _reads_namespaces(obj):
             self.affinity_pods.add(key)
+        if has_claims(obj):
+            self.claim_pods.add(key)
+            self._claims_changed = True
         if spec.get("schedulerName") != SCHEDULER_NAME:
             e = _Entry(meta.get("resourceVersion", ""), node, FOREIGN, ns, obj=obj)
             self.entries[key] = e
@@ -419,6 +411,9 @@ class LiveState:
                     del self.on_node[e.node]
         self.affinity_pods.discard(key)
         self.mig_pods.discard(key)
+        if key in self.claim_pods:
+            self.claim_pods.discard(key)
+            self._claims_changed = True
         self.pod_problems.pop(key, None)
         if e.kind == FOREIGN:
             if e.gid is not None:
