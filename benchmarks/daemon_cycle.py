@@ -266,11 +266,17 @@ def one_cycle(daemon: Daemon, now: float) -> tuple[Decisions, dict[str, float]]:
     daemon._bind(tr, decisions, now, 0)
     daemon._explain(tr, decisions, now)
     t3 = time.perf_counter()
-    if not daemon.cfg.incremental:
-        # The peer's binds are planned, never carried out: the cluster follows the
-        # incremental daemon's, so the peer forgets its own before the next cycle.
-        daemon.assumed.clear()
     return decisions, {"translate_s": t1 - t0, "decide_s": t2 - t1, "plan_s": t3 - t2, "cycle_s": t3 - t0}
+
+
+def both_cycles(inc: Daemon, full: Daemon, now: float) -> tuple[Decisions, dict, Decisions, dict]:
+    """A cycle of each on the same cache. The cluster follows the incremental daemon's
+    binds, so the peer starts from its bookkeeping (the binds it has in flight)."""
+    in_flight = dict(inc.assumed)
+    d_inc, t_inc = one_cycle(inc, now)
+    full.assumed = in_flight
+    d_full, t_full = one_cycle(full, now)
+    return d_inc, t_inc, d_full, t_full
 
 
 def run_case(name: str, spec: dict[str, int], reps: int, seed: int = 18) -> dict[str, Any]:
@@ -280,24 +286,21 @@ def run_case(name: str, spec: dict[str, int], reps: int, seed: int = 18) -> dict
     full.cache = inc.cache  # one cache, read by both; only the incremental one drains it
     full.live = LiveState(inc.cache, full.cfg.policy, full.policy)
     now = time.time()
-    d_inc, cold = one_cycle(inc, now)
-    d_full, cold_full = one_cycle(full, now)
+    d_inc, cold, d_full, cold_full = both_cycles(inc, full, now)
     cold_binds = len(d_inc.binds)
+    same = [cold_binds == len(d_full.binds)]
     # The cold cycle's binds come back through the watch, as the API server would echo
     # them; one cycle (not timed) takes them in before the steady ones.
     deliver(inc, objs, d_inc.binds)
     now += 1.0
-    d_inc, _t = one_cycle(inc, now)
-    one_cycle(full, now)
+    d_inc, _t, _d, _t = both_cycles(inc, full, now)
     steady: list[dict[str, float]] = []
     steady_full: list[dict[str, float]] = []
-    same = [len(d_inc.binds) == len(d_full.binds)]
     changes: dict[str, int] = {}
     for r in range(reps):
         changes = change(inc, objs, spec, d_inc)
         now += 1.0
-        d_inc, t = one_cycle(inc, now)
-        d_full, t_full = one_cycle(full, now)
+        d_inc, t, d_full, t_full = both_cycles(inc, full, now)
         steady.append(t)
         steady_full.append(t_full)
         same.append(len(d_inc.binds) == len(d_full.binds))
