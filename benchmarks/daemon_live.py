@@ -134,9 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-running", type=int, default=7500)
     ap.add_argument("--trickle", type=int, default=300, help="new pods, half for each scheduler")
     ap.add_argument("--rate", type=float, default=5.0, help="new pods a second")
+    ap.add_argument("--debounce", help="gpufair's scheduler.debounce in seconds (default: its own)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
     log = Path(tempfile.mkdtemp(prefix="gpufair-live-")) / "schedulers.log"
+    config: list[str] = []
+    if args.debounce:
+        path = log.parent / "scheduler.yaml"
+        path.write_text(f"kind: SchedulerConfig\nscheduler:\n  debounce: {args.debounce}\n")
+        config = ["--config", str(path)]
     result: dict[str, Any] = {"args": vars(args)}
     with DevCluster() as cluster:
         t0 = time.perf_counter()
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.gpu_running + args.cpu_running} running pods in {result['load_s']:.0f}s", flush=True)
         port = free_port()
         argv = [sys.executable, "-m", "scheduler.cli", "run", "--kubeconfig", str(cluster.kubeconfig)]
-        argv += ["--no-leader-elect", "--listen", f"127.0.0.1:{port}", "--log-format", "text"]
+        argv += ["--no-leader-elect", "--listen", f"127.0.0.1:{port}", "--log-format", "text", *config]
         procs = {
             "gpufair": subprocess.Popen(argv, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=ROOT),
             "kube-scheduler": start_scheduler("kube-scheduler", cluster, log),
