@@ -186,6 +186,9 @@ class InProcessDaemon:
             interval_s=1.0,
             debounce_s=0.05,
             listen="127.0.0.1:0",
+            # Every cycle of every in-process test also holds the incremental state to a
+            # fresh build of the whole cache (live.py).
+            check_incremental=True,
         )
         self.cfg = replace(cfg, **changes)
         self.daemon = Daemon(self.cfg, kube_for(kubeconfig), kube_for(kubeconfig), hooks)
@@ -199,6 +202,8 @@ class InProcessDaemon:
     def __exit__(self, *exc: object) -> None:
         self.daemon.stop()
         self.thread.join(timeout=10)
+        if exc[0] is None:
+            assert self.daemon.check_failures == 0, "the incremental state differed from a fresh build"
 
 
 def daemon_process(kubeconfig: str | Path, identity: str, log: Path, *extra: str) -> subprocess.Popen:

@@ -95,3 +95,20 @@ def test_bind_benchmark_times_both_schedulers_cold_and_warm(kube_cluster_factory
             r = run_case(cluster, kube, which, "gangs", mode, (50, 100), 8, 4, log, timeout_s=60)
             assert r["complete"] and r["bound"] == 8, (which, mode, r)
             assert 0 < r["first_bind_seconds"] <= r["seconds"] < 60
+
+
+def test_daemon_cycle_benchmark_runs_every_case_against_the_full_rebuild(tmp_path, capsys):
+    """The small mode of benchmarks/daemon_cycle.py: every case, a cold and a steady cycle
+    of the incremental daemon and of the full rebuild in the same run (figures: a full run)."""
+    from benchmarks.daemon_cycle import main as daemon_cycle
+
+    assert daemon_cycle(["--small", "--reps", "1", "--out", str(tmp_path)]) == 0
+    assert "x full" in capsys.readouterr().out
+    cases = json.loads((tmp_path / "daemon_cycle.json").read_text())["cases"]
+    assert list(cases) == ["a", "b", "c"]
+    for r in cases.values():
+        assert all(r[k] > 0 for k in ("cold_s", "steady_s", "translate_s", "decide_s"))
+        assert r["full_rebuild"]["steady_s"] > 0 and r["steady_speedup_vs_full"] > 0
+        assert r["cold_binds"] > 0 and r["same_bind_counts_as_full"]
+        assert sum(r["last_changes"].values()) > 0
+    assert "meets_targets" in cases["b"]

@@ -42,6 +42,11 @@ def _waits(gang: Gang) -> bool:
 class Core:
     """Nodes, teams and gangs, kept as the cycle reads them. See the module doc."""
 
+    nodes: tuple[Node, ...]
+    base: ClusterState
+    max_node_gpus: int
+    running: RunningStore
+
     def __init__(
         self,
         nodes: Iterable[Node],
@@ -74,6 +79,7 @@ class Core:
         self._next_seq = 0
         self.waiting = WaitingStore(frozenset(self.team_index), self.policy.filters)
         self.shortcuts = Shortcuts(reference=reference)
+        self.nodes = ()
         self._set_nodes(tuple(nodes), reload=False)
 
     @classmethod
@@ -106,10 +112,26 @@ class Core:
     # ------------------------------------------------------------------ changes
 
     def _set_nodes(self, nodes: tuple[Node, ...], reload: bool = True) -> None:
+        # The running store names nodes by position: while the names stay the same in the
+        # same order (a node relabelled, cordoned, resized), its rows hold as they are, and
+        # only what was worked out on the old nodes goes (the loaded cluster, the masks).
+        keep = (
+            reload
+            and self.shortcuts.enabled
+            and len(nodes) == len(self.nodes)
+            and all(a.name == b.name for a, b in zip(nodes, self.nodes, strict=True))
+        )
         self.nodes = nodes
         self.base = ClusterState(nodes, self.config)  # free capacity before any running pod
         self.max_node_gpus = int(self.base.usable.max()) if self.base.node_count else 0
-        self.running = RunningStore(self.team_index, self.sink, self.base.index)
+        if keep:
+            self.running.node_index = self.base.index
+            self.running.version += 1
+            self.running.removals += 1  # a node may have more room than it had
+            self.running.changes = None
+            reload = False
+        else:
+            self.running = RunningStore(self.team_index, self.sink, self.base.index)
         self.shortcuts.forget_nodes()
         # Shared placement requests by (shapes, filter signatures, widest level): their node
         # masks depend on the nodes only, so they live as long as the node list.

@@ -51,15 +51,22 @@ def object_key(obj: dict[str, Any]) -> str:
 
 
 class Store:
-    """Objects of one resource by namespace/name; readers get a copy of the values."""
+    """Objects of one resource by namespace/name; readers get a copy of the values.
+
+    It also remembers which keys changed since the last `drain`, and whether it was
+    relisted meanwhile, so the daemon's incremental state (live.py) reads only those."""
 
     def __init__(self) -> None:
         self._items: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self._dirty: set[str] = set()
+        self._relisted = False
 
     def replace(self, items: list[dict[str, Any]]) -> None:
         with self._lock:
             self._items = {object_key(o): o for o in items}
+            self._relisted = True
+            self._dirty = set()
 
     def apply(self, kind: str, obj: dict[str, Any]) -> None:
         key = object_key(obj)
@@ -68,6 +75,19 @@ class Store:
                 self._items.pop(key, None)
             else:
                 self._items[key] = obj
+            self._dirty.add(key)
+
+    def drain(self) -> tuple[bool, set[str]]:
+        """(relisted since the last drain, the keys changed since); both start afresh."""
+        with self._lock:
+            out = (self._relisted, self._dirty)
+            self._relisted, self._dirty = False, set()
+            return out
+
+    @property
+    def pending(self) -> bool:
+        """Changes not drained yet."""
+        return self._relisted or bool(self._dirty)
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
@@ -76,6 +96,14 @@ class Store:
     def values(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._items.values())
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._items)
+
+    def items(self) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            return list(self._items.items())
 
     def __len__(self) -> int:
         return len(self._items)

@@ -14,9 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from kubernetes.config import ConfigException
+
 from scheduler.core.errors import InvalidInput
 from scheduler.daemon.config import DaemonConfig, check, load_daemon_config
-from scheduler.daemon.kube import Kube, KubeError, api_client_from
+from scheduler.daemon.kube import Kube, KubeError, NoCredentials, api_client_from
 
 
 class _JsonFormatter(logging.Formatter):
@@ -65,6 +67,8 @@ def _config(args: argparse.Namespace) -> DaemonConfig:
         changes["ledger_url"] = os.environ["GPUFAIR_LEDGER_URL"]
     if args.no_leader_elect:
         changes["leader_elect"] = False
+    if args.check_incremental:
+        changes["check_incremental"] = True
     if args.lease_seconds is not None:
         changes.update(
             lease_s=args.lease_seconds,
@@ -84,7 +88,11 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     setup_logging(cfg.log_format, args.log_level)
     tune_gc()
-    daemon, server = build_daemon(cfg)
+    try:
+        daemon, server = build_daemon(cfg)
+    except (NoCredentials, ConfigException) as exc:
+        print(f"gpufair run: {exc}", file=sys.stderr)
+        return 2
     done = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -113,11 +121,15 @@ def tune_gc() -> None:
 
 
 def _kube(args: argparse.Namespace) -> Kube:
-    return Kube(api_client_from(args.kubeconfig, in_cluster=False), qps=0)
+    return Kube(api_client_from(args.kubeconfig), qps=0)
 
 
 def _status(args: argparse.Namespace) -> int:
-    kube = _kube(args)
+    try:
+        kube = _kube(args)
+    except (NoCredentials, ConfigException) as exc:
+        print(f"gpufair status: {exc}", file=sys.stderr)
+        return 2
     try:
         teams = kube.request("GET", "/apis/gpufair.io/v1alpha1/gputeams").get("items") or []
     except KubeError as exc:
@@ -218,7 +230,12 @@ def explain_pod(kube: Kube, namespace: str, name: str) -> str:
 def _explain(args: argparse.Namespace) -> int:
     ns, _, name = args.pod.rpartition("/")
     try:
-        print(explain_pod(_kube(args), ns or "default", name))
+        kube = _kube(args)
+    except (NoCredentials, ConfigException) as exc:
+        print(f"gpufair explain: {exc}", file=sys.stderr)
+        return 2
+    try:
+        print(explain_pod(kube, ns or "default", name))
     except KubeError as exc:
         print(f"gpufair explain: {exc}", file=sys.stderr)
         return 1
@@ -228,7 +245,9 @@ def _explain(args: argparse.Namespace) -> int:
 def add_daemon_commands(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run the scheduler daemon")
     run.add_argument("--config", help="SchedulerConfig YAML (scheduler: and policy: sections)")
-    run.add_argument("--kubeconfig", help="default: the in-cluster ServiceAccount")
+    run.add_argument(
+        "--kubeconfig", help="default: $KUBECONFIG, else the in-cluster ServiceAccount, else ~/.kube/config"
+    )
     run.add_argument("--policy-name", help="gpufair (default), drf or fifo")
     run.add_argument("--listen", help="host:port of /healthz, /readyz, /metrics (default 0.0.0.0:10260)")
     run.add_argument("--identity", help="leader-election identity (default: POD_NAME or host-pid)")
@@ -241,6 +260,11 @@ def add_daemon_commands(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--interval", type=float, help="seconds between cycles when nothing changes")
     run.add_argument("--lease-seconds", type=float, help="leader lease duration (default 15)")
     run.add_argument("--no-leader-elect", action="store_true", help="act without a lease (one replica only)")
+    run.add_argument(
+        "--check-incremental",
+        action="store_true",
+        help="compare the incremental state with a fresh build every cycle and log any difference (debug)",
+    )
     run.add_argument("--log-format", choices=["json", "text"])
     run.add_argument("--log-level", default="INFO")
     run.set_defaults(func=_run)
@@ -249,7 +273,7 @@ def add_daemon_commands(sub: argparse._SubParsersAction) -> None:
         ("explain", _explain, "why a pod waits, or why it was evicted"),
     ):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("--kubeconfig", help="default: $KUBECONFIG or ~/.kube/config")
+        p.add_argument("--kubeconfig", help="default: $KUBECONFIG, else in-cluster, else ~/.kube/config")
         if name == "explain":
             p.add_argument("pod", help="NAMESPACE/POD")
         else:

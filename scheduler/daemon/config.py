@@ -26,7 +26,7 @@ def default_identity() -> str:
 
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
-    kubeconfig: str | None = None  # None: in-cluster ServiceAccount
+    kubeconfig: str | None = None  # None: $KUBECONFIG, in-cluster, ~/.kube/config (kube.find_credentials)
     policy_name: str = "gpufair"
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     interval_s: float = 10.0  # a cycle at least this often, even when nothing changed
@@ -50,9 +50,22 @@ class DaemonConfig:
     mqtt_key: str | None = None
     telemetry_stale_s: float = 120.0
     log_format: str = "json"  # or 'text'
+    # Keep the core's input from cycle to cycle (live.py); False rebuilds it every cycle.
+    incremental: bool = True
+    full_check_every_s: float = 600.0  # how often the incremental state is checked against a fresh build
+    check_incremental: bool = False  # check every cycle (debugging; costs a full build each cycle)
 
 
-_DURATIONS = {"interval", "debounce", "lease", "renewDeadline", "retry", "telemetryStale", "accrueEvery"}
+_DURATIONS = {
+    "interval",
+    "debounce",
+    "lease",
+    "renewDeadline",
+    "retry",
+    "telemetryStale",
+    "accrueEvery",
+    "fullCheckEvery",
+}
 _KEYS = {
     "kubeconfig": "kubeconfig",
     "policyName": "policy_name",
@@ -77,6 +90,9 @@ _KEYS = {
     "mqttKey": "mqtt_key",
     "telemetryStale": "telemetry_stale_s",
     "logFormat": "log_format",
+    "incremental": "incremental",
+    "fullCheckEvery": "full_check_every_s",
+    "checkIncremental": "check_incremental",
 }
 
 
@@ -128,7 +144,11 @@ def check(cfg: DaemonConfig) -> DaemonConfig:
             f"unknown policy {cfg.policy_name!r}",
             f"use one of {', '.join(sorted(POLICIES))}",
         )
-    for name in ("interval_s", "qps", "lease_s", "renew_deadline_s", "retry_s", "accrue_every_s"):
+    for name in ("incremental", "check_incremental"):
+        if not isinstance(getattr(cfg, name), bool):
+            raise InvalidInput("scheduler config", name, "must be true or false", "write true or false")
+    positive = ("interval_s", "qps", "lease_s", "renew_deadline_s", "retry_s", "accrue_every_s")
+    for name in (*positive, "full_check_every_s"):
         if not isinstance(getattr(cfg, name), int | float) or getattr(cfg, name) <= 0:
             raise InvalidInput("scheduler config", name, "must be a positive number", "give a value above 0")
     if not cfg.lease_s > cfg.renew_deadline_s > cfg.retry_s:

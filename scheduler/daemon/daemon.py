@@ -19,7 +19,8 @@ import math
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from scheduler.core import decide
@@ -32,7 +33,8 @@ from scheduler.daemon.config import DaemonConfig
 from scheduler.daemon.explain import Explainer
 from scheduler.daemon.kube import Kube
 from scheduler.daemon.leader import LeaderElector
-from scheduler.daemon.translate import SnapshotBuilder, Translation, pod_key
+from scheduler.daemon.live import LiveState
+from scheduler.daemon.translate import SnapshotBuilder, Translation
 from scheduler.daemon.volumebinder import bind_with_volumes
 from scheduler.daemon.volumes import Plan, VolumeReader
 
@@ -179,6 +181,12 @@ class Daemon:
         self.storage: VolumeReader | None = None
         self.volumes_in_flight: set[str] = set()
         self.volume_bind_timeout_s = VOLUME_BIND_TIMEOUT_S
+        # The core's input kept from cycle to cycle (live.py); cfg.incremental False reads the
+        # whole cache every cycle instead (the reference it is checked against).
+        self.live = LiveState(self.cache, cfg.policy, self.policy)
+        self.check_failures = 0  # full checks that found the incremental state wrong
+        self._checked_at = time.monotonic()
+        self._told: dict[str, tuple[str, str, float]] = {}  # pod -> the reason last queued, when
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -285,27 +293,31 @@ class Daemon:
 
     # ------------------------------------------------------------------ one cycle
 
-    def _pods_with_assumed(self, now: float) -> list[dict[str, Any]]:
-        pods = self.cache["pods"].values()
+    def _assumed(self, now: float) -> dict[str, str]:
+        """Pods bound by this daemon whose watch event has not come back: pod -> node. An
+        entry goes once the pod shows a node, is replaced (another uid), is gone or expired."""
+        out: dict[str, str] = {}
+        store = self.cache["pods"]
         with self._assumed_lock:
-            if not self.assumed:
-                return pods
-            out = []
-            for pod in pods:
-                key = pod_key(pod)
-                hit = self.assumed.get(key)
-                if hit is not None:
-                    node, uid, when = hit
-                    expired = when is not None and now - when > ASSUME_TTL_S
-                    if pod["spec"].get("nodeName") or uid != pod["metadata"].get("uid") or expired:
+            for key, (node, uid, when) in list(self.assumed.items()):
+                pod = store.get(key)
+                if pod is None:
+                    if when is not None:
                         del self.assumed[key]
-                    else:
-                        pod = {**pod, "spec": {**pod["spec"], "nodeName": node}}
-                out.append(pod)
-            live = {pod_key(p) for p in pods}
-            for key in [k for k, v in self.assumed.items() if k not in live and v[2] is not None]:
-                del self.assumed[key]
-            return out
+                    continue
+                expired = when is not None and now - when > ASSUME_TTL_S
+                if pod["spec"].get("nodeName") or uid != pod["metadata"].get("uid") or expired:
+                    del self.assumed[key]
+                else:
+                    out[key] = node
+        return out
+
+    def _pods_with_assumed(self, now: float) -> list[dict[str, Any]]:
+        overlay = self._assumed(now)
+        pods = self.cache["pods"].items()
+        if not overlay:
+            return [p for _k, p in pods]
+        return [{**p, "spec": {**p["spec"], "nodeName": overlay[k]}} if k in overlay else p for k, p in pods]
 
     def _held_preemptors(self, now: float) -> set[str]:
         live = self.cache["pods"]
@@ -344,13 +356,51 @@ class Daemon:
             namespaces_raw=self.cache["namespaces"].values(),
         )
 
+    def live_snapshot(self, now: float) -> Translation:
+        """The Translation of the incremental state, brought up to date (live.py)."""
+        live = self.live
+        tr = live.refresh(
+            now,
+            unhealthy=self.hooks.unhealthy(),
+            hold=self._held_preemptors(now),
+            nominated=self.nominations.held,
+            overlay=self._assumed(now),
+            taken=frozenset(self.volumes_in_flight),
+        )
+        self.storage = live.storage
+        tr.snapshot = replace(tr.snapshot, usage=self.hooks.usage(now, live.teams))
+        if self.cfg.check_incremental or time.monotonic() - self._checked_at >= self.cfg.full_check_every_s:
+            self.check_incremental(now)
+        return tr
+
+    def check_incremental(self, now: float) -> list[str]:
+        """Compares the incremental state with a fresh build of the whole cache and logs any
+        difference; a wrong state is rebuilt. Skipped (empty) when the watch brought
+        changes meanwhile, which the fresh build would see and the state not yet."""
+        self._checked_at = time.monotonic()
+        fresh = self.live.fresh(now, self.hooks.unhealthy(), frozenset(self.volumes_in_flight))
+        if any(store.pending for store in self.cache.stores.values()):
+            return []
+        found = self.live.differences(fresh)
+        if found:
+            self.check_failures += 1
+            log.error("incremental state differs from a fresh build (%s); rebuilding it", "; ".join(found))
+            self.live.core = None
+            self.live._built = False
+        return found
+
     def cycle(self, term: int | None = None) -> Decisions:
         """One decision; with leader election its binds and evictions are sent only while
         this replica still leads in `term` (None: in whatever term it leads then)."""
         started = time.perf_counter()
         now = time.time()
-        tr = self.snapshot(now)
-        decisions = decide(tr.snapshot, self.cfg.policy, self.policy)
+        if self.cfg.incremental:
+            tr = self.live_snapshot(now)
+            assert self.live.core is not None
+            decisions = self.live.core.decide(now, tr.snapshot.usage)
+        else:
+            tr = self.snapshot(now)
+            decisions = decide(tr.snapshot, self.cfg.policy, self.policy)
         self._spend_nominations(tr)
         self._evict(tr, decisions, now, term)
         self._bind(tr, decisions, now, term)
@@ -370,7 +420,10 @@ class Daemon:
         """The cycle saw these pods: their nominations are used up (see core.nominations);
         those of pods that are gone go too."""
         if self.nominations:
-            self.nominations.spend(p.name for g in tr.snapshot.gangs for p in g.pods)
+            if self.cfg.incremental:
+                self.nominations.spend([k for k in self.nominations.held if self.live.in_core(k)])
+            else:
+                self.nominations.spend(p.name for g in tr.snapshot.gangs for p in g.pods)
             self.nominations.forget_gone(tr.pods)
 
     def _evict(self, tr: Translation, decisions: Decisions, now: float, term: int | None) -> None:
@@ -408,7 +461,10 @@ class Daemon:
     def _bind(self, tr: Translation, decisions: Decisions, now: float, term: int | None) -> None:
         """Queues the binds without waiting: each pod counts as bound (assumed) from now on,
         and a failed bind drops the assumption so the next cycle decides again."""
-        gangs = {g.id: g for g in tr.snapshot.gangs} if decisions.binds else {}
+        gangs: Mapping[str, Gang] = {}
+        if decisions.binds:
+            core = self.live.core
+            gangs = core.gangs if self.cfg.incremental and core else {g.id: g for g in tr.snapshot.gangs}
         chosen: set[str] = set()  # PVs given to claims of this cycle's binds
         plans, refused = self._volume_plans(tr, decisions, chosen, now)
         for b in decisions.binds:
@@ -505,12 +561,21 @@ class Daemon:
     def _explain(self, tr: Translation, decisions: Decisions, now: float) -> None:
         live: set[str] = set()
 
+        told = self._told
+        again_s = self.explainer.condition_every_s
+
         def waiting(gang: str, code: str, why: str) -> None:
-            """Queues the reason for each of the gang's pods that is not bound."""
+            """Queues the reason for each of the gang's pods that is not bound; the same words
+            for the same pod go again only after condition_every_s, so a deep queue that
+            does not move costs a look-up per pod, not a background call."""
             for key in tr.gang_pods.get(gang, ()):
                 pod = tr.pods.get(key)
                 if pod is not None and not pod["spec"].get("nodeName"):
                     live.add(key)
+                    last = told.get(key)
+                    if last is not None and last[0] == code and last[1] == why and now - last[2] < again_s:
+                        continue
+                    told[key] = (code, why, now)
                     self.worker.submit(key, self.explainer.pending, pod, code, why, now)
 
         for gang, why in tr.invalid.items():
@@ -540,4 +605,7 @@ class Daemon:
             self.worker.submit(
                 f"team:{name}", self.explainer.team_status, name, status, team_problems.get(name), now
             )
+        if len(told) > len(live):
+            for key in [k for k in told if k not in live]:
+                del told[key]
         self.worker.submit("forget", self.explainer.forget, live)

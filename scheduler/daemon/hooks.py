@@ -90,6 +90,8 @@ class DaemonHooks:
         # charged in. Only the loop's thread uses it.
         self._tiers: dict[str, str] = {}
         self._last_accrual = 0.0
+        self.gauges_every_s = 1.0
+        self._gauges_at = -math.inf
         self._usage: dict[str, TeamUsage] = {}
         self._waited: set[str] = set()
         self._teams: tuple[Team, ...] = ()
@@ -152,7 +154,13 @@ class DaemonHooks:
 
     def cycle_done(self, tr: Translation, decisions: Decisions, seconds: float) -> None:
         now = tr.snapshot.now_s
-        self._isolated("metrics", self.metrics.observe_cycle, decisions, tr.snapshot, seconds)
+        # The per-team and cluster gauges read every pod (fairness.cluster_view): refreshed at
+        # most every gauges_every_s, and by a cycle that binds or evicts, while the daemon may
+        # turn many cycles a second; the cycle's duration is observed every time.
+        if decisions.binds or decisions.evictions or now - self._gauges_at >= self.gauges_every_s:
+            self._isolated("metrics", self._observe_gauges, decisions, tr, seconds)
+        else:
+            self._isolated("metrics", self.metrics.observe_cycle_duration, seconds)
         # Taken from the decisions, not the bind callbacks: the next snapshot counts a queued
         # bind as bound already, and the actuator may take seconds to send a burst of them.
         self._tiers.update((b.gang, b.tier.label) for b in decisions.binds)
@@ -160,6 +168,10 @@ class DaemonHooks:
         if self.telemetry is not None:
             self._isolated("telemetry_idle", self._idle, tr, now, self.telemetry.state)
             self._isolated("telemetry_health", self._telemetry_health, tr, now, self.telemetry.state)
+
+    def _observe_gauges(self, decisions: Decisions, tr: Translation, seconds: float) -> None:
+        self.metrics.observe_cycle(decisions, tr.snapshot, seconds)
+        self._gauges_at = tr.snapshot.now_s
 
     def _accrue_when_due(self, tr: Translation, now: float) -> None:
         if self.ledger is not None and now - self._last_accrual >= self.accrue_every_s:

@@ -11,9 +11,11 @@ and a large backlog cannot flood the API server.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -61,13 +63,42 @@ class RateLimiter:
             time.sleep(wait)
 
 
-def api_client_from(kubeconfig: str | None, in_cluster: bool = True) -> client.ApiClient:
-    """From a kubeconfig file; without one, the in-cluster ServiceAccount (the daemon) or
-    $KUBECONFIG / ~/.kube/config (the command-line tools)."""
-    if kubeconfig or not in_cluster:
-        return config.new_client_from_config(config_file=kubeconfig)
-    config.load_incluster_config()
-    return client.ApiClient()
+class NoCredentials(Exception):
+    """No kubeconfig given or found and not running in a pod."""
+
+
+def find_credentials(kubeconfig: str | None = None, env: Mapping[str, str] | None = None) -> str:
+    """Where to read credentials from, in the order other Kubernetes tools look: the flag,
+    then $KUBECONFIG, then the in-cluster ServiceAccount, then ~/.kube/config. Returns a
+    kubeconfig path or IN_CLUSTER; NoCredentials names what was tried."""
+    env = os.environ if env is None else env
+    if kubeconfig:
+        return kubeconfig
+    listed = [p for p in (env.get("KUBECONFIG") or "").split(os.pathsep) if p]
+    if listed:
+        return os.pathsep.join(listed)
+    if env.get("KUBERNETES_SERVICE_HOST") and env.get("KUBERNETES_SERVICE_PORT"):
+        return IN_CLUSTER
+    home = Path(env.get("HOME") or Path.home()) / ".kube" / "config"
+    if home.is_file():
+        return str(home)
+    raise NoCredentials(
+        "no Kubernetes credentials: pass --kubeconfig PATH, set $KUBECONFIG, run in a pod with a "
+        f"ServiceAccount, or write {home}"
+    )
+
+
+IN_CLUSTER = "<in-cluster>"
+
+
+def api_client_from(kubeconfig: str | None, env: Mapping[str, str] | None = None) -> client.ApiClient:
+    """A client from the credentials `find_credentials` finds."""
+    where = find_credentials(kubeconfig, env)
+    if where == IN_CLUSTER:
+        config.load_incluster_config()
+        return client.ApiClient()
+    # Several files in $KUBECONFIG are merged by the loader, as kubectl merges them.
+    return config.new_client_from_config(config_file=where)
 
 
 class Kube:

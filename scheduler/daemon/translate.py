@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from functools import lru_cache
+from typing import Any, Protocol
 
-from kubernetes.utils.quantity import parse_quantity
+from kubernetes.utils.quantity import parse_quantity as _parse_quantity
 
 from scheduler.core.constraints import PodConstraints
 from scheduler.core.durations import parse_duration
@@ -62,7 +63,7 @@ class Problem:
 class Translation:
     snapshot: Snapshot
     pods: dict[str, dict[str, Any]]  # core pod name (namespace/name) -> the API object
-    gang_pods: dict[str, list[str]]  # gang id -> its pod names
+    gang_pods: Mapping[str, list[str]]  # gang id -> its pod names
     problems: list[Problem] = field(default_factory=list)
     invalid: dict[str, str] = field(default_factory=dict)  # gang id -> why it cannot be read
 
@@ -77,6 +78,10 @@ def timestamp(text: str | None) -> float | None:
         return None
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
+
+# A cluster writes few distinct quantities ('500m', '16Gi', '1'), and parsing one is most of
+# a pod's translation: each is parsed once (a Decimal, immutable).
+parse_quantity = lru_cache(maxsize=4096)(_parse_quantity)
 
 # Pod-level requests (spec.resources) stand in for the containers' sum of these.
 _POD_LEVEL = ("cpu", "memory")
@@ -147,6 +152,41 @@ def split_requests(total: Mapping[str, Decimal]) -> tuple[int, int, int, Extras]
 
 _CORE = frozenset({"cpu", "memory", GPU_RESOURCE})
 _NODE_CORE = _CORE | {"pods"}
+
+
+def _pair(res: Any) -> tuple | None:
+    if not isinstance(res, Mapping):
+        return None
+    lim, req = res.get("limits"), res.get("requests")
+    return (tuple(lim.items()) if lim else (), tuple(req.items()) if req else ())
+
+
+_SPLIT: dict[tuple, tuple[int, int, int, Extras]] = {}
+
+
+def pod_resources(pod: Mapping[str, Any]) -> tuple[int, int, int, Extras]:
+    """split_requests(resource_requests(pod)), remembered by what it reads (each
+    container's and the pod's requests and limits, sidecars, overhead): most pods of a
+    cluster come from a few templates, and working it out is most of a pod's translation."""
+    spec = pod.get("spec", {})
+    try:
+        key = (
+            tuple(_pair(c.get("resources")) for c in spec.get("containers") or ()),
+            tuple(
+                (_pair(c.get("resources")), c.get("restartPolicy")) for c in spec.get("initContainers") or ()
+            ),
+            _pair(spec.get("resources")),
+            tuple((spec.get("overhead") or {}).items()),
+        )
+        hit = _SPLIT.get(key)
+    except (TypeError, AttributeError):  # an odd shape: worked out (and refused) as it stands
+        return split_requests(resource_requests(pod))
+    if hit is None:
+        hit = split_requests(resource_requests(pod))
+        if len(_SPLIT) >= 4096:
+            _SPLIT.clear()
+        _SPLIT[key] = hit
+    return hit
 
 
 def pod_requests(pod: Mapping[str, Any]) -> tuple[int, int, int]:
@@ -261,8 +301,32 @@ class _GangParts:
     sizes: dict[str, str | None] = field(default_factory=dict)  # its pods' gang-size annotations
 
 
+@dataclass(frozen=True, slots=True)
+class PodPart:
+    """One of gpufair's pods as its gang is assembled from it: the pod, and what the gang
+    takes from each of its pods (the highest priority, the first creation, ...)."""
+
+    key: str
+    name: str
+    annotations: Mapping[str, str]
+    priority: int
+    created: float | None
+    model: str | None
+    pod: Pod
+    blocks_eviction: bool  # bound, and being deleted or under a PodDisruptionBudget at 0
+    constraint: PodConstraints | None  # read for a pending pod only
+    pending: bool
+    terms: PodTerms | None
+
+
+class PodGroups(Protocol):
+    def get(self, key: str, /) -> Mapping[str, Any] | None: ...
+
+
 class SnapshotBuilder:
-    """Turns one consistent read of the cache into a Translation."""
+    """Turns one consistent read of the cache into a Translation. Its per-object steps
+    (`read_context`, `pod_part`, `assemble`, `foreign`, `gang_of`) are also what the
+    daemon's incremental state (live.py) calls, object by object."""
 
     def __init__(self, teams_raw: Iterable[Mapping[str, Any]]) -> None:
         self.problems: list[Problem] = []
@@ -270,6 +334,7 @@ class SnapshotBuilder:
         self.nominated: Mapping[str, str] = {}
         self.default_priority = 0
         self.volumes: VolumeRead | None = None
+        self.namespace_labels: dict[str, dict[str, str]] = {}
         self.teams = self._teams(teams_raw)
         self.mig = MigRates(())  # made from each build's nodes
 
@@ -301,17 +366,8 @@ class SnapshotBuilder:
         `nominated` gives pending pods the node the daemon's own preemption made room on
         (a pod's status.nominatedNodeName is not read: users could write it); `volumes` reads
         a pod's claims (None: claims are not honoured, and such pods wait saying so)."""
-        self.volumes = volumes
+        self.read_context(priority_classes, nominated, volumes, namespaces_raw)
         unhealthy = unhealthy or {}
-        self.nominated = nominated or {}
-        # Namespace labels, for the namespaceSelector of pod (anti-)affinity terms.
-        self.namespace_labels = {
-            n["metadata"]["name"]: dict(n["metadata"].get("labels") or {}) for n in namespaces_raw
-        }
-        self.priority_of = {c["metadata"]["name"]: int(c.get("value", 0)) for c in priority_classes}
-        self.default_priority = max(
-            (int(c.get("value", 0)) for c in priority_classes if c.get("globalDefault")), default=0
-        )
         read: list[Node] = []
         for n in sorted(nodes_raw, key=lambda n: n["metadata"]["name"]):
             try:
@@ -339,7 +395,7 @@ class SnapshotBuilder:
             if spec.get("schedulerName") != SCHEDULER_NAME:
                 if node in node_names:  # someone else's pod: it holds room, it is not ours to move
                     try:
-                        gangs.append(self._foreign(obj, key, node))
+                        gangs.append(self.foreign(obj, key, node))
                     except InvalidInput as exc:
                         self.problems.append(
                             Problem("Pod", meta.get("namespace", ""), meta["name"], str(exc))
@@ -350,7 +406,7 @@ class SnapshotBuilder:
             annotations = meta.get("annotations") or {}
             ns = meta.get("namespace", "default")
             try:
-                gid, min_member = self._gang_of(obj, ns, labels, groups)
+                gid, min_member = self.gang_of(obj, ns, labels, groups)
             except InvalidInput as exc:
                 gid = f"{ns}/{meta['name']}"
                 invalid[gid] = str(exc)
@@ -366,26 +422,45 @@ class SnapshotBuilder:
                 p.label = labels[GANG_LABEL]
                 p.sizes[key] = annotations.get(GANG_SIZE)
         for gid, p in sorted(parts.items()):
-            gang_pods[gid] = [pod_key(o) for o in p.pods]
+            gang_pods[gid] = sorted(pod_key(o) for o in p.pods)
             if gid in held:
                 continue
             try:
                 gangs.append(self._gang(gid, p, node_names, pdbs))
             except InvalidInput as exc:
                 invalid[gid] = str(exc)
-                first = p.pods[0]["metadata"]
-                self.problems.append(Problem("Pod", p.namespace, first["name"], str(exc)))
+                first = min(o["metadata"]["name"] for o in p.pods)
+                self.problems.append(Problem("Pod", p.namespace, first, str(exc)))
         snapshot = Snapshot(
             now_s=now_s, nodes=nodes, teams=self.teams, gangs=tuple(gangs), usage=dict(usage or {})
         )
         return Translation(snapshot, pods_by_key, gang_pods, list(self.problems), invalid)
 
-    def _gang_of(
+    def read_context(
+        self,
+        priority_classes: Iterable[Mapping[str, Any]] = (),
+        nominated: Mapping[str, str] | None = None,
+        volumes: VolumeRead | None = None,
+        namespaces_raw: Iterable[Mapping[str, Any]] = (),
+    ) -> None:
+        """What a pod's translation reads beside the pod: PriorityClasses, the daemon's
+        nominations, the storage objects and the namespaces' labels."""
+        self.volumes = volumes
+        self.nominated = nominated or {}
+        # Namespace labels, for the namespaceSelector of pod (anti-)affinity terms.
+        self.namespace_labels = namespace_labels(namespaces_raw)
+        classes = list(priority_classes)
+        self.priority_of = {c["metadata"]["name"]: int(c.get("value", 0)) for c in classes}
+        self.default_priority = max(
+            (int(c.get("value", 0)) for c in classes if c.get("globalDefault")), default=0
+        )
+
+    def gang_of(
         self,
         pod: Mapping[str, Any],
         ns: str,
         labels: Mapping[str, str],
-        groups: Mapping[str, Mapping[str, Any]],
+        groups: PodGroups,
     ) -> tuple[str, int | None]:
         """The pod's gang id, and a PodGroup's minMember (a label gang's size is read later,
         from all its pods at once)."""
@@ -459,7 +534,7 @@ class SnapshotBuilder:
 
     def _requests(self, obj: Mapping[str, Any], key: str) -> tuple[int, int, int, Extras]:
         try:
-            return split_requests(resource_requests(obj))
+            return pod_resources(obj)
         except (ValueError, TypeError, ArithmeticError) as exc:
             raise InvalidInput(
                 f"pod {key}",
@@ -468,7 +543,7 @@ class SnapshotBuilder:
                 "write quantities such as '4', '500m' or '16Gi'",
             ) from exc
 
-    def _foreign(self, obj: Mapping[str, Any], key: str, node: str) -> Gang:
+    def foreign(self, obj: Mapping[str, Any], key: str, node: str) -> Gang:
         gpus, cpu, mem, extras = self._requests(obj, key)
         start = timestamp(obj.get("status", {}).get("startTime")) or 0.0
         ns = obj["metadata"].get("namespace", "default")
@@ -489,6 +564,67 @@ class SnapshotBuilder:
 
     def _gang(self, gid: str, p: _GangParts, node_names: set[str], pdbs: list[Mapping[str, Any]]) -> Gang:
         min_member = self._label_gang_size(gid, p) if p.label is not None else p.min_member
+        parts = []
+        for obj in sorted(p.pods, key=lambda o: o["metadata"]["name"]):
+            bound = obj.get("spec", {}).get("nodeName") is not None
+            parts.append(self.pod_part(obj, p.namespace, node_names, bound and protected_by_pdb(obj, pdbs)))
+        return self.assemble(gid, p.namespace, min_member, parts)
+
+    def pod_part(
+        self, obj: Mapping[str, Any], ns: str, node_names: Container[str], protected: bool
+    ) -> PodPart:
+        """One of our pods translated (`protected`: a PodDisruptionBudget at 0 covers it)."""
+        meta, spec = obj["metadata"], obj.get("spec", {})
+        key = pod_key(obj)
+        selector = spec.get("nodeSelector") or {}
+        gpus, cpu, mem, extras = self._requests(obj, key)
+        node = spec.get("nodeName")
+        bound = node is not None
+        start = None
+        if bound:
+            start = timestamp(obj.get("status", {}).get("startTime")) or timestamp(
+                meta.get("creationTimestamp")
+            )
+        held = None if bound else self.nominated.get(key)
+        own_terms, unread = pod_terms(obj, self.namespace_labels)
+        c = None
+        if not bound:
+            c = pod_constraints(obj, self.volumes)
+            if unread:  # a term it states but gpufair cannot read: it waits, naming it
+                c = c or PodConstraints()
+                c = replace(c, unsupported=tuple(sorted({*c.unsupported, *unread})))
+        pod = Pod(
+            key,
+            gpus=gpus,
+            cpu_milli=cpu,
+            memory_mib=mem,
+            node=node,
+            start_s=start,
+            nominated_node=held,
+            extras=extras,
+            # A bound pod's slices by its node's GPU model; a pending one's by the
+            # dearest node that offers them (mig.py).
+            mig_milli=self.mig.charge_milli(extras, node if node in node_names else None),
+            labels=pod_labels(obj),
+            namespace=ns,
+        )
+        return PodPart(
+            key=key,
+            name=meta["name"],
+            annotations=meta.get("annotations") or {},
+            priority=self._priority(spec),
+            created=timestamp(meta.get("creationTimestamp")),
+            model=selector.get(GPU_MODEL_LABEL) or selector.get(GPU_PRODUCT_LABEL),
+            pod=pod,
+            blocks_eviction=bound and bool(meta.get("deletionTimestamp") or protected),
+            constraint=c,
+            pending=not bound,
+            terms=own_terms,
+        )
+
+    def assemble(self, gid: str, ns: str, min_member: int | None, parts: Iterable[PodPart]) -> Gang:
+        """The gang from its pods' parts, in pod-name order; InvalidInput for a bad
+        annotation."""
         pods: list[Pod] = []
         constraints: set[PodConstraints | None] = set()
         priority: int | None = None
@@ -497,54 +633,19 @@ class SnapshotBuilder:
         annotations: dict[str, str] = {}
         models: set[str] = set()
         terms: list[PodTerms | None] = []
-        for obj in sorted(p.pods, key=lambda o: o["metadata"]["name"]):
-            meta, spec = obj["metadata"], obj.get("spec", {})
-            key = pod_key(obj)
-            for k, v in (meta.get("annotations") or {}).items():
+        for part in parts:
+            for k, v in part.annotations.items():
                 annotations.setdefault(k, v)
-            mine = self._priority(spec)
-            priority = mine if priority is None else max(priority, mine)
-            submit = min(submit, timestamp(meta.get("creationTimestamp")) or 0.0)
-            selector = spec.get("nodeSelector") or {}
-            model = selector.get(GPU_MODEL_LABEL) or selector.get(GPU_PRODUCT_LABEL)
-            if model:
-                models.add(model)
-            gpus, cpu, mem, extras = self._requests(obj, key)
-            node = spec.get("nodeName")
-            bound = node is not None
-            if bound and (meta.get("deletionTimestamp") or protected_by_pdb(obj, pdbs)):
+            priority = part.priority if priority is None else max(priority, part.priority)
+            submit = min(submit, part.created or 0.0)
+            if part.model:
+                models.add(part.model)
+            if part.blocks_eviction:
                 evictable = False
-            start = None
-            if bound:
-                start = timestamp(obj.get("status", {}).get("startTime")) or timestamp(
-                    meta.get("creationTimestamp")
-                )
-            held = None if bound else self.nominated.get(key)
-            own_terms, unread = pod_terms(obj, self.namespace_labels)
-            terms.append(own_terms)
-            if not bound:
-                c = pod_constraints(obj, self.volumes)
-                if unread:  # a term it states but gpufair cannot read: it waits, naming it
-                    c = c or PodConstraints()
-                    c = replace(c, unsupported=tuple(sorted({*c.unsupported, *unread})))
-                constraints.add(c)
-            pods.append(
-                Pod(
-                    key,
-                    gpus=gpus,
-                    cpu_milli=cpu,
-                    memory_mib=mem,
-                    node=node,
-                    start_s=start,
-                    nominated_node=held,
-                    extras=extras,
-                    # A bound pod's slices by its node's GPU model; a pending one's by the
-                    # dearest node that offers them (mig.py).
-                    mig_milli=self.mig.charge_milli(extras, node if node in node_names else None),
-                    labels=pod_labels(obj),
-                    namespace=p.namespace,
-                )
-            )
+            terms.append(part.terms)
+            if part.pending:
+                constraints.add(part.constraint)
+            pods.append(part.pod)
         obj_name = f"gang {gid}"
         min_runtime = checkpoint = None
         if MIN_RUNTIME in annotations:
@@ -553,7 +654,7 @@ class SnapshotBuilder:
             checkpoint = parse_duration(annotations[CHECKPOINT], obj_name, f"annotations.{CHECKPOINT}")
         return Gang(
             id=gid,
-            team=self.team_of_ns.get(p.namespace, ""),
+            team=self.team_of_ns.get(ns, ""),
             pods=tuple(pods),
             priority=priority or 0,
             min_member=min_member,
@@ -568,6 +669,10 @@ class SnapshotBuilder:
             constraints=tuple(sorted((c for c in constraints if c is not None), key=repr)),
             terms=tuple(terms) if any(t is not None for t in terms) else (),
         )
+
+
+def namespace_labels(namespaces_raw: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    return {n["metadata"]["name"]: dict(n["metadata"].get("labels") or {}) for n in namespaces_raw}
 
 
 def _few(keys: list[str], shown: int = 3) -> str:

@@ -82,9 +82,13 @@ class SchedulerMetrics:
         self._m[n.FRAGMENTED_GPUS.name].set(view.fragmented_gpus)
         jain = jain_index(view.allocated, view.demand, view.healthy_gpus, teams)
         self._m[n.JAIN.name].set(float("nan") if jain is None else jain)
+        self.observe_cycle_duration(cycle_seconds, at_s)
+        return view
+
+    def observe_cycle_duration(self, cycle_seconds: float, at_s: float | None = None) -> None:
+        """Only the cycle's duration and end, for a cycle whose gauges are not refreshed."""
         self._m[n.CYCLE_DURATION.name].observe(cycle_seconds)
         self._m[n.LAST_CYCLE.name].set(time.time() if at_s is None else at_s)
-        return view
 
     def _replace(self, metric: str, series: Mapping[tuple[str, ...], float]) -> None:
         gauge = self._m[metric]
