@@ -4,7 +4,8 @@
 work (never production); a training gang may evict scavenger work, and when it may
 reclaim, training gangs of other teams above their fair share, but never so far that the
 victim team falls below its own share (no ping-pong); no gang is a victim before its
-minimum runtime (for production, when `productionHonoursMinRuntime`).
+minimum runtime (for production, when `productionHonoursMinRuntime`), except borrowed
+work (`borrowed`) for a gang whose reclaim rule grants `Reclaim.BORROWED`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from scheduler.core.cluster import Held
-from scheduler.core.framework import Accept, VictimPolicy
+from scheduler.core.framework import Accept, Reclaim, VictimPolicy
 from scheduler.core.model import Tier
 from scheduler.core.preemption import Candidates, Victim
 
@@ -31,7 +32,7 @@ class ProtectShares(VictimPolicy):
 
     name = "protect-shares"
 
-    def eligible(self, cyc: Cycle, w: Waiting, reclaim: bool) -> np.ndarray | None:
+    def eligible(self, cyc: Cycle, w: Waiting, reclaim: Reclaim) -> np.ndarray | None:
         alive, tier = cyc.run_alive, cyc.run_tier
         if w.tier is Tier.PRODUCTION:
             ok = alive & (tier < Tier.PRODUCTION)
@@ -44,9 +45,11 @@ class ProtectShares(VictimPolicy):
         if reclaim:
             over = np.array(cyc.alloc) > np.array(cyc.share) + _EPS
             over[cyc.sink] = False
-            ok |= (
-                alive & cyc.run_old & (tier == Tier.TRAINING) & (cyc.run_team != w.team) & over[cyc.run_team]
-            )
+            others = alive & (tier == Tier.TRAINING) & (cyc.run_team != w.team) & over[cyc.run_team]
+            if reclaim & Reclaim.OWNED:
+                ok |= others & cyc.run_old
+            if reclaim & Reclaim.BORROWED:
+                ok |= others & cyc.run_borrowed
         return ok
 
     def accept(self, cyc: Cycle, w: Waiting) -> Accept:
@@ -75,6 +78,30 @@ class ProtectShares(VictimPolicy):
 
 
 VICTIM_POLICIES: dict[str, VictimPolicy] = {ProtectShares.name: ProtectShares()}
+
+
+def borrowed(cyc: Cycle) -> np.ndarray:
+    """Per running gang: whether it is borrowed, a training gang younger than its minimum
+    runtime that lies beyond its team's fair share when the team's training gangs are
+    counted oldest first (ties by gang id). The minimum runtime protects a team's work
+    within its share; what a team took above it while it was young comes back at once
+    when a team below its share wants it, losing little work."""
+    run, n = cyc.rt, len(cyc.run_team)
+    out = np.zeros(n, dtype=bool)
+    young = (cyc.run_tier == Tier.TRAINING) & ~cyc.run_old & (cyc.run_team != cyc.sink)
+    if not young.any():
+        return out
+    rows = np.flatnonzero(cyc.run_tier == Tier.TRAINING)
+    team = cyc.run_team[rows]
+    ids = np.array([run.gangs[g].id for g in rows])
+    rows = rows[np.lexsort((ids, run.start[rows], team))]  # by team, then oldest first
+    team, gpus = cyc.run_team[rows], cyc.run_gpus[rows]
+    total = np.cumsum(gpus)
+    first = np.flatnonzero(np.r_[True, team[1:] != team[:-1]])
+    before = np.repeat((total - gpus)[first], np.diff(np.r_[first, rows.size]))
+    share = np.array(cyc.share)
+    out[rows] = total - before > share[team] + _EPS
+    return out & young
 
 
 def held_by(cyc: Cycle, row: int) -> Held:
@@ -109,7 +136,7 @@ def make_victim(cyc: Cycle, g: int) -> Victim:
     )
 
 
-def candidates(cyc: Cycle, w: Waiting, reclaim: bool) -> Candidates | None:
+def candidates(cyc: Cycle, w: Waiting, reclaim: Reclaim) -> Candidates | None:
     """The running gangs `w` may evict under the policy's victim rule, as pod arrays."""
     rule = cyc.policy.victims
     ok = rule.eligible(cyc, w, reclaim)
