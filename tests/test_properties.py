@@ -313,7 +313,8 @@ def test_reclaim_is_never_answered_by_a_reclaim_back(snap: Snapshot) -> None:
 def test_young_work_is_reclaimed_only_beyond_its_teams_share(snap: Snapshot) -> None:
     """Minimum runtime protects the work within a team's share: a reclaimed gang younger
     than its minimum runtime lies beyond its team's share, its team's training gangs
-    counted oldest first; and without reclaimBorrowed no young gang is reclaimed at all."""
+    counted oldest first (those that started with it included); and without
+    reclaimBorrowed no young gang is reclaimed at all."""
     d = decide(snap, CONFIG)
     gangs = {g.id: g for g in snap.gangs}
     teams = {t.name: t for t in snap.teams}
@@ -335,9 +336,7 @@ def test_young_work_is_reclaimed_only_beyond_its_teams_share(snap: Snapshot) -> 
             for g in snap.gangs
             if g.team == victim.team and any(p.node for p in g.pods) and _tier(g, snap) is Tier.TRAINING
         ]
-        before = sum(
-            p.gpu_amount for g in mine if (start(g), g.id) <= (start(victim), victim.id) for p in g.pods if p.node
-        )
+        before = sum(p.gpu_amount for g in mine if start(g) <= start(victim) for p in g.pods if p.node)
         assert before > d.teams[victim.team].fair_share_gpus + 1e-6, (e.gang, before)
     off = decide(snap, replace(CONFIG, reclaim_borrowed=False))
     assert not [e for e in off.evictions if e.kind == "reclaim" and young(gangs[e.gang])]

@@ -83,25 +83,29 @@ VICTIM_POLICIES: dict[str, VictimPolicy] = {ProtectShares.name: ProtectShares()}
 def borrowed(cyc: Cycle) -> np.ndarray:
     """Per running gang: whether it is borrowed, a training gang younger than its minimum
     runtime that lies beyond its team's fair share when the team's training gangs are
-    counted oldest first (ties by gang id). The minimum runtime protects a team's work
-    within its share; what a team took above it while it was young comes back at once
-    when a team below its share wants it, losing little work."""
-    run, n = cyc.rt, len(cyc.run_team)
-    out = np.zeros(n, dtype=bool)
-    young = (cyc.run_tier == Tier.TRAINING) & ~cyc.run_old & (cyc.run_team != cyc.sink)
-    if not young.any():
-        return out
-    rows = np.flatnonzero(cyc.run_tier == Tier.TRAINING)
-    team = cyc.run_team[rows]
-    ids = np.array([run.gangs[g].id for g in rows])
-    rows = rows[np.lexsort((ids, run.start[rows], team))]  # by team, then oldest first
-    team, gpus = cyc.run_team[rows], cyc.run_gpus[rows]
-    total = np.cumsum(gpus)
-    first = np.flatnonzero(np.r_[True, team[1:] != team[:-1]])
-    before = np.repeat((total - gpus)[first], np.diff(np.r_[first, rows.size]))
+    counted oldest first (gangs that started at the same instant count as one, so no
+    order among them is made up). The minimum runtime protects a team's work within its
+    share; what a team took above it while young comes back at once when a team below its
+    share wants it, losing little work."""
     share = np.array(cyc.share)
-    out[rows] = total - before > share[team] + _EPS
-    return out & young
+    over = np.array(cyc.alloc) > share + _EPS
+    over[cyc.sink] = False
+    training = (cyc.run_tier == Tier.TRAINING) & over[cyc.run_team]
+    out = np.zeros(len(cyc.run_team), dtype=bool)
+    if not (training & ~cyc.run_old).any():
+        return out
+    rows = np.flatnonzero(training)
+    start = cyc.rt.start[rows]
+    rows = rows[np.lexsort((start, cyc.run_team[rows]))]  # by team, then oldest first
+    team, start, gpus = cyc.run_team[rows], cyc.rt.start[rows], cyc.run_gpus[rows]
+    total = np.cumsum(gpus)
+    new_team = np.r_[True, team[1:] != team[:-1]]
+    firsts = np.flatnonzero(new_team)
+    base = np.repeat((total - gpus)[firsts], np.diff(np.r_[firsts, rows.size]))
+    ends = np.flatnonzero(np.r_[new_team[1:] | (start[1:] != start[:-1]), True])  # last of each instant
+    upto = np.repeat(total[ends], np.diff(np.r_[-1, ends]))
+    out[rows] = upto - base > share[team] + _EPS
+    return out & ~cyc.run_old
 
 
 def held_by(cyc: Cycle, row: int) -> Held:
