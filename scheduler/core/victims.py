@@ -49,7 +49,9 @@ class ProtectShares(VictimPolicy):
             if reclaim & Reclaim.OWNED:
                 ok |= others & cyc.run_old
             if reclaim & Reclaim.BORROWED:
-                ok |= others & cyc.run_borrowed
+                young = others & ~cyc.run_old
+                if young.any():  # the usual case on a settled cluster: no young work to take
+                    ok |= young & cyc.run_borrowed
         return ok
 
     def accept(self, cyc: Cycle, w: Waiting) -> Accept:
@@ -95,16 +97,16 @@ def borrowed(cyc: Cycle) -> np.ndarray:
     if not (training & ~cyc.run_old).any():
         return out
     rows = np.flatnonzero(training)
-    start = cyc.rt.start[rows]
-    rows = rows[np.lexsort((start, cyc.run_team[rows]))]  # by team, then oldest first
     team, start, gpus = cyc.run_team[rows], cyc.rt.start[rows], cyc.run_gpus[rows]
+    # One sort key, team then start: equal starts give equal keys, so an instant is one run.
+    offset = start - start.min()
+    key = team * (float(offset.max()) + 1.0) + offset
+    order = np.argsort(key, kind="stable")
+    key, team, gpus = key[order], team[order], gpus[order]
     total = np.cumsum(gpus)
-    new_team = np.r_[True, team[1:] != team[:-1]]
-    firsts = np.flatnonzero(new_team)
-    base = np.repeat((total - gpus)[firsts], np.diff(np.r_[firsts, rows.size]))
-    ends = np.flatnonzero(np.r_[new_team[1:] | (start[1:] != start[:-1]), True])  # last of each instant
-    upto = np.repeat(total[ends], np.diff(np.r_[-1, ends]))
-    out[rows] = upto - base > share[team] + _EPS
+    base = (total - gpus)[np.searchsorted(team, team, "left")]  # GPUs of the team's older gangs
+    upto = total[np.searchsorted(key, key, "right") - 1]  # ... up to the end of this instant
+    out[rows[order]] = upto - base > share[team] + _EPS
     return out & ~cyc.run_old
 
 
