@@ -363,3 +363,10 @@ def test_reclaim_threshold_must_be_a_number() -> None:
     err = refused(policy_from_mapping, {"preemption": {"reclaimThreshold": "most"}})
     assert "preemption.reclaimThreshold" in str(err) and "fraction" in str(err)
     assert policy_from_mapping({"preemption": {"reclaimThreshold": 1}}).reclaim_threshold == 1.0
+
+
+def test_reclaim_borrowed_is_a_switch_on_by_default() -> None:
+    assert policy_from_mapping({}).reclaim_borrowed is True
+    assert policy_from_mapping({"preemption": {"reclaimBorrowed": False}}).reclaim_borrowed is False
+    err = refused(policy_from_mapping, {"preemption": {"reclaimBorrowed": "sometimes"}})
+    assert "preemption.reclaimBorrowed" in str(err)

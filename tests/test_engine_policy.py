@@ -177,9 +177,41 @@ def test_team_below_share_reclaims_but_never_below_the_victims_share():
     assert d.pending_reason("a/p2").code == "NoRoom"
 
 
-def test_minimum_runtime_protects_young_gangs_from_reclaim():
-    assert decide(_reclaim_case(started=60)).evictions == ()  # default 10 minutes
-    assert decide(_reclaim_case(started=60, min_runtime=30.0)).evictions != ()
+def test_minimum_runtime_protects_young_gangs_from_reclaim_without_borrowing():
+    # drf's below-share rule, or gpufair with reclaimBorrowed off: young work is never taken.
+    assert decide(_reclaim_case(started=60), policy="drf").evictions == ()  # default 10 minutes
+    off = PolicyConfig(reclaim_borrowed=False)
+    assert decide(_reclaim_case(started=60), off).evictions == ()
+    assert decide(_reclaim_case(started=60, min_runtime=30.0), off).evictions != ()
+
+
+def test_young_work_beyond_its_teams_share_is_borrowed_and_comes_back_at_once():
+    # b holds all 32 GPUs with four young gangs; its share is 16. The two youngest lie
+    # beyond it: borrowed, so a takes them back although they are within minimum runtime.
+    d = decide(_reclaim_case(started=60))
+    assert {e.gang for e in d.evictions} == {"b/r0", "b/r1"}
+    assert all(e.kind == "reclaim" for e in d.evictions)
+    assert d.teams["b"].allocated_gpus == pytest.approx(16)
+
+
+def test_minimum_runtime_still_protects_young_work_within_its_teams_share():
+    # 24 GPUs, shares of 12. b's four young 4-GPU gangs, oldest first: y0 (n00), y1 and
+    # y3 (n01), y2 (n02); only y3 is beyond b's share. a waits for 8 GPUs on one node:
+    # only evicting y0 (within b's share) would make one, so a waits.
+    held = [
+        running(gang("b/y0", "b", gpus=4), "n00", started=120),
+        running(gang("b/y1", "b", gpus=4), "n01", started=110),
+        running(gang("b/y3", "b", gpus=4), "n01", started=60),
+        running(gang("b/y2", "b", gpus=4), "n02", started=100),
+        running(gang("a/r", "a", gpus=4), "n02"),
+    ]
+    snap = snapshot(nodes(3), teams(("a", 1), ("b", 1)), [*held, gang("a/p", "a", gpus=8, submit=1)])
+    d = decide(snap)
+    assert d.evictions == ()
+    assert d.pending_reason("a/p").code == "NoRoom"
+    # Once b's gangs have all run their minimum runtime, y0 is a victim like any other.
+    old = decide(snap, PolicyConfig(default_min_runtime_s=30.0))
+    assert {e.gang for e in old.evictions} == {"b/y0"}
 
 
 def test_reclaim_waits_until_the_gang_has_waited_reclaim_after():

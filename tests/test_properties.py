@@ -144,7 +144,10 @@ def contended(draw):
         gpus = draw(st.sampled_from([1, 2, 4]))
         gid = f"t0/a{g}"
         first.append(Gang(gid, "t0", (Pod(f"{gid}-0", gpus=gpus, cpu_milli=1_000),), submit_s=NOW - 7200 + g))
-    snap = Snapshot(NOW - 600, cluster, teams, tuple(first))
+    # The first wave has run its minimum runtime, or is young (then only borrowed work,
+    # beyond its team's share, may be reclaimed).
+    age = draw(st.sampled_from([600.0, 600.0, 60.0]))
+    snap = Snapshot(NOW - age, cluster, teams, tuple(first))
     settled = apply(snap, decide(snap, CONFIG), at=NOW)
     second = draw(gangs(teams[1:], "b", NOW - 300, 6))
     return replace(settled, gangs=settled.gangs + tuple(second))
@@ -277,16 +280,27 @@ def test_same_snapshot_same_decisions(snap: Snapshot) -> None:
 
 @given(st.one_of(scenarios(), contended()))
 def test_no_ping_pong(snap: Snapshot) -> None:
-    """Running the core on the state it produced reclaims nothing it just placed: the
-    minimum runtime (10 minutes by default) protects fresh work."""
+    """No eviction is immediately reversed: a team that reclaimed in one cycle is not
+    reclaimed from by its victims' team in the next. Without reclaimBorrowed, the minimum
+    runtime (10 minutes by default) protects fresh work: nothing just placed is reclaimed;
+    with it, fresh work beyond its team's share is borrowed and may come back at once
+    (test_young_work_is_reclaimed_only_beyond_its_teams_share)."""
     first = decide(snap, CONFIG)
     after = apply(snap, first)
-    second = decide(after, CONFIG)
-    check_invariants(after, second)
     placed = {b.gang for b in first.binds}
-    for e in second.evictions:
+    off = decide(after, replace(CONFIG, reclaim_borrowed=False))
+    for e in off.evictions:
         if e.kind == "reclaim":
             assert e.gang not in placed, f"{e.gang} placed then reclaimed for {e.preemptor}"
+    second = decide(after, CONFIG)
+    check_invariants(after, second)
+    then = apply(after, second)
+    third = decide(then, CONFIG)
+    reclaims = [e for e in second.evictions if e.kind == "reclaim"]
+    took = {(gang_team(after, e.preemptor), gang_team(after, e.gang)) for e in reclaims}
+    for e in third.evictions:
+        if e.kind == "reclaim":
+            assert (gang_team(then, e.gang), gang_team(then, e.preemptor)) not in took, e
 
 
 @given(st.one_of(scenarios(), contended()))
@@ -304,6 +318,39 @@ def test_reclaim_is_never_answered_by_a_reclaim_back(snap: Snapshot) -> None:
     for e in second.evictions:
         if e.kind == "reclaim":
             assert (gang_team(after, e.gang), gang_team(after, e.preemptor)) not in took
+
+
+@given(st.one_of(scenarios(), contended()))
+def test_young_work_is_reclaimed_only_beyond_its_teams_share(snap: Snapshot) -> None:
+    """Minimum runtime protects the work within a team's share: a reclaimed gang younger
+    than its minimum runtime lies beyond its team's share, its team's training gangs
+    counted oldest first (those that started with it included); and without
+    reclaimBorrowed no young gang is reclaimed at all."""
+    d = decide(snap, CONFIG)
+    gangs = {g.id: g for g in snap.gangs}
+    teams = {t.name: t for t in snap.teams}
+
+    def start(g: Gang) -> float:
+        return min(p.start_s for p in g.pods if p.start_s is not None)
+
+    def young(g: Gang) -> bool:
+        floor = g.min_runtime_s if g.min_runtime_s is not None else teams[g.team].min_runtime_s
+        return snap.now_s - start(g) < (floor or CONFIG.default_min_runtime_s)
+
+    for e in d.evictions:
+        victim = gangs[e.gang]
+        if e.kind != "reclaim" or e.victim_tier is not Tier.TRAINING or not young(victim):
+            continue
+        event("young borrowed work reclaimed")
+        mine = [
+            g
+            for g in snap.gangs
+            if g.team == victim.team and any(p.node for p in g.pods) and _tier(g, snap) is Tier.TRAINING
+        ]
+        before = sum(p.gpu_amount for g in mine if start(g) <= start(victim) for p in g.pods if p.node)
+        assert before > d.teams[victim.team].fair_share_gpus + 1e-6, (e.gang, before)
+    off = decide(snap, replace(CONFIG, reclaim_borrowed=False))
+    assert not [e for e in off.evictions if e.kind == "reclaim" and young(gangs[e.gang])]
 
 
 def gang_team(snap: Snapshot, gid: str) -> str:

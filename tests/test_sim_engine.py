@@ -211,13 +211,18 @@ def test_a_preemptor_gets_the_room_its_victims_left():
     # c earlier (so it comes after c among teams below their share), reclaims 8 GPUs on
     # one node at 3,600 s for an 8-GPU job. Were that room not held, c would take a GPU
     # of it in the next cycle, b would evict a second node, and a's victims would restart
-    # where they had been.
+    # where they had been. (Borrowing off: with it, c would take its 16th GPU back from a's
+    # young work at 2,500 s, and never wait for the room.)
     jobs = [job(f"a{i}", 0, 100_000, 1, "a") for i in range(25)]
     jobs += [job(f"a{i}", 2_100, 100_000, 1, "a") for i in range(25, 33)]
     jobs += [job("b-early", 0, 2_400, 8, "b"), job("b-big", 3_600, 1_000, 8, "b")]
     jobs += [job(f"c{i}", 2_500, 100_000, 1, "c") for i in range(16)]
     result = Replay(
-        Trace("t", tuple(jobs)), nodes_for_gpus(48), (team("a"), team("b"), team("c")), "gpufair"
+        Trace("t", tuple(jobs)),
+        nodes_for_gpus(48),
+        (team("a"), team("b"), team("c")),
+        "gpufair",
+        PolicyConfig(reclaim_borrowed=False),
     ).run()
     r = records(result)
     assert r["b-big"].start_s == 3_600

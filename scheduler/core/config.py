@@ -54,6 +54,7 @@ class PolicyConfig:
     default_min_runtime_s: float = 600.0
     reclaim_after_s: float = 0.0
     reclaim_threshold: float = 0.9
+    reclaim_borrowed: bool = True
     whole_node_gpus: int = 8
     workload_types: int = 16
     fragmentation_objective: str = "residual"
@@ -193,6 +194,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
         "defaultMinRuntime": ("default_min_runtime_s", _duration),
         "reclaimAfter": ("reclaim_after_s", _duration),
         "reclaimThreshold": ("reclaim_threshold", _fraction),
+        "reclaimBorrowed": ("reclaim_borrowed", _bool),
     },
     "placement": {
         "wholeNodeGPUs": ("whole_node_gpus", _int),

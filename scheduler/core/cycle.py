@@ -22,7 +22,7 @@ from scheduler.core import podcycle, reasons
 from scheduler.core.budget import BudgetState, budget_state
 from scheduler.core.cluster import Shape
 from scheduler.core.fairshare import fairshare_factors, water_fill
-from scheduler.core.framework import Note
+from scheduler.core.framework import Note, Reclaim
 from scheduler.core.model import Bind, Decisions, Eviction, OnExhausted, Pending, Pod, TeamUsage, Tier
 from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, Placement, place_gang
 from scheduler.core.preemption import Plan, Victim, plan_preemption
@@ -31,7 +31,7 @@ from scheduler.core.scoring import SCORERS, PodType, ScoringContext
 from scheduler.core.shapecache import ShapeCache
 from scheduler.core.shortcuts import CycleMemo, fresh_request
 from scheduler.core.teamtable import TeamTable, team_status
-from scheduler.core.victims import candidates, could_free_enough, make_victim
+from scheduler.core.victims import borrowed, candidates, could_free_enough, make_victim
 from scheduler.core.waiting import PendingLog, SilentLog, View, Waiting, merged_run, problems_in_order
 
 if TYPE_CHECKING:
@@ -214,6 +214,11 @@ class Cycle:
         return self._lost_and_old[1]
 
     @cached_property
+    def run_borrowed(self) -> np.ndarray:
+        """Whether each running gang is borrowed (victims.borrowed; shares as first asked)."""
+        return borrowed(self)
+
+    @cached_property
     def run_alive(self) -> np.ndarray:
         """Whether each running gang may still be a victim. A gang that holds no GPU and no
         other resource (rdma/ib, ...) frees nothing a GPU gang can use: never a victim.
@@ -277,7 +282,7 @@ class Cycle:
         gang = v.gangs[i]
         return Waiting(gang, v.team, v.tier, gang.pods, (), v.gpus, v.request)
 
-    def doomed(self, v: View, preempt: bool, reclaim: bool) -> bool:
+    def doomed(self, v: View, preempt: bool, reclaim: Reclaim) -> bool:
         """Whether trying a gang of `v` now can only fail, changing nothing: its request
         found no room since the last eviction, and it may not, or already failed to,
         preempt. Binds only take room away, so this holds until the next eviction."""
@@ -289,13 +294,13 @@ class Cycle:
             return True
         return self.memo.no_victims(self._search_key(v.tier, v.team, reclaim, v.request), self.releases)
 
-    def _nothing_to_take(self, tier: Tier, reclaim: bool) -> bool:
+    def _nothing_to_take(self, tier: Tier, reclaim: Reclaim) -> bool:
         """A training gang that may not reclaim can take only scavenger work: with none
         running (the usual case on a busy cluster without it), a search finds nothing."""
         return self.memo.enabled and tier is Tier.TRAINING and not reclaim and not self.scav_held
 
     @staticmethod
-    def _search_key(tier: Tier, team: int, reclaim: bool, req: GangRequest) -> tuple:
+    def _search_key(tier: Tier, team: int, reclaim: Reclaim, req: GangRequest) -> tuple:
         return (tier, team if tier is Tier.TRAINING else -1, reclaim, req.key)
 
     def waits_why(self, v: View) -> tuple[str, str]:
@@ -311,7 +316,7 @@ class Cycle:
 
     # ------------------------------------------------------------------ one gang
 
-    def schedule(self, w: Waiting, preempt: bool, reclaim: bool, note: Note | None = None) -> bool:
+    def schedule(self, w: Waiting, preempt: bool, reclaim: Reclaim, note: Note | None = None) -> bool:
         """Try to place `w`; if it cannot, maybe preempt for it. True when it was bound.
         `note`: adds to the reason why the gang does not reclaim (see ReclaimRule)."""
         assert w.request is not None
@@ -390,7 +395,7 @@ class Cycle:
         if left:
             self.out.pending.append(Pending(w.gang.id, "ExtrasWaiting", reasons.extras_waiting(w.gang, left)))
 
-    def _preempt_for(self, w: Waiting, reclaim: bool) -> bool:
+    def _preempt_for(self, w: Waiting, reclaim: Reclaim) -> bool:
         if self.preemptors >= self.max_preemptors:
             return False
         if self._nothing_to_take(w.tier, reclaim):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
+from enum import IntFlag
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 import numpy as np
@@ -46,6 +47,7 @@ __all__ = [
     "NodeFilter",
     "Note",
     "QueueOrder",
+    "Reclaim",
     "ReclaimRule",
     "TierPass",
     "VictimPolicy",
@@ -135,14 +137,25 @@ class QueueOrder(ABC):
         return None
 
 
+class Reclaim(IntFlag):
+    """Which other teams' training work a gang may take back (none: 0, falsy).
+
+    OWNED: gangs of teams above their share that have run their minimum runtime.
+    BORROWED: younger gangs that lie beyond their team's share (see victims.borrowed)."""
+
+    NONE = 0
+    OWNED = 1
+    BORROWED = 2
+
+
 class ReclaimRule(ABC):
     """Whether a training gang may evict other teams' training work to reach its share."""
 
     name: ClassVar[str]
 
     @abstractmethod
-    def may_reclaim(self, cyc: Cycle, t: int, gpus: float, submit_s: float) -> bool:
-        """Whether a gang of team `t` asking `gpus`, submitted at `submit_s`, may reclaim."""
+    def may_reclaim(self, cyc: Cycle, t: int, gpus: float, submit_s: float) -> Reclaim:
+        """What a gang of team `t` asking `gpus`, submitted at `submit_s`, may reclaim."""
 
     @abstractmethod
     def held_back(self, cyc: Cycle, t: int, gpus: float, submit_s: float) -> Note | None:
@@ -157,7 +170,7 @@ class VictimPolicy(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def eligible(self, cyc: Cycle, w: Waiting, reclaim: bool) -> np.ndarray | None:
+    def eligible(self, cyc: Cycle, w: Waiting, reclaim: Reclaim) -> np.ndarray | None:
         """Per running gang: whether it is a candidate at all (None: no candidates)."""
 
     @abstractmethod

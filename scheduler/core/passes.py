@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from scheduler.core import reasons
-from scheduler.core.framework import Note, TierPass
+from scheduler.core.framework import Note, Reclaim, TierPass
 from scheduler.core.model import Pending, Tier
 from scheduler.core.placement import place_gang
 from scheduler.core.waiting import Lane, View, Waiting
@@ -82,12 +82,12 @@ def simple_pass(
         return capped is not None and capped(v.team, v.gpus)
 
     def stops(v: View) -> bool:
-        return not cyc.doomed(v, preempt, False) or is_capped(v)
+        return not cyc.doomed(v, preempt, Reclaim.NONE) or is_capped(v)
 
     lane = Lane(queue, order)
     while lane:
         head = lane.head()
-        if not is_capped(head) and cyc.doomed(head, preempt, False):
+        if not is_capped(head) and cyc.doomed(head, preempt, Reclaim.NONE):
             runs = lane.skip(stops, head_passes=True)
             cyc.passed_over(runs, cyc.waits_why)
             continue
@@ -97,7 +97,7 @@ def simple_pass(
             if cyc.explain:
                 cyc.out.pending.append(over(w))
             continue
-        cyc.schedule(w, preempt=preempt, reclaim=False)
+        cyc.schedule(w, preempt=preempt, reclaim=Reclaim.NONE)
 
 
 def _always(reason: tuple[str, str]) -> Callable[[View], tuple[str, str]]:
@@ -142,7 +142,7 @@ class Fifo(TierPass):
         while lane:
             v, i = lane.pop()
             w = cyc.member(v, i)
-            if not cyc.schedule(w, preempt=False, reclaim=False):
+            if not cyc.schedule(w, preempt=False, reclaim=Reclaim.NONE):
                 cyc.passed_over(lane.rest(), _always(("QueuedBehind", reasons.behind(w.gang))))
 
 
@@ -166,8 +166,8 @@ class Training(TierPass):
         key = order.keys(cyc)
         rule = cyc.policy.reclaim
 
-        def may_reclaim(t: int, gpus: float, submit_s: float) -> bool:
-            return rule is not None and rule.may_reclaim(cyc, t, gpus, submit_s)
+        def may_reclaim(t: int, gpus: float, submit_s: float) -> Reclaim:
+            return Reclaim.NONE if rule is None else rule.may_reclaim(cyc, t, gpus, submit_s)
 
         def held_back(t: int, gpus: float, submit_s: float) -> Note | None:
             return None if rule is None else rule.held_back(cyc, t, gpus, submit_s)

@@ -15,14 +15,14 @@ from scheduler.core.errors import InvalidInput
 from scheduler.core.ordering import Arrival, DominantShare, FairShare
 from scheduler.core.passes import Fifo, Nominated
 from scheduler.core.policy import TIERED, Policy
-from scheduler.core.reclaim import BelowShare
+from scheduler.core.reclaim import BelowShare, Borrowing
 from scheduler.core.victims import ProtectShares
 
 __all__ = ["POLICIES", "Policy", "get_policy"]
 
 
 POLICIES: dict[str, Policy] = {
-    "gpufair": Policy("gpufair", "fragmentation", FairShare(), TIERED, ProtectShares(), BelowShare()),
+    "gpufair": Policy("gpufair", "fragmentation", FairShare(), TIERED, ProtectShares(), Borrowing()),
     "drf": Policy(
         "drf",
         "best-fit",

@@ -4,7 +4,8 @@
 work (never production); a training gang may evict scavenger work, and when it may
 reclaim, training gangs of other teams above their fair share, but never so far that the
 victim team falls below its own share (no ping-pong); no gang is a victim before its
-minimum runtime (for production, when `productionHonoursMinRuntime`).
+minimum runtime (for production, when `productionHonoursMinRuntime`), except borrowed
+work (`borrowed`) for a gang whose reclaim rule grants `Reclaim.BORROWED`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from scheduler.core.cluster import Held
-from scheduler.core.framework import Accept, VictimPolicy
+from scheduler.core.framework import Accept, Reclaim, VictimPolicy
 from scheduler.core.model import Tier
 from scheduler.core.preemption import Candidates, Victim
 
@@ -31,7 +32,7 @@ class ProtectShares(VictimPolicy):
 
     name = "protect-shares"
 
-    def eligible(self, cyc: Cycle, w: Waiting, reclaim: bool) -> np.ndarray | None:
+    def eligible(self, cyc: Cycle, w: Waiting, reclaim: Reclaim) -> np.ndarray | None:
         alive, tier = cyc.run_alive, cyc.run_tier
         if w.tier is Tier.PRODUCTION:
             ok = alive & (tier < Tier.PRODUCTION)
@@ -44,9 +45,13 @@ class ProtectShares(VictimPolicy):
         if reclaim:
             over = np.array(cyc.alloc) > np.array(cyc.share) + _EPS
             over[cyc.sink] = False
-            ok |= (
-                alive & cyc.run_old & (tier == Tier.TRAINING) & (cyc.run_team != w.team) & over[cyc.run_team]
-            )
+            others = alive & (tier == Tier.TRAINING) & (cyc.run_team != w.team) & over[cyc.run_team]
+            if reclaim & Reclaim.OWNED:
+                ok |= others & cyc.run_old
+            if reclaim & Reclaim.BORROWED:
+                young = others & ~cyc.run_old
+                if young.any():  # the usual case on a settled cluster: no young work to take
+                    ok |= young & cyc.run_borrowed
         return ok
 
     def accept(self, cyc: Cycle, w: Waiting) -> Accept:
@@ -75,6 +80,34 @@ class ProtectShares(VictimPolicy):
 
 
 VICTIM_POLICIES: dict[str, VictimPolicy] = {ProtectShares.name: ProtectShares()}
+
+
+def borrowed(cyc: Cycle) -> np.ndarray:
+    """Per running gang: whether it is borrowed, a training gang younger than its minimum
+    runtime that lies beyond its team's fair share when the team's training gangs are
+    counted oldest first (gangs that started at the same instant count as one, so no
+    order among them is made up). The minimum runtime protects a team's work within its
+    share; what a team took above it while young comes back at once when a team below its
+    share wants it, losing little work."""
+    share = np.array(cyc.share)
+    over = np.array(cyc.alloc) > share + _EPS
+    over[cyc.sink] = False
+    training = (cyc.run_tier == Tier.TRAINING) & over[cyc.run_team]
+    out = np.zeros(len(cyc.run_team), dtype=bool)
+    if not (training & ~cyc.run_old).any():
+        return out
+    rows = np.flatnonzero(training)
+    team, start, gpus = cyc.run_team[rows], cyc.rt.start[rows], cyc.run_gpus[rows]
+    # One sort key, team then start: equal starts give equal keys, so an instant is one run.
+    offset = start - start.min()
+    key = team * (float(offset.max()) + 1.0) + offset
+    order = np.argsort(key, kind="stable")
+    key, team, gpus = key[order], team[order], gpus[order]
+    total = np.cumsum(gpus)
+    base = (total - gpus)[np.searchsorted(team, team, "left")]  # GPUs of the team's older gangs
+    upto = total[np.searchsorted(key, key, "right") - 1]  # ... up to the end of this instant
+    out[rows[order]] = upto - base > share[team] + _EPS
+    return out & ~cyc.run_old
 
 
 def held_by(cyc: Cycle, row: int) -> Held:
@@ -109,7 +142,7 @@ def make_victim(cyc: Cycle, g: int) -> Victim:
     )
 
 
-def candidates(cyc: Cycle, w: Waiting, reclaim: bool) -> Candidates | None:
+def candidates(cyc: Cycle, w: Waiting, reclaim: Reclaim) -> Candidates | None:
     """The running gangs `w` may evict under the policy's victim rule, as pod arrays."""
     rule = cyc.policy.victims
     ok = rule.eligible(cyc, w, reclaim)
