@@ -10,6 +10,7 @@ nodes it rules out come from one computation, in the plugin's own order of check
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, ClassVar
 
@@ -38,10 +39,10 @@ class PodTermFilter(NodeFilter):
     def signature(self, gang: Gang) -> Hashable:
         return None  # never part of a shared request: the mask is each pod's own
 
+    @abstractmethod
     def codes(self, idx: PodIndex, gang: Gang, k: int) -> np.ndarray | None:
         """Per node, for pod `k` of the gang: 0 where it may go, else its reason's number
         (None: it may go anywhere as far as this filter goes)."""
-        raise NotImplementedError
 
     def pod_mask(self, idx: PodIndex, gang: Gang, k: int) -> np.ndarray | None:
         codes = self.codes(idx, gang, k)

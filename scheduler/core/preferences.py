@@ -23,7 +23,8 @@ import numpy as np
 
 from scheduler.core.cluster import ClusterState
 from scheduler.core.constraints import PodConstraints
-from scheduler.core.model import Gang, Node
+from scheduler.core.labels import columns
+from scheduler.core.model import Gang
 
 FRAGMENTATION = "fragmentation"  # config.SCORE_NAMES names the weights
 _NONE = (PodConstraints(),)
@@ -62,11 +63,10 @@ class PreferredNodeAffinity(Preference):
         terms = [t for c in _per_pod(gang) for t in c.preferred]
         if not terms:
             return None
+        cols = columns(state.nodes)
         score = np.zeros(state.node_count, dtype=np.float64)
         for weight, term in terms:
-            score += weight * np.fromiter(
-                (term.matches(n.name, n.labels) for n in state.nodes), dtype=bool, count=state.node_count
-            )
+            score += weight * cols.term(term)
         return score
 
 
@@ -81,38 +81,18 @@ class PreferNoScheduleTaints(Preference):
         return tuple(c.tolerations for c in _per_pod(gang))
 
     def raw(self, state: ClusterState, gang: Gang) -> np.ndarray | None:
-        soft = _soft_tainted(state.nodes)
-        if not soft:
-            return None
         pods = _per_pod(gang)
-        score = np.zeros(state.node_count, dtype=np.float64)
-        for i in soft:
-            score[i] = max(
-                sum(
-                    1
-                    for taint in state.nodes[i].taints
-                    if taint.effect == "PreferNoSchedule"
-                    and not any(t.tolerates(taint) for t in c.tolerations)
-                )
-                for c in pods
-            )
-        return score if score.any() else None
-
-
-_SOFT_MEMO: dict[int, tuple[tuple[Node, ...], list[int]]] = {}
-
-
-def _soft_tainted(nodes: tuple[Node, ...]) -> list[int]:
-    """Nodes with a PreferNoSchedule taint, remembered for the node tuple a Core keeps (by
-    identity) so that a request does not look at every node again."""
-    hit = _SOFT_MEMO.get(id(nodes))
-    if hit is not None and hit[0] is nodes:
-        return hit[1]
-    soft = [i for i, n in enumerate(nodes) if any(t.effect == "PreferNoSchedule" for t in n.taints)]
-    if len(_SOFT_MEMO) >= 4:
-        _SOFT_MEMO.pop(next(iter(_SOFT_MEMO)))
-    _SOFT_MEMO[id(nodes)] = (nodes, soft)
-    return soft
+        score: np.ndarray | None = None
+        for taints, idx in columns(state.nodes).taint_groups().items():  # each taint set once
+            soft = [t for t in taints if t.effect == "PreferNoSchedule"]
+            if not soft:
+                continue
+            untolerated = max(sum(not any(t.tolerates(x) for t in c.tolerations) for x in soft) for c in pods)
+            if untolerated:
+                if score is None:
+                    score = np.zeros(state.node_count, dtype=np.float64)
+                score[idx] = untolerated
+        return score
 
 
 PREFERENCES: dict[str, Preference] = {p.name: p for p in (PreferredNodeAffinity(), PreferNoScheduleTaints())}
