@@ -27,6 +27,7 @@ import numpy as np
 from scheduler.core.cluster import ClusterState
 from scheduler.core.constraints import PodConstraints, Requirement, Term
 from scheduler.core.framework import NodeFilter
+from scheduler.core.labels import columns
 from scheduler.core.model import Gang
 
 NODE_CONFLICT = "node(s) didn't match PersistentVolume's node affinity"
@@ -43,7 +44,6 @@ ZONE_LABELS = {
 }
 
 Affinity = tuple[Term, ...] | None  # a PV's required node affinity (None: every node)
-ABSENT = "<absent>"  # no label value holds "<": stands for a label the node lacks
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -74,36 +74,22 @@ def _volumes(gang: Gang) -> list[VolumeConstraints]:
 
 
 class _Columns:
-    """Node label values per key, and each distinct term's node mask, worked out once per
-    mask call (PVs pinned to nodes repeat the same few keys)."""
+    """Each distinct term's node mask, worked out once per mask call (PVs pinned to nodes
+    repeat the same few keys), over the node label columns of labels.py."""
 
     def __init__(self, state: ClusterState) -> None:
         self.state = state
-        self._cols: dict[str, np.ndarray] = {}
+        self.labels = columns(state.nodes)
         self._terms: dict[Affinity, np.ndarray] = {}
 
     def column(self, key: str) -> np.ndarray:
-        """The nodes' values of label `key` (ABSENT where a node has none)."""
-        col = self._cols.get(key)
-        if col is None:
-            values = [n.labels.get(key, ABSENT) for n in self.state.nodes]
-            col = self._cols[key] = np.array(values, dtype=str).reshape(len(values))
-        return col
+        """The nodes' values of label `key` (None where a node has none)."""
+        return self.labels.column(key)
 
     def _requirement(self, r: Requirement, field: bool) -> np.ndarray:
-        n = self.state.node_count
         if field:  # a PV's affinity is checked on the node's labels alone: no field is set
-            return np.full(n, r.matches(None), dtype=bool)
-        col = self.column(r.key)
-        present = col != ABSENT
-        if r.operator == "Exists":
-            return present
-        if r.operator == "DoesNotExist":
-            return ~present
-        if r.operator in ("In", "NotIn"):
-            inside = present & np.isin(col, list(r.values))
-            return inside if r.operator == "In" else ~inside
-        return np.array([r.matches(None if v == ABSENT else str(v)) for v in col], dtype=bool).reshape(n)
+            return np.full(self.state.node_count, r.matches(None), dtype=bool)
+        return self.labels.requirement(r)
 
     def affinity(self, terms: Affinity) -> np.ndarray:
         """Nodes an OR of terms admits (an empty term admits none)."""
@@ -227,13 +213,13 @@ class VolumeZone(NodeFilter):
         n = state.node_count
         unlabelled = np.ones(n, dtype=bool)
         for key in ZONE_LABELS:
-            unlabelled &= cols.column(key) == ABSENT
+            unlabelled &= cols.column(key) == None  # noqa: E711 (elementwise on an object array)
         ok = np.ones(n, dtype=bool)
         for key, values in zones:
             have = cols.column(key)
             # A beta label on the PV is also matched by the GA label on the node.
-            value = np.where(have != ABSENT, have, cols.column(ZONE_LABELS[key]))
-            ok &= (value != ABSENT) & np.isin(value, list(values))
+            value = np.where(have != None, have, cols.column(ZONE_LABELS[key]))  # noqa: E711
+            ok &= (value != None) & np.isin(value, np.array(list(values), dtype=object))  # noqa: E711
         return ok | unlabelled
 
     def explain(self, state: ClusterState, gang: Gang, ruled_out: np.ndarray) -> list[tuple[int, str]]:
