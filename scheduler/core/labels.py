@@ -24,6 +24,7 @@ class NodeColumns:
         self.n = len(nodes)
         self._columns: dict[str, np.ndarray] = {}
         self._taints: dict[tuple[Taint, ...], np.ndarray] | None = None
+        self._domains: dict[str, tuple[np.ndarray, int]] = {}
 
     def column(self, key: str, field: bool = False) -> np.ndarray:
         name = f"field:{key}" if field else key
@@ -35,6 +36,26 @@ class NodeColumns:
                 values = [n.labels.get(key) for n in self.nodes]
             col = self._columns[name] = np.array(values, dtype=object).reshape(self.n)
         return col
+
+    def domains(self, key: str) -> tuple[np.ndarray, int]:
+        """Per node the id of its value of label `key` (-1: the node has no such label), ids
+        in order of first appearance, and how many values there are: the domains of `key`."""
+        hit = self._domains.get(key)
+        if hit is None:
+            col = self.column(key)
+            present = np.flatnonzero(col != None)  # noqa: E711 (elementwise on an object array)
+            ids = np.full(self.n, -1, dtype=np.int64)
+            count = 0
+            if present.size:
+                uniq, first, inverse = np.unique(
+                    col[present].astype(str), return_index=True, return_inverse=True
+                )
+                rank = np.empty(uniq.size, dtype=np.int64)
+                rank[np.argsort(first, kind="stable")] = np.arange(uniq.size)
+                ids[present] = rank[inverse.reshape(-1)]
+                count = int(uniq.size)
+            hit = self._domains[key] = (ids, count)
+        return hit
 
     def taint_groups(self) -> dict[tuple[Taint, ...], np.ndarray]:
         """The nodes of each distinct set of taints (untainted nodes left out)."""

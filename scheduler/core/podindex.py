@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from scheduler.core.labels import columns
 from scheduler.core.podterms import AffinityTerm, HostPort, PodTerms
 
 if TYPE_CHECKING:
@@ -42,7 +43,6 @@ class PodIndex:
         self.ports: dict[tuple[str, int], list[tuple[int, str]]] = {}
         self.anti: dict[AffinityTerm, list[int]] = {}  # running pods' required anti-affinity terms
         self.journal: list[tuple[int, int]] = []  # (+1 added, -1 removed, row)
-        self._domains: dict[str, tuple[np.ndarray, int]] = {}
         self._match: dict[Hashable, tuple[np.ndarray, Callable[[str, dict[str, str]], bool]]] = {}
         self.memo: dict[Hashable, np.ndarray] = {}  # per-node facts of one cycle (node affinity, taints)
 
@@ -130,18 +130,7 @@ class PodIndex:
     def domains(self, key: str) -> tuple[np.ndarray, int]:
         """Per node the id of its value of label `key` (-1: the node has no such label),
         and how many values there are: the topology domains of `key`."""
-        hit = self._domains.get(key)
-        if hit is None:
-            values: dict[str, int] = {}
-            ids = np.array(
-                [
-                    values.setdefault(v, len(values)) if (v := n.labels.get(key)) is not None else -1
-                    for n in self.nodes
-                ],
-                dtype=np.int64,
-            ).reshape(self.n)
-            hit = self._domains[key] = (ids, len(values))
-        return hit
+        return columns(tuple(self.nodes)).domains(key)
 
     def matching(self, key: Hashable, pred: Callable[[str, dict[str, str]], bool]) -> np.ndarray:
         """Per live row: whether its pod's (namespace, labels) satisfy `pred` (remembered
