@@ -198,3 +198,19 @@ def test_job_duration_without_checkpoints_is_the_last_run():
     assert job_duration(runs, 200.0, 10_000) == 300 + 400
     assert job_duration(runs, 200.0, 700) == 100 + 400  # the last run is cut at the cut
     assert job_duration(runs, 200.0, 0) is None
+
+
+def test_a_run_starts_at_the_bind_decision_not_at_the_pods_creation(tmp_path: Path):
+    """A pod bound but not started yet reads its creation as its start; the run starts at the
+    daemon's bind decision instead, and the API's whole-second start time that follows does
+    not open a second run."""
+    with Ledger(str(tmp_path / "ledger.db")) as ledger:
+        h = History(ledger.engine, tier_of)
+        a = gang("a", "vision", 1, 4, 0)
+        h.observe(snap(1, a))
+        decided = {a.id: T0 + 60.4}
+        h.observe(snap(61, bound(a, "n0", 0)), bound_at=decided)  # no startTime: its creation
+        h.observe(snap(62, bound(a, "n0", 61)), bound_at=decided)  # startTime, whole seconds
+        _, runs, _ = read_history(ledger.engine)
+    (run,) = runs[a.id]
+    assert run.start_s == pytest.approx(T0 + 60.4) and run.end_s is None

@@ -44,10 +44,18 @@ def _counter(hooks: DaemonHooks, team: str, tier: str) -> float:
     return value or 0.0
 
 
-def test_the_cost_report_matches_the_metrics_for_the_month(tmp_path: Path, capsys):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "ledger.db")
+    return request.getfixturevalue("postgres_url")
+
+
+def test_the_cost_report_matches_the_metrics_for_the_month(tmp_path: Path, capsys, ledger_url: str):
     """The daemon's hooks book a month of use (across both month boundaries); the report for
-    November equals the increase of the gpufair_team_gpu_hours_used counters over November."""
-    db = str(tmp_path / "ledger.db")
+    November equals the increase of the gpufair_team_gpu_hours_used counters over November,
+    on SQLite and on a real PostgreSQL server."""
+    db = ledger_url
     hooks = DaemonHooks(PolicyConfig(), db, accrue_every_s=1.0)
     vision = _gang("train", "vision", 8, "h0", NOV - 7200)
     search = _gang("tune", "search", 4, "a0", NOV + 5 * 86400)

@@ -105,6 +105,7 @@ class DaemonHooks:
         self.pod_lookup: PodLookup | None = None
         self.history_every_s = 1.0
         self._history_at = -math.inf
+        self._bound_at: dict[str, float] = {}  # gang id -> the cycle that decided its last bind
         self.failures: Counter[str] = Counter()  # hook part -> times it raised
         self._failure_logged: dict[str, float] = {}
 
@@ -181,6 +182,7 @@ class DaemonHooks:
         # Taken from the decisions, not the bind callbacks: the next snapshot counts a queued
         # bind as bound already, and the actuator may take seconds to send a burst of them.
         self._tiers.update((b.gang, b.tier.label) for b in decisions.binds)
+        self._bound_at.update((b.gang, now) for b in decisions.binds)
         self._isolated("ledger", self._accrue_when_due, tr, now)
         if decisions.binds or decisions.evictions or now - self._history_at >= self.history_every_s:
             self._isolated("ledger_history", self._observe_history, tr)
@@ -194,8 +196,10 @@ class DaemonHooks:
 
     def _observe_history(self, tr: Translation) -> None:
         if self.history is not None:
-            self.history.observe(tr.snapshot, self.pod_lookup, self._tiers)
+            self.history.observe(tr.snapshot, self.pod_lookup, self._tiers, self._bound_at)
             self._history_at = tr.snapshot.now_s
+            present = {g.id for g in tr.snapshot.gangs}
+            self._bound_at = {gid: t for gid, t in self._bound_at.items() if gid in present}
 
     def _accrue_when_due(self, tr: Translation, now: float) -> None:
         if self.ledger is not None and now - self._last_accrual >= self.accrue_every_s:

@@ -173,14 +173,18 @@ class History:
         snapshot: Snapshot,
         lookup: PodLookup | None = None,
         run_tiers: Mapping[str, str] | None = None,
+        bound_at: Mapping[str, float] | None = None,
     ) -> None:
         """Books what changed since the last snapshot, in one transaction.
 
         `lookup(pod_key)` gives the API object of a pod the snapshot left out (a terminated
-        pod), for outcomes and end times; `run_tiers` the tier each running gang was bound in.
+        pod), for outcomes and end times; `run_tiers` the tier each running gang was bound in;
+        `bound_at` when the daemon decided each gang's bind (a run that reads as starting
+        before it, or within a second after, the API's resolution, starts then).
         """
         now = snapshot.now_s
         run_tiers = run_tiers or {}
+        bound_at = bound_at or {}
         teams = {t.name for t in snapshot.teams}
         with self._session() as s, s.begin():
             if self._open is None:
@@ -199,7 +203,7 @@ class History:
                         s.add(self._gang_row(g))
                 else:
                     state.pods = tuple(p.name for p in g.pods)
-                self._runs(s, g, state, now, models, run_tiers)
+                self._runs(s, g, state, now, models, run_tiers, bound_at)
             for gid in [gid for gid in open_ if gid not in seen]:
                 self._gone(s, gid, open_.pop(gid), lookup, now)
             self._inventory(s, snapshot.nodes, now)
@@ -233,9 +237,15 @@ class History:
         now: float,
         models: Mapping[str, str],
         run_tiers: Mapping[str, str],
+        bound_at: Mapping[str, float],
     ) -> None:
         bound = [p for p in g.pods if p.node is not None]
         start = min((p.start_s or now) for p in bound) if bound else None
+        decided = bound_at.get(g.id)
+        if start is not None and decided is not None and start <= decided + 1.0:
+            # The API's start times are whole seconds, and a pod bound but not started yet
+            # reads its creation; it cannot start before the bind decision, which is precise.
+            start = decided
         if state.run_id is not None and start != state.run_start_s:
             # Its pods went back to pending, or restarted, without an eviction of ours.
             self._close_run(s, state, now, "evicted", "", "")
