@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     from scheduler.daemon.cli import add_daemon_commands
 
     add_daemon_commands(sub)
+    from scheduler.historycli import add_history_commands
+
+    add_history_commands(sub)
     args = parser.parse_args(argv)
     if args.command == "validate" and not (args.teams or args.policy):
         parser.error("validate needs --teams and/or --policy")

@@ -433,8 +433,11 @@ def _tier_table(summary: dict[str, Any]) -> str:
     return _html_table(header, rows)
 
 
-def write_report(results: Sequence[RunResult], summaries: Sequence[dict[str, Any]], out_dir: Path) -> Path:
-    """Write `out_dir/report.html` and its PNGs (summaries[i] belongs to results[i])."""
+def write_report(
+    results: Sequence[RunResult], summaries: Sequence[dict[str, Any]], out_dir: Path, *, intro_html: str = ""
+) -> Path:
+    """Write `out_dir/report.html` and its PNGs (summaries[i] belongs to results[i]);
+    `intro_html` (already escaped) goes first, e.g. the what-if's largest changes."""
     if len(results) != len(summaries):
         raise ValueError(f"{len(results)} results but {len(summaries)} summaries; give one summary each")
     out_dir = Path(out_dir)
@@ -490,6 +493,7 @@ def write_report(results: Sequence[RunResult], summaries: Sequence[dict[str, Any
 </head>
 <body>
 <h1>gpufair simulator report</h1>
+{intro_html}
 <h2>Policies side by side</h2>
 {top}
 <p class="note">{_esc(_NOTE)}</p>

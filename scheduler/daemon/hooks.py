@@ -34,6 +34,7 @@ from scheduler.daemon.translate import Translation
 
 if TYPE_CHECKING:  # the ledger (SQLAlchemy) and the metrics load only when a daemon uses them
     from scheduler.ledger import GangRun, Ledger
+    from scheduler.ledger.history import History, PodLookup
     from scheduler.metrics import SchedulerMetrics
     from scheduler.telemetry import TelemetryState
 
@@ -98,6 +99,13 @@ class DaemonHooks:
         self._findings: tuple[str, ...] = ()
         self._idle_by_team: dict[str, float] = {}
         self._lock = threading.Lock()
+        # The gang history (the ledger as a trace): `pod_lookup` reads a pod the snapshot left
+        # out (a terminated one) from the daemon's cache, for outcomes and end instants.
+        self._history: History | None = None
+        self.pod_lookup: PodLookup | None = None
+        self.history_every_s = 1.0
+        self._history_at = -math.inf
+        self._bound_at: dict[str, float] = {}  # gang id -> the cycle that decided its last bind
         self.failures: Counter[str] = Counter()  # hook part -> times it raised
         self._failure_logged: dict[str, float] = {}
 
@@ -110,6 +118,16 @@ class DaemonHooks:
 
             self._ledger = Ledger(self.ledger_url, half_life_s=self.policy.usage_half_life_s)
         return self._ledger
+
+    @property
+    def history(self) -> History | None:
+        """The gang history, on the ledger once that is open (the cycle's usage opens it)."""
+        if self._history is None and self._ledger is not None:
+            from scheduler.ledger.history import History
+
+            policy = self.policy
+            self._history = History(self._ledger.engine, lambda g: tier_by_priority(g.priority, policy).label)
+        return self._history
 
     # ------------------------------------------------------------------ Hooks
 
@@ -164,7 +182,10 @@ class DaemonHooks:
         # Taken from the decisions, not the bind callbacks: the next snapshot counts a queued
         # bind as bound already, and the actuator may take seconds to send a burst of them.
         self._tiers.update((b.gang, b.tier.label) for b in decisions.binds)
+        self._bound_at.update((b.gang, now) for b in decisions.binds)
         self._isolated("ledger", self._accrue_when_due, tr, now)
+        if decisions.binds or decisions.evictions or now - self._history_at >= self.history_every_s:
+            self._isolated("ledger_history", self._observe_history, tr)
         if self.telemetry is not None:
             self._isolated("telemetry_idle", self._idle, tr, now, self.telemetry.state)
             self._isolated("telemetry_health", self._telemetry_health, tr, now, self.telemetry.state)
@@ -172,6 +193,13 @@ class DaemonHooks:
     def _observe_gauges(self, decisions: Decisions, tr: Translation, seconds: float) -> None:
         self.metrics.observe_cycle(decisions, tr.snapshot, seconds)
         self._gauges_at = tr.snapshot.now_s
+
+    def _observe_history(self, tr: Translation) -> None:
+        if self.history is not None:
+            self.history.observe(tr.snapshot, self.pod_lookup, self._tiers, self._bound_at)
+            self._history_at = tr.snapshot.now_s
+            present = {g.id for g in tr.snapshot.gangs}
+            self._bound_at = {gid: t for gid, t in self._bound_at.items() if gid in present}
 
     def _accrue_when_due(self, tr: Translation, now: float) -> None:
         if self.ledger is not None and now - self._last_accrual >= self.accrue_every_s:
@@ -258,6 +286,12 @@ class DaemonHooks:
     def evicted(self, evictions: list[Eviction], now: float) -> None:
         """Evictions the API carried out (a PDB-refused one is not a preemption)."""
         self._isolated("ledger_evictions", self._record_evictions, evictions, now)
+        if evictions:
+            self._isolated("ledger_history", self._history_evicted, evictions, now)
+
+    def _history_evicted(self, evictions: list[Eviction], now: float) -> None:
+        if self.history is not None:
+            self.history.evicted(now, evictions)
 
     def _record_evictions(self, evictions: list[Eviction], now: float) -> None:
         if self.ledger is not None and evictions:

@@ -27,5 +27,6 @@ def build_daemon(cfg: DaemonConfig) -> tuple[Daemon, ThreadingHTTPServer]:
         )
     hooks = DaemonHooks(cfg.policy, cfg.ledger_url, telemetry=telemetry, accrue_every_s=cfg.accrue_every_s)
     daemon = Daemon(cfg, kube, explain_kube, hooks)
+    hooks.pod_lookup = daemon.cache["pods"].get
     server = serve(cfg.listen, daemon.healthy, lambda: daemon.ready, hooks.metrics.exposition)
     return daemon, server
