@@ -11,7 +11,7 @@ before. The usage factor and budgets follow the same tree (see `factors`, `exhau
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -99,12 +99,13 @@ def _refusal(obj: str, field: str, problem: str, fix: str) -> InvalidInput:
     return InvalidInput(obj, field, problem, fix)
 
 
-def tree_problems(teams: Sequence[Team]) -> dict[str, InvalidInput]:
+def tree_problems(teams: Sequence[Team], left_out: Collection[str] = ()) -> dict[str, InvalidInput]:
     """Why each team that cannot be in the tree is refused, in the daemon's spirit: the
     others stay. A team whose parent is missing or refused is refused (its place in the
     tree is unknown); every team on a cycle is refused; a group that lists namespaces is
     refused; children whose guaranteedGPUs, added in the order given, no longer fit in
-    their parent's are refused from the first that does not fit."""
+    their parent's are refused from the first that does not fit. `left_out`: GPUTeams
+    refused for other reasons (a child of one is refused, saying so)."""
     by_name = {t.name: t for t in teams}
     refused: dict[str, InvalidInput] = {}
     for t in teams:
@@ -160,7 +161,7 @@ def tree_problems(teams: Sequence[Team]) -> dict[str, InvalidInput]:
             if t.parent is None or t.name in refused:
                 continue
             if t.parent not in by_name or t.parent in refused:
-                why = "is not a GPUTeam" if t.parent not in by_name else "is refused"
+                why = "is refused" if t.parent in refused or t.parent in left_out else "is not a GPUTeam"
                 refused[t.name] = _refusal(
                     f"GPUTeam {t.name!r}",
                     "spec.parent",
@@ -233,15 +234,21 @@ def shares(
 def factors(tree: TeamTree, weights: Sequence[float], decayed: Sequence[float]) -> list[float]:
     """The hierarchical usage factor: at each level, siblings' classic factor 2^(-U/S) from
     their subtrees' decayed usage and their weights; a team's factor is the product of the
-    factors on its path, so a department's heavy use lowers every one of its teams. A flat
-    tree is exactly `fairshare_factors`."""
+    factors on its path, so a department's heavy use lowers every one of its teams (an
+    only child's level counts 1). A flat tree is exactly `fairshare_factors`."""
     if not tree.nested:
         return fairshare_factors(weights, decayed)
     used = tree.subtree_sums(decayed)
     out = [1.0] * len(tree.names)
     levels = [tree.roots] + [tree.children[t] for t in tree.order if tree.children[t]]
     for level in levels:  # parents' levels come first (tree.order)
-        got = fairshare_factors([weights[i] for i in level], [used[i] for i in level])
+        # An only child holds all of its parent's share and makes all of its usage: the
+        # level says nothing (2^(-1/1) would halve it for having a parent at all).
+        got = (
+            [1.0]
+            if len(level) == 1
+            else fairshare_factors([weights[i] for i in level], [used[i] for i in level])
+        )
         for i, f in zip(level, got, strict=True):
             p = tree.parent[i]
             out[i] = f * (out[p] if p >= 0 else 1.0)
