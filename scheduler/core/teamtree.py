@@ -11,17 +11,14 @@ before. The usage factor and budgets follow the same tree (see `factors`, `exhau
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from scheduler.core.budget import budget_state
 from scheduler.core.errors import InvalidInput
+from scheduler.core.fairshare import entitled_shares as flat_entitled_shares
 from scheduler.core.fairshare import fairshare_factors, water_fill
-from scheduler.core.model import OnExhausted, TeamUsage
-
-if TYPE_CHECKING:
-    from scheduler.core.model import Team
+from scheduler.core.model import OnExhausted, Team, TeamUsage
 
 _EPS = 1e-6
 
@@ -291,3 +288,51 @@ def exhaustion(
                 scavenging[t] = budget.on_exhausted is OnExhausted.SCAVENGE
                 break
     return exhausted, scavenging, at
+
+
+def display_order(parents: dict[str, str | None]) -> list[tuple[str, int]]:
+    """Names with their depth, each group followed by its children, by name: how `gpufair
+    validate` and `status` print a tree. A team whose parent is not listed, or that is on
+    a cycle, is shown at the top (the tables still list every GPUTeam, broken ones too)."""
+    kids: dict[str | None, list[str]] = {}
+    for name, parent in parents.items():
+        kids.setdefault(parent if parent in parents else None, []).append(name)
+    out: list[tuple[str, int]] = []
+    seen: set[str] = set()
+
+    def walk(name: str, depth: int) -> None:
+        seen.add(name)
+        out.append((name, depth))
+        for c in sorted(kids.get(name, [])):
+            if c not in seen:
+                walk(c, depth + 1)
+
+    for name in sorted(kids.get(None, [])):
+        walk(name, 0)
+    for name in sorted(parents):  # on a cycle: no root leads there
+        if name not in seen:
+            walk(name, 0)
+    return out
+
+
+def entitled_shares(
+    healthy: float, demand: Mapping[str, float], teams: Mapping[str, Team]
+) -> dict[str, float]:
+    """fairshare.entitled_shares (the fairness reports' yardstick), water-filled down the
+    tree when the teams form one: each team with demand gets its share of the healthy GPUs
+    (a team not in `teams` is a top-level team of weight 1, with no floor or cap)."""
+    if not any(t.parent is not None for t in teams.values()):
+        return flat_entitled_shares(healthy, demand, teams)
+    known = list(teams.values())
+    extra = [n for n, d in demand.items() if d > 0 and n not in teams]
+    every = [*known, *(Team(n) for n in extra)]
+    tree = build_tree(every)
+    got = shares(
+        tree,
+        healthy,
+        [t.weight for t in every],
+        [0.0 if tree.children[i] else float(demand.get(t.name, 0.0)) for i, t in enumerate(every)],
+        [t.guaranteed_gpus for t in every],
+        [t.max_gpus for t in every],
+    )
+    return {t.name: got[i] for i, t in enumerate(every) if demand.get(t.name, 0.0) > 0}
