@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from scheduler.core.incremental import Core
 
 _EPS = 1e-6
-_NO_USAGE = TeamUsage()
 
 
 def run_cycle(core: Core, now_s: float, usage: Mapping[str, TeamUsage]) -> Decisions:
@@ -83,8 +82,7 @@ class Cycle:
         n_teams = len(self.teams)
         self.sink = n_teams  # per-team arrays have one more slot, for gangs without a team
         self.tree = core.tree  # a group's usage is its subtree's (teamtree.py)
-        usage = [usage_of.get(t.name, _NO_USAGE) for t in self.teams]
-        self.usage = usage = teamtree.subtree_usage(self.tree, usage)
+        self.usage = usage = teamtree.subtree_usage(self.tree, usage_of)
         # Only a team with a budget can run out of it: the others' budget state waits for
         # the team table (see `budgets`), which a replay reads only when it samples. The
         # first exhausted budget on a team's path decides (`exhausted_at`: whose it is).

@@ -252,17 +252,23 @@ def factors(tree: TeamTree, weights: Sequence[float], decayed: Sequence[float]) 
     return out
 
 
-def subtree_usage(tree: TeamTree, usage: Sequence[TeamUsage]) -> list[TeamUsage]:
-    """Each team's usage with its descendants' added: a group's budget and factor count
-    its whole subtree. A flat tree: the usage as given."""
+def subtree_usage(tree: TeamTree, usage_of: Mapping[str, TeamUsage]) -> list[TeamUsage]:
+    """Each team's usage; a group's is what the shell gives for it (the ledger books every
+    level in the group's own budget period), else its subtree's sum. A flat tree: the
+    usage as given."""
+    none = TeamUsage()
+    usage = [usage_of.get(name, none) for name in tree.names]
     if not tree.nested:
-        return list(usage)
-    decayed = tree.subtree_sums([u.decayed_gpu_seconds for u in usage])
-    period = tree.subtree_sums([u.period_gpu_hours for u in usage])
-    idle = tree.subtree_sums([u.idle_gpus for u in usage])
+        return usage
+    leaves = [TeamUsage() if tree.children[t] else u for t, u in enumerate(usage)]  # groups hold no work
+    decayed = tree.subtree_sums([u.decayed_gpu_seconds for u in leaves])
+    period = tree.subtree_sums([u.period_gpu_hours for u in leaves])
+    idle = tree.subtree_sums([u.idle_gpus for u in leaves])
     return [
-        TeamUsage(decayed_gpu_seconds=d, period_gpu_hours=p, idle_gpus=i)
-        for d, p, i in zip(decayed, period, idle, strict=True)
+        usage[t]
+        if name in usage_of or not tree.children[t]
+        else TeamUsage(decayed_gpu_seconds=decayed[t], period_gpu_hours=period[t], idle_gpus=idle[t])
+        for t, name in enumerate(tree.names)
     ]
 
 
