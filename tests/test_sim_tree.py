@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from scheduler.core import Budget, OnExhausted, Team
@@ -65,3 +66,19 @@ def test_a_department_budget_blocks_all_its_teams() -> None:
     assert r["a1-0"].start_s == 0 and r["b1-0"].start_s == 7_200
     assert r["a2-0"].start_s == pytest.approx(7 * 86_400)
     assert max(s.budget_used["A"] for s in result.samples) == pytest.approx(8.0)
+
+
+def test_the_report_plots_shares_per_level(tmp_path) -> None:
+    from simulator.report import write_report
+    from simulator.summary import series, summarize
+
+    _, result = _run(_tree(), _jobs())
+    write_report([result], [summarize(result)], tmp_path)
+    assert (tmp_path / "gpufair-levels.png").stat().st_size > 10_000
+    assert "shares per level" in (tmp_path / "report.html").read_text()
+    # What the level panels sum: a group's subtree entitled share is its share from the core.
+    s = series(result)
+    col = {name: j for j, name in enumerate(s.teams)}
+    busy = (s.t >= 3_600) & (s.t < 13_000)  # every team asks for more than its share
+    dept_a = s.entitled[busy][:, [col["a1"], col["a2"]]].sum(axis=1)
+    assert busy.any() and dept_a == pytest.approx(np.full(dept_a.shape, 16.0))
