@@ -386,3 +386,26 @@ def test_no_ping_pong_at_any_level(snap) -> None:
     for e in second.evictions:
         taker_side, victim_side = _sides(after, _team_of(after, e.gang), _team_of(after, e.preemptor))
         assert (victim_side, taker_side) not in took, e
+
+
+def test_gpufair_status_prints_the_tree_with_subtotals() -> None:
+    from scheduler.daemon.cli import status_table
+
+    def item(name: str, parent: str | None, alloc: float, **status) -> dict:
+        spec = {"weight": 1, **({"parent": parent} if parent else {})}
+        return {"metadata": {"name": name}, "spec": spec, "status": {"allocatedGPUs": alloc, **status}}
+
+    text = status_table(
+        [
+            item("b1", "deptB", 3),
+            item("deptA", "org", 5, group=True, budgetExhausted=True, budgetExhaustedAt="deptA"),
+            item("a1", "deptA", 5, budgetExhaustedAt="deptA"),
+            item("org", None, 8, group=True),
+            item("deptB", "org", 3, group=True),
+        ]
+    ).splitlines()
+    names = [line.split()[0] for line in text[1:]]
+    assert names == ["org/", "deptA/", "a1", "deptB/", "b1"]
+    assert text[2].startswith("  deptA/") and text[3].startswith("    a1")
+    assert text[3].endswith("budget exhausted (deptA)") and text[2].endswith("budget exhausted")
+    assert text[1].split()[3] == "8.0"  # org's subtotal
