@@ -8,6 +8,7 @@ from pathlib import Path
 
 from scheduler import __version__
 from scheduler.core import InvalidInput, PolicyConfig, load_policy, load_teams
+from scheduler.core.teamtree import display_order
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -32,8 +33,12 @@ def _validate(args: argparse.Namespace) -> int:
         except (InvalidInput, OSError) as exc:
             print(f"{args.teams}: {exc}", file=sys.stderr)
             return 1
-        print(f"{args.teams}: {len(teams)} team(s) ok")
-        for t in teams:
+        groups = {t.parent for t in teams if t.parent is not None}
+        tree = f", {len(groups)} group(s)" if groups else ""
+        print(f"{args.teams}: {len(teams)} team(s) ok{tree}")
+        by_name = {t.name: t for t in teams}
+        for name, depth in display_order({t.name: t.parent for t in teams}):
+            t = by_name[name]
             budget = "no budget"
             if t.budget:
                 period = t.budget.period
@@ -41,8 +46,9 @@ def _validate(args: argparse.Namespace) -> int:
                     period = f"{t.budget.period_seconds:g}s"
                 budget = f"{t.budget.gpu_hours:g} GPU-h/{period} ({t.budget.on_exhausted.value})"
             cap = f"max {t.max_gpus:g}" if t.max_gpus is not None else "no cap"
+            label = "  " * depth + t.name + ("/" if t.name in groups else "")
             print(
-                f"  {t.name:<16} weight {t.weight:<5g} floor {t.guaranteed_gpus:<5g} {cap:<9} "
+                f"  {label:<16} weight {t.weight:<5g} floor {t.guaranteed_gpus:<5g} {cap:<9} "
                 f"{budget}; namespaces {', '.join(t.namespaces) or '-'}"
             )
     return 0 if ok else 1

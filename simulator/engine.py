@@ -30,6 +30,7 @@ from scheduler.core.budget import period_bounds
 from scheduler.core.fairshare import decay
 from scheduler.core.incremental import Core
 from scheduler.core.nominations import Nominations
+from scheduler.core.teamtree import build_tree
 from simulator.model import Job, JobRecord, RunResult, Sample, Trace
 
 ARRIVAL, COMPLETION, ROLLOVER, FAILURE, REPAIR = range(5)
@@ -145,6 +146,10 @@ class Replay:
         # GPUs running, decayed GPU-seconds, and GPU-hours used in the budget period.
         self.team_pos = {t.name: i for i, t in enumerate(self.teams)}
         self.running_gpus = np.zeros(len(self.teams))
+        # A team's GPUs count for each group above it too (teams in a tree): every level's
+        # decayed use and budget period accrue from them.
+        tree = build_tree(self.teams)
+        self.lift = {name: np.array(tree.path(i)) for i, name in enumerate(tree.names)}
         self.decayed = np.zeros(len(self.teams))
         self.period_hours = np.zeros(len(self.teams))
         self._usage_cache: dict[str, TeamUsage] | None = None
@@ -319,7 +324,7 @@ class Replay:
 
     def _stop(self, state: _JobState, now: float) -> None:
         del self.running[state.job.job_id]
-        self.running_gpus[self.team_pos[state.job.team]] -= state.job.gpus
+        self.running_gpus[self.lift[state.job.team]] -= state.job.gpus
         self._hold(state, -1)
 
     def _interrupt(self, state: _JobState, now: float) -> None:
@@ -406,7 +411,7 @@ class Replay:
                 state.record.start_s = now
             state.record.nodes = tuple(p.node for p in state.gang.pods if p.node is not None)
             self.running[gid] = state
-            self.running_gpus[self.team_pos[state.job.team]] += state.job.gpus
+            self.running_gpus[self.lift[state.job.team]] += state.job.gpus
             self.core.put(state.gang)
             self._hold(state, +1)
             self._push(now + state.remaining_s, COMPLETION, (gid, state.attempt))

@@ -196,6 +196,12 @@ def openmetrics_text(
         gauge(n.TEAM_PENDING_PODS, lab, lambda i, t=team: float(obs.pending_pods[i].get(t, 0)))
         cfg = teams_cfg.get(team)
         gauge(n.TEAM_WEIGHT, lab, lambda i, w=(cfg.weight if cfg else 1.0): w)
+        path, up = [team], cfg.parent if cfg else None
+        while up is not None and up not in path:
+            path.append(up)
+            up = teams_cfg[up].parent if up in teams_cfg else None
+        info = (*lab, ("parent", (cfg.parent if cfg else None) or ""), ("path", "/".join(reversed(path))))
+        gauge(n.TEAM_INFO, info, lambda i: 1.0)
         budget = result.budgets.get(team)
         if budget is not None:
             gauge(n.TEAM_BUDGET, lab, lambda i, b=budget: b)

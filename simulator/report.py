@@ -222,6 +222,44 @@ def plot_allocation(result: RunResult, s: Series, path: Path) -> None:
     _save(fig, path)
 
 
+def plot_levels(result: RunResult, s: Series, path: Path) -> None:
+    """Teams in a tree: one panel per level, each team or group of that level with its
+    subtree's GPUs (solid) against its subtree's entitled share (dashed, same colour)."""
+    parent = {t.name: t.parent for t in result.teams}
+    col = {name: j for j, name in enumerate(s.teams)}
+
+    def chain(name: str) -> list[str]:
+        out = [name]
+        while (up := parent.get(out[-1])) is not None and up not in out:
+            out.append(up)
+        return out
+
+    depth = {name: len(chain(name)) - 1 for name in parent}
+    levels = max(depth.values(), default=0) + 1
+    x, alloc = bin_steps(s.t, s.dt, s.allocated)
+    _, ent = bin_steps(s.t, s.dt, s.entitled)
+    hours, kw = x / HOUR, _steps(x, s)
+    fig = Figure(figsize=(11, 3.2 * levels + 0.6))
+    axes = fig.subplots(levels, 1, sharex=True, squeeze=False)
+    for level in range(levels):
+        ax = axes[level][0]
+        names = sorted(n for n, d in depth.items() if d == level)
+        colours = _colours(len(names))
+        for k, name in enumerate(names):
+            under = [col[m] for m in s.teams if m in parent and name in chain(m)]
+            ax.plot(hours, alloc[:, under].sum(axis=1), color=colours[k], lw=1.2, label=name, **kw)
+            ax.plot(hours, ent[:, under].sum(axis=1), color=colours[k], lw=1.0, ls="--", **kw)
+        ax.set_title(f"level {level}", fontsize="medium")
+        ax.set_ylabel("GPUs")
+        ax.grid(alpha=0.3)
+        if len(names) <= 18:
+            _legend(ax)
+    axes[-1][0].set_xlabel(TIME_LABEL)
+    fig.suptitle(_title(result, "Per level: subtree GPUs (solid) vs entitled share (dashed)"))
+    fig.tight_layout()
+    _save(fig, path)
+
+
 _WAIT_TICKS = (
     (0.0, "0"),
     (1 / 60, "1 min"),
@@ -458,6 +496,10 @@ def write_report(
         name = f"{slug}-allocation.png"
         plot_allocation(result, s, out_dir / name)
         images.append((name, "GPUs allocated against entitled share, per team"))
+        if any(t.parent is not None for t in result.teams):
+            name = f"{slug}-levels.png"
+            plot_levels(result, s, out_dir / name)
+            images.append((name, "shares per level of the team tree"))
         name = f"{slug}-wait-cdf.png"
         plot_wait_cdf(result, s.teams, out_dir / name)
         images.append((name, "wait-time CDF per team and per tier"))

@@ -61,8 +61,8 @@ from typing import Any
 
 import numpy as np
 
-from scheduler.core.fairshare import entitled_shares
 from scheduler.core.model import Team
+from scheduler.core.teamtree import entitled_shares
 from simulator.model import TIERS, JobRecord, RunResult, Sample
 
 JOB_COLUMNS = (

@@ -60,6 +60,16 @@ def teams_for_trace(
                 f"trace tenants {shown}{more} belong to no team (by team name or namespace)",
                 "add them to a team's spec.namespaces or remove --teams",
             )
+        groups = {t.parent for t in teams if t.parent is not None}
+        grouped = sorted({g for t in names if (g := _resolve(t, teams)) in groups})
+        if grouped:
+            raise InvalidInput(
+                f"GPUTeam file {teams_file}",
+                "spec.namespaces",
+                f"trace tenants resolve to group(s) {', '.join(map(repr, grouped))}; a group's work is "
+                "its children's",
+                "give those tenants to a child team (name or spec.namespaces), not to the group",
+            )
         return teams
     budget = None if budget_gpu_hours is None else _budget(budget_gpu_hours, budget_period, on_exhausted)
     for tenant in names:

@@ -146,3 +146,41 @@ def test_a_raising_after_cycle_hook_is_counted_and_scheduling_goes_on(
         wait_for("second bound", lambda: bound(kube, kube_namespace).get("second"))
         assert daemon.stats.hook_failures >= 2
         assert daemon.stats.hook_failures <= daemon.stats.cycles
+
+
+def test_a_three_level_tree_on_the_api_server(kube_cluster, kube, kube_namespace, teams):
+    """org -> dept -> team: the team's pod binds, the groups' status shows their subtree
+    (allocated, share, path), and a team whose parent does not exist is refused by name."""
+    ns = kube_namespace
+    org, dept, team, lost = (f"{p}-{ns}"[:63] for p in ("org", "dept", "team", "lost"))
+    teams.extend([team, lost, dept, org])
+    make_team(kube, org, [])
+    make_team(kube, dept, [], parent=org, weight=2)
+    make_team(kube, team, [ns], parent=dept)
+    make_team(kube, lost, [f"{ns}-lost"], parent=f"nowhere-{ns}"[:63])
+    make_pod(kube, ns, "p0", gpus=2)
+    with InProcessDaemon(kube_cluster.kubeconfig):
+        wait_for("bound", lambda: bound(kube, ns).get("p0"))
+
+        def status(name: str) -> dict:
+            return kube.request("GET", f"{TEAMS}/{name}").get("status") or {}
+
+        org_status = wait_for(
+            "org's subtotal", lambda: (s := status(org)) and s.get("allocatedGPUs") == 2 and s
+        )
+        dept_status = wait_for(
+            "dept's subtotal", lambda: (s := status(dept)) and s.get("allocatedGPUs") == 2 and s
+        )
+        team_status = wait_for(
+            "team's status", lambda: (s := status(team)) and s.get("allocatedGPUs") == 2 and s
+        )
+        refused = wait_for(
+            "the lost team refused", lambda: (c := _valid(kube, lost)) and c["status"] == "False" and c
+        )
+    assert org_status["group"] and dept_status["group"] and not team_status["group"]
+    assert team_status["path"] == f"{org}/{dept}/{team}" and dept_status["path"] == f"{org}/{dept}"
+    assert dept_status["fairShareGPUs"] == team_status["fairShareGPUs"] > 0
+    assert f"GPUTeam '{lost}'" in refused["message"] and "nowhere" in refused["message"]
+    crd = kube.request("GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gputeams.gpufair.io")
+    columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+    assert {"name": "Parent", "type": "string", "jsonPath": ".spec.parent"}.items() <= columns[0].items()

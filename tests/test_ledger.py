@@ -152,6 +152,36 @@ def test_a_charge_across_a_period_boundary_is_split_into_both_periods(target):
         assert (g.end_s, g.charged_until_s) == (month_start + 1800, month_start + 1800)
 
 
+def test_usage_is_booked_at_every_level_of_the_tree_in_each_levels_period(target):
+    """A department (monthly budget) above a team with a weekly budget and one without:
+    the department's period counts its teams' charges this month, whatever their periods."""
+    monday, _ = period_bounds(WEEKLY.budget, NOW)
+    month_start, _ = period_bounds(MONTHLY.budget, NOW)
+    tree = (
+        Team("org"),
+        Team("dept", parent="org", budget=Budget(500.0, "month")),
+        Team("a", parent="dept", namespaces=("a",), budget=Budget(100.0, "week")),
+        Team("b", parent="dept", namespaces=("b",)),
+    )
+    with Ledger(target) as ledger:
+        # a ran 2 GPUs from 2 h before Monday; b 1 GPU for 3 h this week.
+        ledger.accrue(
+            NOW, [run("ga", "a", 2, monday - 7200)], [run("gb", "b", 1, NOW - 4 * 3600, NOW - 3600)], tree
+        )
+        used = ledger.usage(NOW, tree)
+        this_week = 2 * (NOW - monday) / 3600
+        assert used["a"].period_gpu_hours == pytest.approx(this_week)
+        assert used["dept"].period_gpu_hours == pytest.approx(this_week + 4 + 3)  # all of it is this month
+        assert used["org"].period_gpu_hours == pytest.approx(this_week + 4 + 3)  # calendar month too
+        assert used["dept"].decayed_gpu_seconds == pytest.approx(
+            used["a"].decayed_gpu_seconds + used["b"].decayed_gpu_seconds
+        )
+        assert monday > month_start  # the case this checks: the week lies inside the month
+        # Booked once: accruing again at the same instant adds nothing.
+        ledger.accrue(NOW, [run("ga", "a", 2, monday - 7200)], [], tree)
+        assert ledger.usage(NOW, tree)["dept"].period_gpu_hours == pytest.approx(this_week + 7)
+
+
 _CHILD = textwrap.dedent(
     """
     import sys, time
@@ -324,7 +354,7 @@ def test_old_rows_are_pruned_after_the_retention(target):
         assert [a.gang for a in ledger.audit()] == ["y"]
         assert ledger.usage(NOW, TEAMS) == before  # this period and the decayed history stay
         assert ledger.checkpoint("last_prune_s") == NOW
-        assert ledger.prune(NOW) == {"gangs": 0, "audit": 0, "periods": 0}
+        assert ledger.prune(NOW) == {"gangs": 0, "audit": 0, "periods": 0, "levels": 0}
 
 
 def test_a_bad_run_is_reported_and_the_rest_is_charged(target):

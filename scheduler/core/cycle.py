@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from scheduler.core import podcycle, reasons
+from scheduler.core import podcycle, reasons, teamtree
 from scheduler.core.budget import BudgetState, budget_state
 from scheduler.core.cluster import Shape
-from scheduler.core.fairshare import fairshare_factors, water_fill
 from scheduler.core.framework import Note, Reclaim
-from scheduler.core.model import Bind, Decisions, Eviction, OnExhausted, Pending, Pod, TeamUsage, Tier
+from scheduler.core.model import Bind, Decisions, Eviction, Pending, Pod, TeamUsage, Tier
 from scheduler.core.placement import CLUSTER_LEVEL, GangRequest, Placement, place_gang
 from scheduler.core.preemption import Plan, Victim, plan_preemption
 from scheduler.core.reading import read_running, read_waiting, shape_of
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
     from scheduler.core.incremental import Core
 
 _EPS = 1e-6
-_NO_USAGE = TeamUsage()
 
 
 def run_cycle(core: Core, now_s: float, usage: Mapping[str, TeamUsage]) -> Decisions:
@@ -83,16 +81,17 @@ class Cycle:
         self.team_index = core.team_index
         n_teams = len(self.teams)
         self.sink = n_teams  # per-team arrays have one more slot, for gangs without a team
-        self.usage = usage = [usage_of.get(t.name, _NO_USAGE) for t in self.teams]
+        self.tree = core.tree  # a group's usage is its subtree's (teamtree.py)
+        self.usage = usage = teamtree.subtree_usage(self.tree, usage_of)
         # Only a team with a budget can run out of it: the others' budget state waits for
-        # the team table (see `budgets`), which a replay reads only when it samples.
+        # the team table (see `budgets`), which a replay reads only when it samples. The
+        # first exhausted budget on a team's path decides (`exhausted_at`: whose it is).
         self.exhausted = [False] * (n_teams + 1)
         self.scavenging = np.zeros(n_teams + 1, dtype=bool)  # over budget, scavenging
+        self.exhausted_at = [-1] * (n_teams + 1)
         if policy.budgets:
-            for t, team in enumerate(self.teams):
-                if team.budget is not None and budget_state(team.budget, usage[t], now_s).exhausted:
-                    self.exhausted[t] = True
-                    self.scavenging[t] = team.budget.on_exhausted is OnExhausted.SCAVENGE
+            ex, sc, at = teamtree.exhaustion(self.tree, self.teams, usage, now_s)
+            self.exhausted[:n_teams], self.scavenging[:n_teams], self.exhausted_at[:n_teams] = ex, sc, at
         self.max_node_gpus = core.max_node_gpus
         self.explain = core.explain
         self.out = Outcome(pending=PendingLog() if self.explain else SilentLog())
@@ -123,7 +122,7 @@ class Cycle:
         decayed = [u.decayed_gpu_seconds for u in usage]
         self.idle = [u.idle_gpus for u in usage]
         self.factor = (
-            fairshare_factors([t.weight for t in self.teams], decayed)
+            teamtree.factors(self.tree, [t.weight for t in self.teams], decayed)
             if policy.history and self.teams
             else [1.0] * n_teams
         )
@@ -156,7 +155,8 @@ class Cycle:
         teams, demand = self.teams, self.demand
         self.share[:n] = self.shortcuts.fair_shares(
             key,
-            lambda: water_fill(
+            lambda: teamtree.shares(
+                self.tree,
                 capacity,
                 [t.weight for t in teams],
                 demand[:n].tolist(),

@@ -30,7 +30,8 @@ class BudgetBlock(Gate):
         )
         if not blocked:
             return None
-        return "BudgetBlocked", reasons.budget_blocked(cyc.teams[t], cyc.budgets[t])
+        at = cyc.exhausted_at[t]  # the first exhausted budget on the team's path
+        return "BudgetBlocked", reasons.budget_blocked(cyc.teams[t], cyc.budgets[at], cyc.teams[at])
 
 
 class ProductionAllowance(Gate):

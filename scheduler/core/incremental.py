@@ -28,6 +28,7 @@ from scheduler.core.podcycle import states_terms
 from scheduler.core.policies import Policy, get_policy
 from scheduler.core.pools import reserved_pools, with_team_pool
 from scheduler.core.shortcuts import Shortcuts
+from scheduler.core.teamtree import build_tree
 from scheduler.core.waiting import WaitingStore
 
 
@@ -65,6 +66,7 @@ class Core:
         self.policy = get_policy(policy)
         self.teams = tuple(teams)
         self.team_index = {t.name: i for i, t in enumerate(self.teams)}
+        self.tree = build_tree(self.teams)  # refuses a cycle, a missing parent, ...
         # Team node pools (pools.py): merged into each gang the Core is given.
         self._reserved = reserved_pools(self.teams)
         self._pools = any(t.node_selector or t.tolerations for t in self.teams) or any(

@@ -16,6 +16,7 @@ from scheduler.core.constraints import Toleration
 from scheduler.core.durations import parse_duration
 from scheduler.core.errors import InvalidInput
 from scheduler.core.model import Budget, OnExhausted, Team
+from scheduler.core.teamtree import tree_problems
 
 _SPEC_KEYS = {
     "weight",
@@ -26,6 +27,7 @@ _SPEC_KEYS = {
     "minRuntime",
     "production",
     "nodePool",
+    "parent",
 }
 _PRODUCTION_KEYS = {"allowed", "maxGPUs"}
 _POOL_KEYS = {"nodeSelector", "tolerations", "dedicated"}
@@ -158,7 +160,13 @@ def team_from_manifest(doc: Mapping[str, Any]) -> Team:
             obj, "spec.namespaces", f"{namespaces!r} is not a list of names", "list namespaces"
         )
     max_gpus = spec.get("maxGPUs")
+    parent = spec.get("parent")
+    if parent is not None and not (isinstance(parent, str) and parent):
+        raise InvalidInput(
+            obj, "spec.parent", f"{parent!r} is not a GPUTeam name", "name the parent GPUTeam or leave it out"
+        )
     return Team(
+        parent=parent,
         name=name,
         weight=_number(obj, "spec.weight", spec.get("weight", 1)),
         guaranteed_gpus=_number(obj, "spec.guaranteedGPUs", spec.get("guaranteedGPUs", 0)),
@@ -329,6 +337,12 @@ def resolve_teams(docs: Iterable[Mapping[str, Any]]) -> ResolvedTeams:
             refused[name] = clash
             continue
         teams.append(team)
+    # The tree (teamtree.py): a team it cannot place is left out, the others stay.
+    # A team under a refused parent is refused too: its department's budget and cap would
+    # not hold it, and it would take a top-level share it was never given.
+    while problems := tree_problems(teams, left_out=refused):
+        refused.update(problems)
+        teams = [t for t in teams if t.name not in problems]
     usable = {t.name for t in teams}
     return ResolvedTeams(tuple(teams), {ns: t for ns, t in owner.items() if t in usable}, refused)
 
@@ -352,6 +366,9 @@ def teams_from_manifests(docs: Iterable[Mapping[str, Any]]) -> tuple[Team, ...]:
         clash = _claim_clash(teams[i], owner)
         if clash is not None:
             raise clash
+    problems = tree_problems(teams)
+    if problems:
+        raise next(iter(problems.values()))
     return tuple(teams)
 
 

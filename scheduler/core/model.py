@@ -108,6 +108,7 @@ class Team:
     node_selector: tuple[tuple[str, str], ...] = ()
     tolerations: tuple[Toleration, ...] = ()
     dedicated: bool = False
+    parent: str | None = None  # spec.parent: the group (department) this team belongs to
 
     def __post_init__(self) -> None:
         obj = f"GPUTeam {self.name!r}"
@@ -471,6 +472,11 @@ class TeamStatus:
     budget_exhausted: bool
     budget_resets_s: float | None
     idle_gpus: float = 0.0  # held but idle, as telemetry reports it
+    # The tree (teamtree.py): 'org/dept/team', and the team whose budget, on the path
+    # from this one up, is exhausted first ("" for none). A group's figures are its subtree's.
+    path: str = ""
+    budget_exhausted_at: str = ""
+    group: bool = False
 
 
 @dataclass(frozen=True, slots=True)

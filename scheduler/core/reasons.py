@@ -59,10 +59,14 @@ def incomplete(gang: Gang, required: int) -> str:
     )
 
 
-def budget_blocked(team: Team, state: BudgetState) -> str:
+def budget_blocked(team: Team, state: BudgetState, level: Team | None = None) -> str:
+    """`level`: the group on the team's path whose budget is exhausted, when not its own."""
     resets = f"; it resets {_when(state.resets_s)}" if state.resets_s is not None else ""
+    whose = f"team {team.name}"
+    if level is not None and level is not team:
+        whose = f"group {level.name} of team {team.name}"
     return (
-        f"team {team.name} has used {state.used_gpu_hours:.1f} of its "
+        f"{whose} has used {state.used_gpu_hours:.1f} of its "
         f"{state.limit_gpu_hours:g} GPU-hours this period and its budget says onExhausted: block"
         f"{resets}"
     )

@@ -41,13 +41,18 @@ class TeamTable(Mapping[str, TeamStatus]):
 
 
 def team_status(cyc: Cycle) -> dict[str, TeamStatus]:
-    """Each team's figures as the cycle leaves them."""
+    """Each team's figures as the cycle leaves them; a group's are its subtree's."""
     out = {}
+    tree = cyc.tree
     # Python floats in one step each (reading numpy arrays item by item is slow).
     share, alloc, prod = cyc.share, cyc.alloc, cyc.prod.tolist()
     scav, demand, pods = cyc.scav.tolist(), cyc.demand.tolist(), cyc.pending_pods
+    if tree.nested:
+        alloc, prod, scav = tree.subtree_sums(alloc), tree.subtree_sums(prod), tree.subtree_sums(scav)
+        demand, pods = tree.subtree_sums(demand), [int(p) for p in tree.subtree_sums(pods)]
     for t, team in enumerate(cyc.teams):
         b = cyc.budgets[t]
+        at = cyc.exhausted_at[t]
         out[team.name] = TeamStatus(
             team=team.name,
             weight=team.weight,
@@ -64,5 +69,8 @@ def team_status(cyc: Cycle) -> dict[str, TeamStatus]:
             budget_exhausted=b.exhausted,
             budget_resets_s=b.resets_s,
             idle_gpus=cyc.idle[t],
+            path=tree.path_names(t),
+            budget_exhausted_at=cyc.teams[at].name if at >= 0 else "",
+            group=tree.is_group(t),
         )
     return out

@@ -45,6 +45,8 @@ class ProtectShares(VictimPolicy):
         if reclaim:
             over = np.array(cyc.alloc) > np.array(cyc.share) + _EPS
             over[cyc.sink] = False
+            if cyc.tree.nested:
+                over = _nearest_first(cyc, w, over)
             others = alive & (tier == Tier.TRAINING) & (cyc.run_team != w.team) & over[cyc.run_team]
             if reclaim & Reclaim.OWNED:
                 ok |= others & cyc.run_old
@@ -58,6 +60,8 @@ class ProtectShares(VictimPolicy):
         if w.tier is Tier.PRODUCTION:
             return lambda taken, v: True
         alloc, share, run_team = cyc.alloc, cyc.share, cyc.run_team
+        if cyc.tree.nested:
+            return _subtree_accept(cyc, w)
 
         def accept(taken: Mapping[str, float], v: Victim) -> bool:
             if v.tier is Tier.SCAVENGER:
@@ -70,13 +74,59 @@ class ProtectShares(VictimPolicy):
     def acceptable(self, cyc: Cycle, w: Waiting) -> np.ndarray:
         if w.tier is Tier.PRODUCTION:
             return np.ones(len(cyc.run_team), dtype=bool)
+        if cyc.tree.nested:
+            return (cyc.run_tier == Tier.SCAVENGER) | (cyc.run_gpus <= _room(cyc, w)[cyc.run_team] + _EPS)
         alloc, share = np.array(cyc.alloc)[cyc.run_team], np.array(cyc.share)[cyc.run_team]
         return (cyc.run_tier == Tier.SCAVENGER) | (alloc - cyc.run_gpus >= share - _EPS)
 
     def slack(self, cyc: Cycle, w: Waiting) -> np.ndarray | None:
         if w.tier is not Tier.TRAINING:
             return None
+        if cyc.tree.nested:
+            return np.maximum(_room(cyc, w), 0.0)
         return np.maximum(np.array(cyc.alloc) - np.array(cyc.share), 0.0)
+
+
+# Teams in a tree (teamtree.py): a victim team's subtrees on its side of the common
+# ancestor with the reclaiming team, the team itself and each group up to that ancestor,
+# all stay at or above their shares; and the nearest over-share teams are asked first.
+
+
+def _room(cyc: Cycle, w: Waiting) -> np.ndarray:
+    """Per team (and the sink, 0): what it can give `w`'s team (TeamTree.room)."""
+    return np.array([*cyc.tree.room(cyc.alloc, cyc.share, w.team), 0.0])
+
+
+def _nearest_first(cyc: Cycle, w: Waiting, over: np.ndarray) -> np.ndarray:
+    """The over-share teams of the nearest subtree around `w`'s team whose room could
+    cover the gang (its siblings, then its department's siblings, ...); all of them when
+    no nearer subtree could."""
+    room = _room(cyc, w)
+    over = over & (room > _EPS)
+    n = len(cyc.teams)
+    near = np.array([cyc.tree.common(t, w.team) for t in range(n)] + [-1])
+    for level in sorted({int(c) for c in near[over]}, reverse=True):
+        pick = over & (near >= level)
+        if float(room[pick].sum()) >= w.gpus - _EPS:
+            return pick
+    return over
+
+
+def _subtree_accept(cyc: Cycle, w: Waiting) -> Accept:
+    tree, share, run_team = cyc.tree, cyc.share, cyc.run_team
+    sub = tree.subtree_sums(cyc.alloc)
+    names = [t.name for t in cyc.teams]
+
+    def accept(taken: Mapping[str, float], v: Victim) -> bool:
+        if v.tier is Tier.SCAVENGER:
+            return True
+        for i in tree.below(int(run_team[v.ref]), w.team):
+            given = sum(taken.get(names[j], 0) for j in tree.subtree(i))
+            if sub[i] - given - v.gpus < share[i] - _EPS:
+                return False
+        return True
+
+    return accept
 
 
 VICTIM_POLICIES: dict[str, VictimPolicy] = {ProtectShares.name: ProtectShares()}

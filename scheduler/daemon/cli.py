@@ -17,6 +17,7 @@ from typing import Any
 from kubernetes.config import ConfigException
 
 from scheduler.core.errors import InvalidInput
+from scheduler.core.teamtree import display_order
 from scheduler.daemon.config import DaemonConfig, check, load_daemon_config
 from scheduler.daemon.kube import Kube, KubeError, NoCredentials, api_client_from
 
@@ -146,30 +147,44 @@ def _status(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    print(status_table(teams))
+    return 0
+
+
+def status_table(teams: list[dict[str, Any]]) -> str:
+    """GPUTeams as a tree: each group (its figures are its subtree's, the daemon's subtotals)
+    followed by its children, indented."""
     head = (
-        f"{'TEAM':<18}{'WEIGHT':>7}{'SHARE':>9}{'ALLOC':>9}{'PROD':>7}{'SCAV':>7}{'PENDING':>9}"
+        f"{'TEAM':<22}{'WEIGHT':>7}{'SHARE':>9}{'ALLOC':>9}{'PROD':>7}{'SCAV':>7}{'PENDING':>9}"
         f"{'BUDGET USED':>14}{'LEFT':>10}  STATE"
     )
-    print(head)
-    for t in sorted(teams, key=lambda t: t["metadata"]["name"]):
+    lines = [head]
+    by_name = {t["metadata"]["name"]: t for t in teams}
+    parents = {name: (t.get("spec") or {}).get("parent") for name, t in by_name.items()}
+    for name, depth in display_order(parents):
+        t = by_name[name]
         s, spec = t.get("status") or {}, t.get("spec") or {}
         budget = (spec.get("budget") or {}).get("gpuHours")
         used = s.get("budgetUsedGPUHours")
         left = s.get("budgetLeftGPUHours")
         valid: dict[str, Any] = next((c for c in s.get("conditions") or [] if c.get("type") == "Valid"), {})
+        at = s.get("budgetExhaustedAt") or ""
         state = (
             "invalid: " + valid.get("message", "")
             if valid.get("status") == "False"
-            else ("budget exhausted" if s.get("budgetExhausted") else "ok")
+            else (f"budget exhausted ({at})" if at and at != name else "budget exhausted")
+            if s.get("budgetExhausted") or at
+            else "ok"
         )
-        print(
-            f"{t['metadata']['name']:<18}{spec.get('weight', 1):>7g}"
+        label = "  " * depth + name + ("/" if s.get("group") else "")
+        lines.append(
+            f"{label:<22}{spec.get('weight', 1):>7g}"
             f"{s.get('fairShareGPUs', 0):>9.1f}{s.get('allocatedGPUs', 0):>9.1f}"
             f"{s.get('productionGPUs', 0):>7.1f}{s.get('scavengerGPUs', 0):>7.1f}{s.get('pendingPods', 0):>9}"
             f"{(f'{used:.1f}/{budget:g} h' if budget is not None and used is not None else '-'):>14}"
             f"{(f'{left:.1f} h' if left is not None else '-'):>10}  {state}"
         )
-    return 0
+    return "\n".join(lines)
 
 
 def explain_pod(kube: Kube, namespace: str, name: str) -> str:

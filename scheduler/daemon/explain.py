@@ -175,6 +175,9 @@ class Explainer:
                         else round(status.budget_left_gpu_hours, 3)
                     ),
                     "budgetExhausted": status.budget_exhausted,
+                    "budgetExhaustedAt": status.budget_exhausted_at,
+                    "path": status.path,
+                    "group": status.group,
                     "idleGPUs": round(status.idle_gpus, 3),
                     "budgetResetsAt": (
                         None if status.budget_resets_s is None else now_rfc3339(status.budget_resets_s)

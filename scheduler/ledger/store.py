@@ -27,7 +27,7 @@ from scheduler.core.errors import InvalidInput
 from scheduler.core.model import Bind, Budget, Eviction, Team, TeamUsage, Tier
 from scheduler.ledger import migrate as migrations
 from scheduler.ledger.decay import decay, decayed_charge
-from scheduler.ledger.tables import AuditEntry, Checkpoint, GangRecord, PeriodUsage, TeamDecay
+from scheduler.ledger.tables import AuditEntry, Checkpoint, GangRecord, LevelUsage, PeriodUsage, TeamDecay
 
 DEFAULT_HALF_LIFE_S = 7 * 86400.0
 DEFAULT_RETENTION_S = 400 * 86400.0
@@ -212,6 +212,21 @@ def _split(budget: Budget, start_s: float, end_s: float) -> Iterable[tuple[float
         t = stop
 
 
+def _groups_above(teams: Sequence[Team]) -> dict[str, tuple[str, ...]]:
+    """Per team, the groups above it in the tree (spec.parent), nearest first."""
+    parent = {t.name: t.parent for t in teams}
+    out: dict[str, tuple[str, ...]] = {}
+    for name in parent:
+        chain: list[str] = []
+        p = parent[name]
+        while p is not None and p in parent and p not in chain:
+            chain.append(p)
+            p = parent[p]
+        if chain:
+            out[name] = tuple(chain)
+    return out
+
+
 class Ledger:
     """GPU-hours per team, period and tier; gang records; the audit log. One per daemon.
 
@@ -291,7 +306,9 @@ class Ledger:
         crosses a period boundary is split into the right period rows (teams not given,
         or without a budget, are booked per calendar month). One transaction.
         """
+        teams = list(teams)
         budgets = {t.name: (t.budget or DEFAULT_PERIOD) for t in teams}
+        above = _groups_above(teams)
         if not math.isfinite(now_s):
             raise LedgerError("ledger", "now_s", f"{now_s!r} is not an instant", "give epoch seconds")
         skipped: list[str] = []
@@ -309,6 +326,7 @@ class Ledger:
             ref = max([now_s, *(d.decayed_at_s for d in decays.values())])
             contributions: dict[str, float] = defaultdict(float)
             periods: dict[tuple[str, float, str], PeriodUsage] = {}
+            levels: dict[tuple[str, float, str], LevelUsage] = {}
 
             def book(run: GangRun, until: float) -> None:
                 row = rows.get(run.gang_id)
@@ -341,6 +359,17 @@ class Ledger:
                         periods[key] = usage
                         usage.gpu_seconds += run.gpus * seconds
                         charged[(run.team, row.tier)] += run.gpus * seconds
+                    for group in above.get(run.team, ()):  # every level above, in its own period
+                        for p_start, p_end, seconds in _split(budgets[group], frm, until):
+                            lkey = (group, p_start, row.tier)
+                            level = levels.get(lkey) or s.get(LevelUsage, lkey)
+                            if level is None:
+                                level = LevelUsage(
+                                    level=group, period_start_s=p_start, tier=row.tier, period_end_s=p_end
+                                )
+                                s.add(level)
+                            levels[lkey] = level
+                            level.gpu_seconds += run.gpus * seconds
                     contributions[run.team] += decayed_charge(run.gpus, frm, until, ref, self.half_life_s)
                 if row.charged_until_s is None or until > row.charged_until_s:
                     row.charged_until_s = until
@@ -401,8 +430,26 @@ class Ledger:
                 known = set(decays) | set(s.exec(select(PeriodUsage.team).distinct()))
                 budgets = dict.fromkeys(sorted(known), DEFAULT_PERIOD)
             out: dict[str, TeamUsage] = {}
+            above = _groups_above(teams)
+            groups = {g for gs in above.values() for g in gs}
             for name, budget in budgets.items():
                 start, end = period_bounds(budget, now_s)
+                if name in groups:  # a group: its level's rows, its subtree's decayed usage
+                    total = s.exec(
+                        select(func.coalesce(func.sum(LevelUsage.gpu_seconds), 0.0)).where(
+                            LevelUsage.level == name,
+                            col(LevelUsage.period_start_s) >= start,
+                            col(LevelUsage.period_start_s) < end,
+                        )
+                    ).one()
+                    below = [t for t, gs in above.items() if name in gs]
+                    decayed = sum(
+                        decay(d.decayed_gpu_seconds, now_s - d.decayed_at_s, h)
+                        for t in below
+                        if (d := decays.get(t)) is not None
+                    )
+                    out[name] = TeamUsage(decayed_gpu_seconds=decayed, period_gpu_hours=float(total) / 3600.0)
+                    continue
                 total = s.exec(
                     select(func.coalesce(func.sum(PeriodUsage.gpu_seconds), 0.0)).where(
                         PeriodUsage.team == name,
@@ -545,9 +592,8 @@ class Ledger:
                     )
                 ).rowcount,
                 "audit": s.exec(delete(AuditEntry).where(col(AuditEntry.at_s) < cutoff)).rowcount,
-                "periods": s.exec(
-                    delete(PeriodUsage).where(col(PeriodUsage.period_end_s) < cutoff)
-                ).rowcount,
+                "periods": s.exec(delete(PeriodUsage).where(col(PeriodUsage.period_end_s) < cutoff)).rowcount,
+                "levels": s.exec(delete(LevelUsage).where(col(LevelUsage.period_end_s) < cutoff)).rowcount,
             }
             self._checkpoint(s, "last_prune_s", now_s)
         return counts

@@ -23,6 +23,19 @@ class PeriodUsage(SQLModel, table=True):
     gpu_seconds: float = 0.0
 
 
+class LevelUsage(SQLModel, table=True):
+    """GPU-seconds charged below a group of the team tree (schema 0003) in one of the
+    group's own budget periods, per tier: what its budget counts."""
+
+    __tablename__ = "ledger_level_usage"
+
+    level: str = Field(primary_key=True)  # the group's name
+    period_start_s: float = Field(primary_key=True)
+    tier: str = Field(primary_key=True)
+    period_end_s: float
+    gpu_seconds: float = 0.0
+
+
 class GangRecord(SQLModel, table=True):
     """One gang's life: first start, current run, end, preemptions, and how far it is charged.
 

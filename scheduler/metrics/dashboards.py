@@ -291,17 +291,34 @@ def dashboard_json(d: Dashboard) -> dict:
         {"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus"},
     ]
     if d.team_variable:
+        # A subtree of the team tree (a department: its path), then the teams in it; "All"
+        # teams stands for the subtree's teams, groups included (their series are subtotals).
+        in_subtree = f'{n.TEAM_INFO.name}{{path=~"$subtree(/.*)?"}}'
+        variables.append(
+            {
+                "name": "subtree",
+                "label": "Subtree",
+                "type": "query",
+                "datasource": DS,
+                "query": {"query": f"label_values({n.TEAM_INFO.name}, path)", "refId": "paths"},
+                "definition": f"label_values({n.TEAM_INFO.name}, path)",
+                "includeAll": True,
+                "allValue": ".*",
+                "current": {"text": "All", "value": "$__all"},
+                "refresh": 2,
+                "sort": 1,
+            }
+        )
         variables.append(
             {
                 "name": "team",
                 "label": "Team",
                 "type": "query",
                 "datasource": DS,
-                "query": {"query": f"label_values({n.TEAM_WEIGHT.name}, team)", "refId": "teams"},
-                "definition": f"label_values({n.TEAM_WEIGHT.name}, team)",
+                "query": {"query": f"label_values({in_subtree}, team)", "refId": "teams"},
+                "definition": f"label_values({in_subtree}, team)",
                 "multi": True,
                 "includeAll": True,
-                "allValue": ".*",
                 "current": {"text": "All", "value": "$__all"},
                 "refresh": 2,
                 "sort": 1,

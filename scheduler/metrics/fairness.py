@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
-from scheduler.core.fairshare import entitled_shares
 from scheduler.core.model import Decisions, Snapshot, Team
+from scheduler.core.teamtree import entitled_shares
 
 # A waiting pod with no whole GPU counts as needing this much (as the simulator does).
 _SHARED_POD = 0.001

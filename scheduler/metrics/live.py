@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the ledger (SQLAlchemy) is not loaded for metrics alone
 # Gauges set in full every cycle: a label set missing from a cycle is removed.
 _PER_CYCLE = (
     n.TEAM_ALLOCATED, n.TEAM_FAIR_SHARE, n.TEAM_DEMAND, n.TEAM_WEIGHT, n.TEAM_FACTOR, n.TEAM_PENDING_PODS,
-    n.TEAM_BUDGET, n.TEAM_BUDGET_USED, n.TEAM_BUDGET_LEFT, n.TEAM_BUDGET_RESET,
+    n.TEAM_BUDGET, n.TEAM_BUDGET_USED, n.TEAM_BUDGET_LEFT, n.TEAM_BUDGET_RESET, n.TEAM_INFO,
 )  # fmt: skip
 
 
@@ -69,6 +69,8 @@ class SchedulerMetrics:
             values[n.TEAM_WEIGHT.name][(name,)] = st.weight
             values[n.TEAM_FACTOR.name][(name,)] = st.fairshare_factor
             values[n.TEAM_PENDING_PODS.name][(name,)] = st.pending_pods
+            parent = teams[name].parent if name in teams else None
+            values[n.TEAM_INFO.name][(name, parent or "", st.path or name)] = 1.0
             if st.budget_gpu_hours is not None:
                 values[n.TEAM_BUDGET.name][(name,)] = st.budget_gpu_hours
                 values[n.TEAM_BUDGET_USED.name][(name,)] = st.budget_used_gpu_hours

@@ -73,6 +73,12 @@ TEAM_BUDGET_RESET = _m(
 TEAM_IDLE = _m(
     "gpufair_team_idle_allocated_gpus", "gauge", T, "GPUs allocated to the team that telemetry reports idle"
 )
+# The team tree as labels: every team quantity keeps one name (a group's series are its
+# subtree's, under its own name); queries join this for `parent` and `path` (a subtree
+# is path=~"org/dept.*").
+TEAM_INFO = _m(
+    "gpufair_team_info", "gauge", ("team", "parent", "path"), "1 per team: its parent and path in the tree"
+)
 QUEUE_WAIT = _m(
     "gpufair_queue_wait_seconds", "histogram", TT, "Time from a gang's submission to its start", WAIT_BUCKETS
 )
@@ -116,7 +122,8 @@ HOOK_FAILURES = _m(
 
 ALL: tuple[MetricSpec, ...] = (
     TEAM_ALLOCATED, TEAM_FAIR_SHARE, TEAM_DEMAND, TEAM_WEIGHT, TEAM_FACTOR, TEAM_PENDING_PODS, TEAM_GPU_HOURS,
-    TEAM_BUDGET, TEAM_BUDGET_USED, TEAM_BUDGET_LEFT, TEAM_BUDGET_RESET, TEAM_IDLE, QUEUE_WAIT, PREEMPTIONS,
+    TEAM_BUDGET, TEAM_BUDGET_USED, TEAM_BUDGET_LEFT, TEAM_BUDGET_RESET, TEAM_IDLE, TEAM_INFO, QUEUE_WAIT,
+    PREEMPTIONS,
     LOST_GPU_HOURS, CYCLE_DURATION, LAST_CYCLE, BINDS, EVICTIONS, JAIN, HEALTHY_GPUS, ALLOCATED_GPUS,
     FRAGMENTED_GPUS, LEADER, TELEMETRY_STALE, TELEMETRY_UNHEALTHY, TELEMETRY_DROPPED, HOOK_FAILURES,
 )  # fmt: skip
