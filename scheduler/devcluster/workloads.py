@@ -247,7 +247,10 @@ def _http_ok(url: str) -> bool:
 
 def _tls_listening(port: int, ca: Path) -> bool:
     ctx = ssl.create_default_context(cafile=str(ca))
-    with socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock, ctx.wrap_socket(sock):
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock,
+        ctx.wrap_socket(sock, server_hostname="127.0.0.1"),
+    ):
         return True
 
 
