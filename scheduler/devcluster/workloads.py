@@ -125,7 +125,9 @@ def _jobset_argv(exe: Path, ports: Ports, cert_dir: Path, work: Path) -> list[st
 
 def _lws_argv(exe: Path, ports: Ports, cert_dir: Path, work: Path) -> list[str]:
     config = work / "config.yaml"
-    config.write_text(yaml.safe_dump(_kubebuilder_config("config.lws.x-k8s.io", ports, cert_dir)))
+    settings = _kubebuilder_config("config.lws.x-k8s.io", ports, cert_dir)
+    del settings["metrics"]["certDir"]  # LWS's Configuration has no such field (it self-signs)
+    config.write_text(yaml.safe_dump(settings))
     # --leader-elect defaults to true in LWS's flags and is applied on top of the file.
     return [str(exe), f"--config={config}", "--leader-elect=false", "--zap-log-level=info"]
 
