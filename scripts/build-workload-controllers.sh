@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Builds the real workload controllers that gpufair recognises gangs from: JobSet
-# (sigs.k8s.io/jobset), LeaderWorkerSet (sigs.k8s.io/lws), KubeRay's operator
-# (github.com/ray-project/kuberay/ray-operator) and Kubeflow's training operator v1
-# (github.com/kubeflow/training-operator, PyTorchJob), each from its Go module at the version
-# pinned below through the Go module proxy (go.sum pins every byte), exactly as
+# (sigs.k8s.io/jobset), LeaderWorkerSet (sigs.k8s.io/lws) and KubeRay's operator
+# (github.com/ray-project/kuberay/ray-operator), each from its Go module at the version pinned
+# below through the Go module proxy (go.sum pins every byte), exactly as
 # scripts/build-control-plane.sh builds the control plane.
+#
+# Kubeflow's training operator v1 (github.com/kubeflow/training-operator v1.8.1) is served but
+# left out: it always runs its own cert rotation (open-policy-agent/cert-controller) into a
+# fixed /tmp directory for a <service>.<namespace>.svc name, with no flag to turn it off, so
+# it cannot serve its webhook on loopback beside other dev clusters.
 #
 # Binaries and the CRDs / webhook manifests from the same module zip are cached outside the
 # work tree, keyed by version:
@@ -24,7 +28,6 @@ set -euo pipefail
 JOBSET_VERSION=v0.10.1
 LWS_VERSION=v0.7.0
 KUBERAY_VERSION=v1.5.0
-TRAINING_OPERATOR_VERSION=v1.8.1
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODS="$HERE/workloads-go"
@@ -48,7 +51,6 @@ TARGETS=(
     "jobset|jobset|sigs.k8s.io/jobset|sigs.k8s.io/jobset|$JOBSET_VERSION|config/components/crd/bases|config/components/webhook/manifests.yaml config/components/webhook/patches/mutating-patch.yaml config/components/webhook/patches/validating-patch.yaml"
     "lws|lws|sigs.k8s.io/lws|sigs.k8s.io/lws/cmd|$LWS_VERSION|config/crd/bases|config/webhook/manifests.yaml config/webhook/mutating-patch.yaml config/webhook/validating-patch.yaml"
     "kuberay-operator|kuberay|github.com/ray-project/kuberay/ray-operator|github.com/ray-project/kuberay/ray-operator|$KUBERAY_VERSION|config/crd/bases|"
-    "training-operator|training-operator|github.com/kubeflow/training-operator|github.com/kubeflow/training-operator/cmd/training-operator.v1|$TRAINING_OPERATOR_VERSION|manifests/base/crds|manifests/base/webhook/manifests.yaml"
 )
 
 update_modules() {
