@@ -29,6 +29,7 @@ $(STAMP): pyproject.toml
 # 17 minutes on 2 cores the first time, instant once cached.
 control-plane:
 	scripts/build-control-plane.sh
+	scripts/build-workload-controllers.sh
 
 test: $(STAMP) control-plane
 	$(LINT)

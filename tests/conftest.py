@@ -14,4 +14,9 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Fixtures that start real services on loopback, one module per service family.
-pytest_plugins = ["tests.fixtures_kube", "tests.fixtures_services", "tests.fixtures_mqtt"]
+pytest_plugins = [
+    "tests.fixtures_kube",
+    "tests.fixtures_services",
+    "tests.fixtures_mqtt",
+    "tests.fixtures_workloads",
+]

@@ -48,6 +48,12 @@ def test_unattended_demo_binds_for_every_team_preempts_and_prints_a_summary(tmp_
         assert row["gpu_hours"] > 0, (team, summary)
     assert summary["preemptions"] >= 1, summary
     assert summary["binds"] == sum(t["binds"] for t in summary["teams"].values())
+    # The real JobSet and LWS controllers ran and made the pods of the demo's JobSet training
+    # run and LWS inference group; the production LWS group is bound (it preempts for room).
+    assert "workload controllers ready: jobset v0.10.1, lws v0.7.0" in out, out
+    assert "JobSet training run" in out and "LeaderWorkerSet inference group" in out
+    assert summary["workloads"]["JobSet"]["pods"] > 0, summary
+    assert summary["workloads"]["LeaderWorkerSet"] == {"pods": 2, "bound": 2}, summary
     # Everything it started is gone with its state directory.
     assert not (tmp_path / "state").exists()
 

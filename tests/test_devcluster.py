@@ -21,9 +21,11 @@ from kubernetes.client.rest import ApiException
 from scheduler.core.errors import InvalidInput
 from scheduler.devcluster import binaries
 from scheduler.devcluster.cluster import DevCluster, _https_get
+from scheduler.devcluster.gpufair_objects import priority_values
 from scheduler.devcluster.kubeconfig import api_client
 from scheduler.devcluster.nodes import GPU_MODEL_LABEL, KWOK_ANNOTATION, gpu_nodes
 from scheduler.devcluster.stages import FAKE_NODE_STATUS_ANNOTATION, FAKE_RUNTIME_ANNOTATION
+from scheduler.devcluster.workloads import WORKLOAD_VERSIONS
 from tests.fixtures_kube import KubeCluster, resolve_nodes, start_kube_cluster
 
 REPO = Path(__file__).resolve().parents[1]
@@ -405,6 +407,31 @@ def test_cli_up_env_down_round_trip(tmp_path: Path) -> None:
         assert len(nodes) == 64 + 72 + 16  # the example spec's three groups
         gpus = sum(int(n.status.allocatable["nvidia.com/gpu"]) for n in nodes)
         assert gpus == 64 * 8 - 3 + 72 * 4 + 16 * 4  # its 3 unhealthy H100s are not allocatable
+        # gpufair's CRDs and the chart's PriorityClasses are there: the example teams apply at once
+        teams = subprocess.run(
+            [
+                str(binaries.binary("kubectl")),
+                f"--kubeconfig={kubeconfig}",
+                "apply",
+                "-f",
+                "deploy/examples/teams.yaml",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+            check=False,
+        )
+        assert teams.returncode == 0, teams.stderr
+        with api_client(kubeconfig) as api:
+            listed = client.CustomObjectsApi(api).list_cluster_custom_object(
+                "gpufair.io", "v1alpha1", "gputeams"
+            )
+            classes = client.SchedulingV1Api(api).list_priority_class().items
+        assert sorted(t["metadata"]["name"] for t in listed["items"]) == ["inference", "research", "vision"]
+        assert {c.metadata.name: c.value for c in classes if c.metadata.name.startswith("gpufair-")} == (
+            priority_values()
+        )
         status = gpufair("status")
         assert status.returncode == 0, status.stdout + status.stderr
         again = gpufair("up")  # idempotent: reports the running cluster
@@ -424,3 +451,39 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_cli_up_with_workload_controllers_and_down(tmp_path: Path) -> None:
+    state = tmp_path / "dev"
+
+    def gpufair(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "scheduler.cli", "dev-cluster", *args, "--state-dir", str(state)]
+        return subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=timeout, check=False)
+
+    up = gpufair("up", "--gpu-nodes", "2", "--workload-controllers", timeout=300)
+    pids: list[dict[str, Any]] = []
+    try:
+        assert up.returncode == 0, up.stderr
+        pids = json.loads((state / "state.json").read_text())["procs"]
+        names = {p["name"] for p in pids}
+        assert set(WORKLOAD_VERSIONS) <= names, names
+        status = gpufair("status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        for name in WORKLOAD_VERSIONS:
+            assert re.search(rf"^{name}\s+running", status.stdout, re.M), status.stdout
+        with api_client(Path(up.stdout.strip())) as api:
+            crds = {
+                c.metadata.name
+                for c in client.ApiextensionsV1Api(api).list_custom_resource_definition().items
+            }
+        assert {
+            "jobsets.jobset.x-k8s.io",
+            "leaderworkersets.leaderworkerset.x-k8s.io",
+            "rayclusters.ray.io",
+        } <= crds
+        assert "gputeams.gpufair.io" in crds
+    finally:
+        down = gpufair("down")
+    assert down.returncode == 0, down.stderr
+    for proc in pids:
+        assert not Path(f"/proc/{proc['pid']}").exists() or _zombie(proc["pid"])

@@ -153,3 +153,52 @@ def make_pki(directory: Path) -> Pki:
     for key in (pki.ca_key, pki.server_key, pki.sa_key):
         key.chmod(0o600)
     return pki
+
+
+def make_serving_cert(pki_dir: Path, out_dir: Path, common_name: str) -> tuple[Path, Path]:
+    """A loopback serving certificate signed by the CA in `pki_dir` (made by `make_pki`),
+    written as `tls.crt` / `tls.key` in `out_dir`, the names controller-runtime's webhook
+    server reads: a controller's webhooks on 127.0.0.1, trusted by the API server through
+    the same CA in the webhook configuration's caBundle."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cnf = out_dir / "openssl.cnf"
+    cnf.write_text(_CONFIG.format(sans="IP:127.0.0.1,DNS:localhost"))
+    cert, key, csr = out_dir / "tls.crt", out_dir / "tls.key", out_dir / "tls.csr"
+    _openssl(
+        "req",
+        "-new",
+        "-config",
+        cnf,
+        "-subj",
+        f"/CN={common_name}",
+        *_EC,
+        "-keyout",
+        key,
+        "-out",
+        csr,
+        cwd=out_dir,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        pki_dir / "ca.crt",
+        "-CAkey",
+        pki_dir / "ca.key",
+        "-set_serial",
+        f"0x{secrets.token_hex(16)}",
+        "-days",
+        "825",
+        "-extfile",
+        cnf,
+        "-extensions",
+        "server_ext",
+        "-out",
+        cert,
+        cwd=out_dir,
+    )
+    csr.unlink()
+    key.chmod(0o600)
+    return cert, key

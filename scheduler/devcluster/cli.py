@@ -1,7 +1,9 @@
 """`gpufair dev-cluster up | down | env | status | demo`: a local control plane with fake GPU nodes
 (`demo`: the playground of `make demo`, see `scheduler.devcluster.demo`).
 
-`up` starts it detached (pids and logs in the state directory) and prints the kubeconfig
+`up` starts it detached (pids and logs in the state directory), installs gpufair's CRDs and
+PriorityClasses (and with `--workload-controllers` starts the real JobSet, LWS and KubeRay
+controllers, see `scheduler.devcluster.workloads`), and prints the kubeconfig
 path on stdout, so `export KUBECONFIG=$(gpufair dev-cluster up)` works; progress goes to
 stderr. `down` stops it and removes the state directory.
 """
@@ -40,6 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per node with --gpu-nodes (default 8)")
     up.add_argument("--gpu-model", default="H100", help="GPU model with --gpu-nodes (default H100)")
     up.add_argument("--with-kube-scheduler", action="store_true", help="also run the default kube-scheduler")
+    up.add_argument(
+        "--workload-controllers",
+        action="store_true",
+        help="also start the real JobSet, LeaderWorkerSet and KubeRay controllers (make control-plane)",
+    )
     for name, cmd_help in (
         ("down", "stop the dev cluster and remove its state directory"),
         ("env", "print `export KUBECONFIG=...` for the running dev cluster"),
@@ -82,6 +89,8 @@ def _nodes(args: argparse.Namespace) -> tuple[Node, ...]:
 
 def _up(args: argparse.Namespace) -> int:
     from scheduler.devcluster.cluster import DevCluster
+    from scheduler.devcluster.gpufair_objects import install_gpufair_objects
+    from scheduler.devcluster.workloads import start_workload_controllers
 
     state_dir: Path = args.state_dir
     if (state_dir / "state.json").exists():
@@ -100,6 +109,12 @@ def _up(args: argparse.Namespace) -> int:
     cluster.start()
     print(f"control plane ready in {time.monotonic() - t0:.1f}s at {cluster.server}", file=sys.stderr)
     try:
+        installed = install_gpufair_objects(cluster.kubeconfig)
+        print(f"installed {', '.join(installed)}", file=sys.stderr)
+        if args.workload_controllers:
+            started = start_workload_controllers(cluster)
+            versions = ", ".join(f"{c.name} {c.version}" for c in started.values())
+            print(f"workload controllers ready: {versions}", file=sys.stderr)
         cluster.create_nodes(nodes)
     except BaseException:
         cluster.stop()
@@ -159,11 +174,21 @@ def run(args: argparse.Namespace) -> int:
     # Imported here so `gpufair validate` does not pay for the Kubernetes client's import.
     from scheduler.devcluster.binaries import MissingBinary
     from scheduler.devcluster.cluster import DevClusterError
+    from scheduler.devcluster.gpufair_objects import GpufairObjectsError
     from scheduler.devcluster.processes import ProcessFailed
+    from scheduler.devcluster.workloads import WorkloadControllerError
 
     commands = {"up": _up, "down": _down, "env": _env, "status": _status, "demo": _demo}
     try:
         return commands[args.dev_command](args)
-    except (MissingBinary, DevClusterError, ProcessFailed, InvalidInput, TimeoutError) as exc:
+    except (
+        MissingBinary,
+        DevClusterError,
+        ProcessFailed,
+        InvalidInput,
+        TimeoutError,
+        GpufairObjectsError,
+        WorkloadControllerError,
+    ) as exc:
         print(f"gpufair dev-cluster {args.dev_command}: {exc}", file=sys.stderr)
         return 1

@@ -191,7 +191,9 @@ class DevCluster:
     def stop(self) -> None:
         """Stop every process (SIGTERM, SIGKILL after a grace period), newest first, and
         remove the state directory unless it is kept."""
-        for name in reversed(START_ORDER):
+        # Extra processes (workload controllers) first, then the control plane newest first.
+        extras = [name for name in self.procs if name not in START_ORDER]
+        for name in [*reversed(extras), *reversed(START_ORDER)]:
             proc = self.procs.get(name)
             if proc is not None:
                 stop(proc)
@@ -267,10 +269,19 @@ class DevCluster:
         tokens.chmod(0o600)
         (self.state_dir / "kwok-stages.yaml").write_text(STAGES_YAML)
 
-    def _start(self, name: str, argv: list[str]) -> Proc:
-        proc = spawn(name, argv, self.state_dir / "logs" / f"{name}.log", detached=self.detached)
+    def _start(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> Proc:
+        proc = spawn(
+            name, argv, self.state_dir / "logs" / f"{name}.log", dict(env or {}), detached=self.detached
+        )
         self.procs[name] = proc
         return proc
+
+    def start_process(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> Proc:
+        """Start another process that belongs to this cluster (e.g. a workload controller):
+        logged to logs/<name>.log, stopped by `stop()` before the control plane."""
+        if name in START_ORDER or (name in self.procs and self.procs[name].running()):
+            raise DevClusterError(f"a process named {name!r} already runs in this dev cluster")
+        return self._start(name, argv, env)
 
     def _start_etcd(self, timeout_s: float) -> None:
         assert self._bins is not None

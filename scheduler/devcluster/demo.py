@@ -29,13 +29,14 @@ from typing import Any, TextIO
 import yaml
 
 from scheduler.daemon.kube import Kube, KubeError, api_client_from
+from scheduler.devcluster.gpufair_objects import install_gpufair_objects
 from scheduler.devcluster.nodes import gpu_nodes
 from scheduler.devcluster.stages import FAKE_RUNTIME_ANNOTATION
 
 ROOT = Path(__file__).resolve().parents[2]
-CRDS = ROOT / "deploy" / "crds"
 NODES, GPUS_PER_NODE, NODES_PER_LEAF = 16, 8, 8
-PRIORITY_CLASSES = {"gpufair-production": 100000, "gpufair-training": 0, "gpufair-scavenger": -100}
+# The real controllers the demo's JobSet and LeaderWorkerSet need (scheduler.devcluster.workloads).
+DEMO_CONTROLLERS = ("jobset", "lws")
 LEASE_NAMESPACE = "gpufair-system"
 GPU = "nvidia.com/gpu"
 TEAMS: tuple[dict[str, Any], ...] = (
@@ -173,7 +174,53 @@ def inference_deployment(ns: str, name: str, replicas: int, gpus: int) -> dict[s
     }
 
 
+def jobset(ns: str, name: str, *, jobs: int, pods: int, gpus: int, runtime: str) -> dict[str, Any]:
+    """A JobSet training run (sigs.k8s.io/jobset) as its docs write one: `jobs` replicated
+    Jobs of `pods` pods each; the real JobSet controller makes the Jobs."""
+    spec = _pod_spec(gpus, "gpufair-training")
+    template = {"metadata": {"annotations": {FAKE_RUNTIME_ANNOTATION: runtime}}, "spec": spec}
+    return {
+        "apiVersion": "jobset.x-k8s.io/v1alpha2",
+        "kind": "JobSet",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "replicatedJobs": [
+                {
+                    "name": "workers",
+                    "replicas": jobs,
+                    "template": {"spec": {"parallelism": pods, "completions": pods, "template": template}},
+                }
+            ],
+        },
+    }
+
+
+def leaderworkerset(ns: str, name: str, *, groups: int, size: int, gpus: int) -> dict[str, Any]:
+    """Multi-node production inference as a LeaderWorkerSet (sigs.k8s.io/lws): `groups` groups
+    of a leader and `size - 1` workers; the real LWS controller makes their StatefulSets."""
+    return {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1",
+        "kind": "LeaderWorkerSet",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "replicas": groups,
+            "leaderWorkerTemplate": {
+                "size": size,
+                "workerTemplate": {"spec": _pod_spec(gpus, "gpufair-production")},
+            },
+        },
+    }
+
+
+# Pod labels the controllers set, by workload kind: how the summary finds each kind's pods.
+KIND_LABELS = {
+    "JobSet": "jobset.sigs.k8s.io/jobset-name",
+    "LeaderWorkerSet": "leaderworkerset.sigs.k8s.io/name",
+}
+
 PATHS = {
+    "JobSet": "/apis/jobset.x-k8s.io/v1alpha2/namespaces/{ns}/jobsets",
+    "LeaderWorkerSet": "/apis/leaderworkerset.x-k8s.io/v1/namespaces/{ns}/leaderworkersets",
     "Job": "/apis/batch/v1/namespaces/{ns}/jobs",
     "PodGroup": "/apis/scheduling.x-k8s.io/v1alpha1/namespaces/{ns}/podgroups",
     "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
@@ -220,6 +267,16 @@ def timeline(seconds: float) -> list[Step]:
             ],
         ),
         Step(
+            1,
+            "vision: JobSet training run, 2 Jobs x 2 pods x 8 GPUs",
+            [jobset("vision", "jobset-train", jobs=2, pods=2, gpus=8, runtime="30s")],
+        ),
+        Step(
+            8,
+            "production: LeaderWorkerSet inference group, leader + 1 worker x 8 GPUs",
+            [leaderworkerset("serving", "lws-infer", groups=1, size=2, gpus=8)],
+        ),
+        Step(
             12,
             "production: llm-inference, 3 replicas x 8 GPUs",
             [inference_deployment("serving", "llm-inference", 3, 8)],
@@ -264,21 +321,10 @@ def _wait(what: str, check: Callable[[], Any], timeout_s: float = 60.0) -> Any:
     raise DemoError(f"timed out after {timeout_s:g}s waiting for {what}")
 
 
-def install_basics(kube: Kube) -> None:
-    """CRDs (deploy/crds), the three PriorityClasses, namespaces and teams."""
-    for path in sorted(CRDS.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        _create(kube, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
-        name = crd["metadata"]["name"]
-        _wait(f"CRD {name} established", partial(_established, kube, name))
-    for name, value in PRIORITY_CLASSES.items():
-        body = {
-            "apiVersion": "scheduling.k8s.io/v1",
-            "kind": "PriorityClass",
-            "metadata": {"name": name},
-            "value": value,
-        }
-        _create(kube, "/apis/scheduling.k8s.io/v1/priorityclasses", body)
+def install_basics(kube: Kube, kubeconfig: Path) -> None:
+    """CRDs (deploy/crds) and the chart's PriorityClasses, as `dev-cluster up` installs them;
+    then namespaces and teams."""
+    install_gpufair_objects(kubeconfig)
     namespaces = [LEASE_NAMESPACE] + [ns for t in TEAMS for ns in t["namespaces"]]
     for ns in namespaces:
         _create(
@@ -523,6 +569,17 @@ def summary(tally: Tally, elapsed: float, metrics: str) -> dict[str, Any]:
     }
 
 
+def workload_pods(kube: Kube) -> dict[str, dict[str, int]]:
+    """Per workload kind (JobSet, LeaderWorkerSet): how many pods its controller made that
+    still exist, and how many of them are bound to a node."""
+    out = {}
+    for kind, label in KIND_LABELS.items():
+        pods = kube.request("GET", "/api/v1/pods", query={"labelSelector": label}).get("items") or []
+        bound = sum(1 for p in pods if (p.get("spec") or {}).get("nodeName"))
+        out[kind] = {"pods": len(pods), "bound": bound}
+    return out
+
+
 def render_summary(s: dict[str, Any]) -> str:
     lines = [
         f"gpufair demo summary: {s['seconds']:.0f}s on {s['nodes']} nodes x {GPUS_PER_NODE} GPUs",
@@ -531,6 +588,8 @@ def render_summary(s: dict[str, Any]) -> str:
     for team, t in s["teams"].items():
         lines.append(f"{team:<10}{t['binds']:>7}{t['preempted']:>11}{t['gpu_hours']:>11.3f}")
     lines.append(f"{'total':<10}{s['binds']:>7}{s['preemptions']:>11}")
+    for kind, n in (s.get("workloads") or {}).items():
+        lines.append(f"{kind}: {n['pods']} pods from its controller, {n['bound']} bound")
     lines.append(
         f"binds {s['binds']}, preemptions {s['preemptions']} (pods evicted through the Eviction API); "
         f"metrics were served at {s['metrics_url']} while the demo ran"
@@ -565,6 +624,7 @@ def run_demo(
 ) -> int:
     """Start everything, play the workload for `seconds` (0: until Ctrl-C), stop everything."""
     from scheduler.devcluster.cluster import DevCluster
+    from scheduler.devcluster.workloads import start_workload_controllers
 
     live = out.isatty()
     stop = {"now": False}
@@ -601,7 +661,9 @@ def run_demo(
             f"KUBECONFIG={cluster.kubeconfig}"
         )
         kube = Kube(api_client_from(str(cluster.kubeconfig)), qps=0)
-        install_basics(kube)
+        install_basics(kube, cluster.kubeconfig)
+        controllers = start_workload_controllers(cluster, DEMO_CONTROLLERS)
+        say("workload controllers ready: " + ", ".join(f"{c.name} {c.version}" for c in controllers.values()))
         work.mkdir(parents=True, exist_ok=True)
         daemon = start_daemon(cluster.kubeconfig, work, port)
         (state_dir / "gpufair-run.pid").write_text(f"{daemon.pid}\n")
@@ -638,6 +700,7 @@ def run_demo(
                 next_draw = elapsed + 10.0
             time.sleep(max(0.0, 1.0 - (time.monotonic() - start - elapsed)))
         result = summary(tally, elapsed, metrics)
+        result["workloads"] = workload_pods(kube)
     except DemoError as exc:
         say(f"gpufair demo: {exc}")
         log = work / "daemon.log"

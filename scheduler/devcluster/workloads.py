@@ -1,0 +1,327 @@
+"""The real workload controllers on a dev cluster: JobSet, LeaderWorkerSet and KubeRay's
+operator, built by `make control-plane` (scripts/build-workload-controllers.sh) at the
+versions below, run as processes against the cluster's admin kubeconfig.
+
+Each controller runs out of cluster with leader election off and its health and metrics
+endpoints on free loopback ports. Its CRDs come from the same Go module as its binary (copied
+beside it in the cache at build time) and are applied server-side. JobSet and LWS rely on
+their defaulting and validating webhooks, so they serve them on 127.0.0.1 with a certificate
+from the dev cluster's CA, and the module's webhook configurations are applied with
+`clientConfig.url` pointing there; their own certificate rotation is switched off by config.
+KubeRay's webhooks are optional upstream (off unless ENABLE_WEBHOOKS=true) and stay off.
+
+The versions here must match the script's (a test checks that they do).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import ssl
+import subprocess
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from scheduler.devcluster.binaries import MissingBinary, binary, cache_dir
+from scheduler.devcluster.certs import make_serving_cert
+from scheduler.devcluster.processes import free_ports, wait_until
+
+if TYPE_CHECKING:
+    from scheduler.devcluster.cluster import DevCluster
+
+JOBSET_VERSION = "v0.10.1"
+LWS_VERSION = "v0.7.0"
+KUBERAY_VERSION = "v1.5.0"
+
+WORKLOAD_VERSIONS: dict[str, str] = {
+    "jobset": JOBSET_VERSION,
+    "lws": LWS_VERSION,
+    "kuberay-operator": KUBERAY_VERSION,
+}
+DEFAULT_CONTROLLERS: tuple[str, ...] = tuple(WORKLOAD_VERSIONS)
+
+
+class WorkloadControllerError(RuntimeError):
+    """A workload controller cannot be set up; the message names the controller and the fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    health: int
+    metrics: int
+    webhook: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunningController:
+    """One started controller: where it listens and which CRDs it brought."""
+
+    name: str
+    version: str
+    pid: int
+    ports: Ports
+    crds: tuple[str, ...]
+    webhook_configurations: tuple[str, ...]
+
+    @property
+    def readyz(self) -> str:
+        return f"http://127.0.0.1:{self.ports.health}/readyz"
+
+
+def manifests_dir(name: str) -> Path:
+    """`<cache>/bin/<name>-<version>.manifests`: the CRDs and webhook YAMLs of that module."""
+    path = cache_dir() / "bin" / f"{name}-{WORKLOAD_VERSIONS[name]}.manifests"
+    if not (path / "crds").is_dir():
+        raise MissingBinary(
+            f"the CRDs of workload controller {name} {WORKLOAD_VERSIONS[name]} are missing: {path / 'crds'} "
+            "does not exist; run `make control-plane` (scripts/build-workload-controllers.sh) to build them"
+        )
+    return path
+
+
+def controller_binary(name: str) -> Path:
+    """The cached controller binary at its pinned version, or MissingBinary naming the fix."""
+    if name not in WORKLOAD_VERSIONS:
+        raise KeyError(f"{name!r} is not a workload controller (known: {', '.join(WORKLOAD_VERSIONS)})")
+    path = cache_dir() / "bin" / f"{name}-{WORKLOAD_VERSIONS[name]}"
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise MissingBinary(
+            f"workload controller {name} {WORKLOAD_VERSIONS[name]} is missing: {path} does not exist; "
+            "run `make control-plane` (scripts/build-workload-controllers.sh) to build it"
+        )
+    return path
+
+
+# ---------------------------------------------------------------- per-controller command lines
+
+
+def _kubebuilder_config(group: str, ports: Ports, cert_dir: Path) -> dict[str, Any]:
+    """JobSet's and LWS's Configuration file (the same kubebuilder layout, its own API group):
+    no leader election, no internal cert rotation, everything on loopback with our cert."""
+    return {
+        "apiVersion": f"{group}/v1alpha1",
+        "kind": "Configuration",
+        "leaderElection": {"leaderElect": False},
+        "internalCertManagement": {"enable": False},
+        "webhook": {"port": ports.webhook, "host": "127.0.0.1", "certDir": str(cert_dir)},
+        "metrics": {"bindAddress": f"127.0.0.1:{ports.metrics}", "certDir": str(cert_dir)},
+        "health": {"healthProbeBindAddress": f"127.0.0.1:{ports.health}"},
+    }
+
+
+def _jobset_argv(exe: Path, ports: Ports, cert_dir: Path, work: Path) -> list[str]:
+    config = work / "config.yaml"
+    config.write_text(yaml.safe_dump(_kubebuilder_config("config.jobset.x-k8s.io", ports, cert_dir)))
+    return [str(exe), f"--config={config}", "--zap-log-level=info"]
+
+
+def _lws_argv(exe: Path, ports: Ports, cert_dir: Path, work: Path) -> list[str]:
+    config = work / "config.yaml"
+    settings = _kubebuilder_config("config.lws.x-k8s.io", ports, cert_dir)
+    del settings["metrics"]["certDir"]  # LWS's Configuration has no such field (it self-signs)
+    config.write_text(yaml.safe_dump(settings))
+    # --leader-elect defaults to true in LWS's flags and is applied on top of the file.
+    return [str(exe), f"--config={config}", "--leader-elect=false", "--zap-log-level=info"]
+
+
+def _kuberay_argv(exe: Path, ports: Ports, cert_dir: Path, work: Path) -> list[str]:
+    return [
+        str(exe),
+        f"--metrics-addr=127.0.0.1:{ports.metrics}",
+        f"--health-probe-bind-address=127.0.0.1:{ports.health}",
+        "--enable-leader-election=false",
+        "--log-stdout-encoder=console",
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    argv: Callable[[Path, Ports, Path, Path], list[str]]
+    serves_webhooks: bool
+
+
+_SPECS: dict[str, _Spec] = {
+    "jobset": _Spec(_jobset_argv, serves_webhooks=True),
+    "lws": _Spec(_lws_argv, serves_webhooks=True),
+    "kuberay-operator": _Spec(_kuberay_argv, serves_webhooks=False),
+}
+
+
+# ---------------------------------------------------------------- manifests
+
+
+def _yaml_docs(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
+    for path in paths:
+        docs.extend(d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict))
+    return docs
+
+
+def crd_names(name: str) -> tuple[str, ...]:
+    """The names of the CRDs a controller's module ships."""
+    docs = _yaml_docs(sorted((manifests_dir(name) / "crds").glob("*.yaml")))
+    return tuple(d["metadata"]["name"] for d in docs if d.get("kind") == "CustomResourceDefinition")
+
+
+def webhook_configurations(name: str, port: int, ca_pem: bytes) -> list[dict[str, Any]]:
+    """The module's Mutating/ValidatingWebhookConfigurations, renamed per controller, with
+    each webhook's service reference replaced by `https://127.0.0.1:<port><path>` and the dev
+    CA, and the pod webhooks' objectSelector taken from the module's kustomize patches (without
+    it every pod in the cluster would go through JobSet's and LWS's webhooks)."""
+    hooks = manifests_dir(name) / "webhooks"
+    files = sorted(hooks.glob("*.yaml"))
+    base = _yaml_docs(f for f in files if f.name == "manifests.yaml")
+    patches = _yaml_docs(f for f in files if f.name != "manifests.yaml")
+    selectors: dict[tuple[str, str], dict[str, Any]] = {}
+    for patch in patches:
+        for hook in patch.get("webhooks") or ():
+            extra = {k: hook[k] for k in ("objectSelector", "namespaceSelector") if k in hook}
+            selectors[(patch["kind"], hook["name"])] = extra
+    ca = base64.b64encode(ca_pem).decode()
+    out = []
+    for doc in base:
+        doc = json.loads(json.dumps(doc))
+        doc["metadata"] = {"name": f"gpufair-dev-{name}-{doc['metadata']['name']}"}
+        for hook in doc.get("webhooks") or ():
+            path = hook["clientConfig"]["service"].get("path", "/")
+            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": ca}
+            hook.update(selectors.get((doc["kind"], hook["name"]), {}))
+        out.append(doc)
+    return out
+
+
+def _kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, timeout_s: float = 120.0) -> str:
+    done = subprocess.run(
+        [str(binary("kubectl")), f"--kubeconfig={kubeconfig}", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise WorkloadControllerError(f"kubectl {' '.join(args[:3])} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def apply_crds(kubeconfig: Path, names: Sequence[str], timeout_s: float = 60.0) -> tuple[str, ...]:
+    """Server-side apply every CRD of `names` (CRDs too large for client-side apply's
+    annotation, such as KubeRay's, need it) and wait until each is Established."""
+    crds: list[str] = []
+    for name in names:
+        _kubectl(
+            kubeconfig,
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=gpufair-dev-cluster",
+            "-f",
+            str(manifests_dir(name) / "crds"),
+        )
+        crds.extend(crd_names(name))
+    if crds:
+        _kubectl(
+            kubeconfig,
+            "wait",
+            "--for=condition=Established",
+            f"--timeout={int(timeout_s)}s",
+            *(f"crd/{c}" for c in crds),
+            timeout_s=timeout_s + 10,
+        )
+    return tuple(crds)
+
+
+# ---------------------------------------------------------------- start
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2.0) as resp:
+        return resp.status == 200
+
+
+def _tls_listening(port: int, ca: Path) -> bool:
+    ctx = ssl.create_default_context(cafile=str(ca))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=2.0) as sock,
+        ctx.wrap_socket(sock, server_hostname="127.0.0.1"),
+    ):
+        return True
+
+
+def start_workload_controllers(
+    cluster: DevCluster,
+    names: Sequence[str] = DEFAULT_CONTROLLERS,
+    *,
+    timeout_s: float = 120.0,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, RunningController]:
+    """Apply the CRDs of `names`, start each controller against `cluster` and wait until it
+    is ready (its /readyz, and its webhook server answering TLS with our cert) before its
+    webhook configurations are applied. The processes are the cluster's: `cluster.stop()` (or
+    `gpufair dev-cluster down`) stops them; logs are in the cluster's logs/ directory."""
+    unknown = [n for n in names if n not in _SPECS]
+    if unknown:
+        raise WorkloadControllerError(
+            f"unknown workload controller(s) {', '.join(unknown)}; known: {', '.join(_SPECS)}"
+        )
+    exes = {name: controller_binary(name) for name in names}  # fail before anything starts
+    kubeconfig = cluster.kubeconfig
+    apply_crds(kubeconfig, names, timeout_s=timeout_s)
+    ca_pem = cluster.ca_cert.read_bytes()
+    started: dict[str, RunningController] = {}
+    for name in names:
+        spec = _SPECS[name]
+        work = cluster.state_dir / "workloads" / name
+        work.mkdir(parents=True, exist_ok=True)
+        cert_dir = work / "certs"
+        make_serving_cert(cluster.ca_cert.parent, cert_dir, f"gpufair-dev-{name}")
+        ports = Ports(*free_ports(3))
+        proc = cluster.start_process(
+            name,
+            spec.argv(exes[name], ports, cert_dir, work),
+            env={"KUBECONFIG": str(kubeconfig), **(env or {})},
+        )
+        wait_until(proc, partial(_http_ok, f"http://127.0.0.1:{ports.health}/readyz"), timeout_s, "/readyz")
+        applied: tuple[str, ...] = ()
+        if spec.serves_webhooks:
+            listening = partial(_tls_listening, ports.webhook, cluster.ca_cert)
+            wait_until(proc, listening, timeout_s, "webhook TLS")
+            docs = webhook_configurations(name, ports.webhook, ca_pem)
+            _kubectl(
+                kubeconfig,
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=gpufair-dev-cluster",
+                "-f",
+                "-",
+                stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
+            )
+            applied = tuple(d["metadata"]["name"] for d in docs)
+        started[name] = RunningController(
+            name, WORKLOAD_VERSIONS[name], proc.pid, ports, crd_names(name), applied
+        )
+    cluster.save_state()
+    return started
+
+
+__all__ = [
+    "DEFAULT_CONTROLLERS",
+    "WORKLOAD_VERSIONS",
+    "RunningController",
+    "WorkloadControllerError",
+    "apply_crds",
+    "controller_binary",
+    "crd_names",
+    "manifests_dir",
+    "start_workload_controllers",
+    "webhook_configurations",
+]
