@@ -94,15 +94,18 @@ def test_a_single_job_jobsets_exclusive_topology_is_its_required_level():
     js = _jobset(
         "one", [("w", 1, 2)], **{"alpha.jobset.sigs.k8s.io/exclusive-topology": "network.gpufair.io/leaf"}
     )
+    # JobSet admits a Job's followers once its leader is bound: the leader is the minimum.
+    (gang,) = _build(_jobset_pods("one", "w", 0, 1), _stores(jobsets=[js])).snapshot.gangs
+    assert gang.topology_required == "network.gpufair.io/leaf" and gang.required_members == 1
     (gang,) = _build(_jobset_pods("one", "w", 0, 2), _stores(jobsets=[js])).snapshot.gangs
-    assert gang.topology_required == "network.gpufair.io/leaf"
+    assert gang.required_members == 1 and len(gang.pods) == 2
     # More Jobs: each Job's domain is the JobSet webhook's pod affinity, not one for all.
     js = _jobset(
         "two", [("w", 2, 2)], **{"alpha.jobset.sigs.k8s.io/exclusive-topology": "network.gpufair.io/leaf"}
     )
     pods = _jobset_pods("two", "w", 0, 2) + _jobset_pods("two", "w", 1, 2)
     (gang,) = _build(pods, _stores(jobsets=[js])).snapshot.gangs
-    assert gang.topology_required is None and gang.required_members == 4
+    assert gang.topology_required is None and gang.required_members == 2  # the two leaders
 
 
 def test_a_jobset_whose_parallelism_cannot_be_read_waits_naming_the_field():

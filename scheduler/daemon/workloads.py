@@ -226,9 +226,15 @@ def ray_cluster(pod: Mapping[str, Any], ns: str, key: str, r: Reading) -> Worklo
 
 def job_set(pod: Mapping[str, Any], ns: str, key: str, r: Reading) -> Workload | None:
     """JobSet (and a Trainer v2 TrainJob, which runs as one): the whole JobSet is one gang
-    of every replicated job's replicas x parallelism. Its exclusive-topology level becomes
-    the gang's required level when the JobSet runs a single Job; with more Jobs the JobSet
-    webhook's own pod (anti-)affinity keeps each Job in its domain."""
+    of every replicated job's replicas x parallelism.
+
+    Exclusive topology (`alpha.jobset.sigs.k8s.io/exclusive-topology` on the JobSet or a
+    replicated job's template) works in two waves in JobSet itself: its pod webhook admits a
+    Job's followers only once the Job's leader (completion index 0) is bound, then pins them
+    to the leader's domain, and gives leaders (anti-)affinity keeping each Job alone in its
+    domain. So such a Job counts its leader in the minimum (the followers come as extras in
+    that domain, or the gang would wait for pods that cannot exist yet), and the level is
+    the gang's required level when the JobSet runs one Job."""
     labels = (pod.get("metadata") or {}).get("labels") or {}
     name = labels.get(JOBSET_NAME)
     if not name:
@@ -245,11 +251,12 @@ def job_set(pod: Mapping[str, Any], ns: str, key: str, r: Reading) -> Workload |
         replicas = _count(rj.get("replicas"), 1, obj, f"{path}.replicas")
         tmpl = rj.get("template") or {}
         pods = _job_pods(tmpl.get("spec") or {}, obj, f"{path}.template.spec")
-        total += replicas * pods
         jobs += replicas
         level = _annotations(tmpl).get(JOBSET_TOPOLOGY) or _annotations(js).get(JOBSET_TOPOLOGY)
         if level:
             levels.add(level)
+            pods = min(pods, 1)  # its leader; the followers are admitted once it is bound
+        total += replicas * pods
     if total < 1:
         raise InvalidInput(
             obj, "spec.replicatedJobs", "runs no pods", "give it a replicated job with replicas >= 1"
