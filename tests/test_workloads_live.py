@@ -226,3 +226,88 @@ def test_a_production_lws_evicts_a_whole_jobset_which_restarts_and_runs_whole_la
         # The LWS goes: the restarted JobSet runs whole.
         kube.request("DELETE", LWS.format(ns=ns) + "/infer")
         wait_for("the JobSet rescheduled whole", lambda: len(_bound(_ours(kube, ns, js))) == 8, timeout_s=90)
+
+
+def _job(name: str, pods: int, annotations: dict | None = None) -> dict:
+    """An indexed Job as the Kubernetes docs write one for distributed work."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "annotations": annotations or {}},
+        "spec": {
+            "completionMode": "Indexed",
+            "parallelism": pods,
+            "completions": pods,
+            "backoffLimit": 0,
+            "template": {
+                **_template("gpufair-training"),
+                "spec": {**_template("gpufair-training")["spec"], "restartPolicy": "Never"},
+            },
+        },
+    }
+
+
+def test_an_indexed_job_is_one_gang_and_an_opted_out_job_is_not(
+    workload_cluster: WorkloadCluster, workload_namespace: str
+) -> None:
+    ns, kube = workload_namespace, kube_for(workload_cluster.kubeconfig)
+    make_team(kube, "jobs", [ns])
+    jobs, name = f"/apis/batch/v1/namespaces/{ns}/jobs", "batch.kubernetes.io/job-name"
+
+    def of(job: str) -> dict[str, dict]:
+        return {n: p for n, p in pods_in(kube, ns).items() if p["metadata"]["labels"].get(name) == job}
+
+    with InProcessDaemon(workload_cluster.kubeconfig):
+        # 9 pods of 8 GPUs: more than the 64 GPUs there are, so none of the gang starts ...
+        kube.request("POST", jobs, body=_job("ddp", 9))
+        wait_for("the Job's 9 pods", lambda: len(of("ddp")) == 9, timeout_s=60)
+        # ... while the same Job with independent pods fills the cluster, pod by pod.
+        kube.request("POST", jobs, body=_job("sweep", 9, {"gpufair.io/independent-pods": "true"}))
+        wait_for("8 of the independent pods bound", lambda: len(_bound(of("sweep"))) == 8, timeout_s=60)
+        time.sleep(2)
+        assert _bound(of("ddp")) == {}
+
+
+def test_a_rayclusters_head_and_minimum_workers_start_together_and_extras_follow(
+    workload_cluster: WorkloadCluster, workload_namespace: str
+) -> None:
+    ns, kube = workload_namespace, kube_for(workload_cluster.kubeconfig)
+    make_team(kube, "ray", [ns])
+    # The KubeRay docs' RayCluster: a head and one worker group (minReplicas 2, 3 wanted).
+    body = {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayCluster",
+        "metadata": {"name": "raycluster"},
+        "spec": {
+            "headGroupSpec": {"rayStartParams": {}, "template": _template("gpufair-training", gpus=0)},
+            "workerGroupSpecs": [
+                {
+                    "groupName": "gpu",
+                    "replicas": 3,
+                    "minReplicas": 2,
+                    "maxReplicas": 4,
+                    "rayStartParams": {},
+                    "template": _template("gpufair-training"),
+                }
+            ],
+        },
+    }
+    jobs = f"/apis/batch/v1/namespaces/{ns}/jobs"
+    with InProcessDaemon(workload_cluster.kubeconfig):
+        # 7 of the 8 nodes taken: the head and 2 workers cannot start together, so none does.
+        kube.request("POST", jobs, body=_job("block", 7, {"gpufair.io/independent-pods": "true"}))
+        wait_for(
+            "the blocking pods bound",
+            lambda: len(_bound(_ours(kube, ns, "batch.kubernetes.io/job-name"))) == 7,
+        )
+        kube.request("POST", f"/apis/ray.io/v1/namespaces/{ns}/rayclusters", body=body)
+        wait_for("the Ray pods", lambda: len(_ours(kube, ns, "ray.io/cluster")) == 4, timeout_s=60)
+        time.sleep(3)
+        assert _bound(_ours(kube, ns, "ray.io/cluster")) == {}
+        kube.request("DELETE", jobs + "/block", query={"propagationPolicy": "Background"})
+        got = wait_for(
+            "the head and 3 workers bound",
+            lambda: len(b := _bound(_ours(kube, ns, "ray.io/cluster"))) == 4 and b,
+            timeout_s=90,
+        )
+    assert len(got) == 4
