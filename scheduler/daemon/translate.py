@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Collection, Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -29,7 +29,7 @@ from scheduler.core.model import Extras, Gang, Node, Pod, Snapshot, Team, TeamUs
 from scheduler.core.podterms import PodTerms
 from scheduler.daemon.podspec import VolumeRead, node_taints, pod_constraints
 from scheduler.daemon.podterms import pod_labels, pod_terms
-from scheduler.daemon.workloads import NoOwners, Owners, Reading, Workload, recognise
+from scheduler.daemon.workloads import NoOwners, Owners, Reading, Workload, candidate, recognise
 
 SCHEDULER_NAME = "gpufair"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -342,7 +342,7 @@ class SnapshotBuilder:
         self.owners: Owners = NoOwners()
         # What the last gang_of read: its owning workload, and the owners it looked up.
         self.last_workload: Workload | None = None
-        self.last_reads: set[tuple[str, str]] = set()
+        self.last_reads: Collection[tuple[str, str]] = ()
 
     def _teams(self, raw: Iterable[Mapping[str, Any]]) -> tuple[Team, ...]:
         # A namespace two GPUTeams list stays with the older claim (resolve_teams), so a new
@@ -479,7 +479,7 @@ class SnapshotBuilder:
         label win over the owner chain; `last_workload` and `last_reads` say what it found."""
         obj = f"pod {pod_key(pod)}"
         self.last_workload = None
-        self.last_reads = set()
+        self.last_reads = ()
         group = labels.get(POD_GROUP_LABEL)
         if group:
             pg = groups.get(f"{ns}/{group}")
@@ -499,6 +499,8 @@ class SnapshotBuilder:
         gang = labels.get(GANG_LABEL)
         if gang:
             return f"{ns}/{LABEL_GANG}{gang}", None
+        if not candidate(pod):
+            return f"{ns}/{pod['metadata']['name']}", None
         reading = Reading(self.owners, timestamp)
         self.last_reads = reading.reads  # filled as it reads, so a refusal still names them
         found = recognise(pod, ns, pod_key(pod), reading)

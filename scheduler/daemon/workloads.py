@@ -333,6 +333,22 @@ RECOGNISERS: tuple[tuple[str, Recogniser], ...] = (
 )
 
 
+_OWNER_KINDS = frozenset(kind for _group, kind in RESOURCE_OF)
+
+
+def candidate(pod: Mapping[str, Any]) -> bool:
+    """Whether any recogniser could claim the pod: most pods of a cluster (Deployments,
+    lone pods) are turned away here, before a look-up is set up."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if LWS_NAME in labels or JOBSET_NAME in labels:
+        return True
+    for ref in meta.get("ownerReferences") or ():
+        if isinstance(ref, Mapping) and ref.get("controller") and ref.get("kind") in _OWNER_KINDS:
+            return True
+    return False
+
+
 def recognise(pod: Mapping[str, Any], ns: str, key: str, r: Reading) -> Workload | None:
     for _kind, rec in RECOGNISERS:
         found = rec(pod, ns, key, r)
