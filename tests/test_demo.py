@@ -52,8 +52,10 @@ def test_unattended_demo_binds_for_every_team_preempts_and_prints_a_summary(tmp_
     # run and LWS inference group; the production LWS group is bound (it preempts for room).
     assert "workload controllers ready: jobset v0.10.1, lws v0.7.0" in out, out
     assert "JobSet training run" in out and "LeaderWorkerSet inference group" in out
-    assert summary["workloads"]["JobSet"]["pods"] > 0, summary
-    assert summary["workloads"]["LeaderWorkerSet"] == {"pods": 2, "bound": 2}, summary
+    assert summary["workloads"]["JobSet"]["pods"] >= 4, summary  # 2 Jobs x 2 pods
+    lws = summary["workloads"]["LeaderWorkerSet"]
+    assert lws["pods"] >= 2 and lws["bound"] >= 2, summary  # a leader and a worker
+    assert "LeaderWorkerSet: its controller made" in out
     # Everything it started is gone with its state directory.
     assert not (tmp_path / "state").exists()
 

@@ -105,15 +105,24 @@ def test_controllers_ready_and_crds_established(workload_cluster: WorkloadCluste
         assert hooks and set(hooks) <= names
 
 
-def test_webhook_configurations_point_at_loopback_with_upstream_pod_selectors() -> None:
-    docs = workloads.webhook_configurations("jobset", 12345, b"CA")
+@pytest.mark.parametrize(
+    ("name", "pod_label"),
+    [("jobset", "jobset.sigs.k8s.io/jobset-name"), ("lws", "leaderworkerset.sigs.k8s.io/name")],
+)
+def test_webhook_configurations_point_at_loopback_with_upstream_pod_selectors(
+    name: str, pod_label: str
+) -> None:
+    docs = workloads.webhook_configurations(name, 12345, b"CA")
+    assert {d["kind"] for d in docs} == {"MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"}
+    assert all(d["metadata"]["name"].startswith(f"gpufair-dev-{name}-") for d in docs)
     hooks = [h for d in docs for h in d["webhooks"]]
     assert hooks and all(h["clientConfig"]["url"].startswith("https://127.0.0.1:12345/") for h in hooks)
+    assert all(h["clientConfig"]["caBundle"] == "Q0E=" for h in hooks)
     pod_hooks = [h for h in hooks if h["clientConfig"]["url"].endswith("-v1-pod")]
-    assert pod_hooks
+    assert len(pod_hooks) == 2  # mutating and validating, each only for the controller's own pods
     for hook in pod_hooks:
         keys = [e["key"] for e in hook["objectSelector"]["matchExpressions"]]
-        assert keys == ["jobset.sigs.k8s.io/jobset-name"]
+        assert keys == [pod_label]
 
 
 def test_jobset_makes_jobs_and_pods(workload_cluster: WorkloadCluster, workload_namespace: str) -> None:

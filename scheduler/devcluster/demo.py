@@ -569,27 +569,34 @@ def summary(tally: Tally, elapsed: float, metrics: str) -> dict[str, Any]:
     }
 
 
-def workload_pods(kube: Kube) -> dict[str, dict[str, int]]:
-    """Per workload kind (JobSet, LeaderWorkerSet): how many pods its controller made that
-    still exist, and how many of them are bound to a node."""
-    out = {}
+def watch_workload_pods(kube: Kube, seen: dict[str, dict[str, set[str]]]) -> None:
+    """Add to `seen`, per workload kind (JobSet, LeaderWorkerSet), the pods its controller
+    made and those of them bound to a node (pods of finished or failed runs go away, so the
+    demo samples as it goes)."""
     for kind, label in KIND_LABELS.items():
         pods = kube.request("GET", "/api/v1/pods", query={"labelSelector": label}).get("items") or []
-        bound = sum(1 for p in pods if (p.get("spec") or {}).get("nodeName"))
-        out[kind] = {"pods": len(pods), "bound": bound}
-    return out
+        mine = seen.setdefault(kind, {"pods": set(), "bound": set()})
+        for pod in pods:
+            name = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+            mine["pods"].add(name)
+            if (pod.get("spec") or {}).get("nodeName"):
+                mine["bound"].add(name)
+
+
+def workload_counts(seen: dict[str, dict[str, set[str]]]) -> dict[str, dict[str, int]]:
+    return {kind: {k: len(v) for k, v in sets.items()} for kind, sets in seen.items()}
 
 
 def render_summary(s: dict[str, Any]) -> str:
     lines = [
-        f"gpufair demo summary: {s['seconds']:.0f}s on {s['nodes']} nodes x {GPUS_PER_NODE} GPUs",
+        f"gpufair demo summary: {int(s['seconds'])}s on {s['nodes']} nodes x {GPUS_PER_NODE} GPUs",
         f"{'TEAM':<10}{'BINDS':>7}{'PREEMPTED':>11}{'GPU-HOURS':>11}",
     ]
     for team, t in s["teams"].items():
         lines.append(f"{team:<10}{t['binds']:>7}{t['preempted']:>11}{t['gpu_hours']:>11.3f}")
     lines.append(f"{'total':<10}{s['binds']:>7}{s['preemptions']:>11}")
     for kind, n in (s.get("workloads") or {}).items():
-        lines.append(f"{kind}: {n['pods']} pods from its controller, {n['bound']} bound")
+        lines.append(f"{kind}: its controller made {n['pods']} pods, {n['bound']} of them bound")
     lines.append(
         f"binds {s['binds']}, preemptions {s['preemptions']} (pods evicted through the Eviction API); "
         f"metrics were served at {s['metrics_url']} while the demo ran"
@@ -677,7 +684,8 @@ def run_demo(
         say(f"gpufair run is up (log {work / 'daemon.log'}); metrics at {metrics}")
         steps = timeline(seconds)
         start = time.monotonic()
-        next_draw = 0.0
+        next_draw = next_watch = 0.0
+        seen: dict[str, dict[str, set[str]]] = {}
         while not stop["now"]:
             elapsed = time.monotonic() - start
             if seconds > 0 and elapsed >= seconds:
@@ -690,6 +698,9 @@ def run_demo(
             if daemon.poll() is not None:
                 raise DemoError(f"gpufair run exited with {daemon.returncode}; see {work / 'daemon.log'}")
             tally.sample(kube, time.monotonic())
+            if elapsed >= next_watch:
+                watch_workload_pods(kube, seen)
+                next_watch = elapsed + 5.0
             if live:
                 out.write(
                     "\x1b[H\x1b[2J" + render_table(team_rows(kube), tally, elapsed, seconds, metrics) + "\n"
@@ -700,7 +711,8 @@ def run_demo(
                 next_draw = elapsed + 10.0
             time.sleep(max(0.0, 1.0 - (time.monotonic() - start - elapsed)))
         result = summary(tally, elapsed, metrics)
-        result["workloads"] = workload_pods(kube)
+        watch_workload_pods(kube, seen)
+        result["workloads"] = workload_counts(seen)
     except DemoError as exc:
         say(f"gpufair demo: {exc}")
         log = work / "daemon.log"

@@ -177,14 +177,18 @@ def webhook_configurations(name: str, port: int, ca_pem: bytes) -> list[dict[str
     CA, and the pod webhooks' objectSelector taken from the module's kustomize patches (without
     it every pod in the cluster would go through JobSet's and LWS's webhooks)."""
     hooks = manifests_dir(name) / "webhooks"
-    files = sorted(hooks.glob("*.yaml"))
-    base = _yaml_docs(f for f in files if f.name == "manifests.yaml")
-    patches = _yaml_docs(f for f in files if f.name != "manifests.yaml")
+    base = _yaml_docs([hooks / "manifests.yaml"])
+    # The patches are kustomize JSON patches (`op: replace, value: <webhook>`), one file per
+    # configuration kind; only the selectors are taken from them.
     selectors: dict[tuple[str, str], dict[str, Any]] = {}
-    for patch in patches:
-        for hook in patch.get("webhooks") or ():
-            extra = {k: hook[k] for k in ("objectSelector", "namespaceSelector") if k in hook}
-            selectors[(patch["kind"], hook["name"])] = extra
+    for kind, file in (("Mutating", "mutating-patch.yaml"), ("Validating", "validating-patch.yaml")):
+        if not (hooks / file).is_file():
+            continue
+        for op in yaml.safe_load((hooks / file).read_text()) or ():
+            hook = op.get("value") if isinstance(op, dict) else None
+            if isinstance(hook, dict) and "name" in hook:
+                extra = {k: hook[k] for k in ("objectSelector", "namespaceSelector") if k in hook}
+                selectors[(f"{kind}WebhookConfiguration", hook["name"])] = extra
     ca = base64.b64encode(ca_pem).decode()
     out = []
     for doc in base:
