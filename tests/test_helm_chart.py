@@ -76,7 +76,10 @@ SCHEDULER_CLUSTER_RIGHTS = {
             ("leaderworkerset.x-k8s.io", "leaderworkersets"),
             ("ray.io", "rayclusters"),
             ("ray.io", "rayjobs"),
-            ("kubeflow.org", "pytorchjobs"),
+            *(
+                ("kubeflow.org", k)
+                for k in ("pytorchjobs", "tfjobs", "mpijobs", "xgboostjobs", "paddlejobs", "jaxjobs")
+            ),
             ("trainer.kubeflow.org", "trainjobs"),
         )
         for v in ("list", "watch")

@@ -342,3 +342,12 @@ def test_the_live_state_follows_pods_and_owners_as_they_come_and_go():
     assert len(run.check()["ml/workload:jobset/js"].pods) == 2
     run.put("jobsets", _jobset("js", [("w", 1, 2)]), "DELETED")  # gone: the pods wait again
     assert all(isinstance(v, str) for v in run.check().values())
+
+
+def test_every_owner_kind_a_recogniser_reads_is_watched():
+    from scheduler.daemon.cache import RESOURCES
+    from scheduler.daemon.workloads import RESOURCE_OF
+
+    paths = {r.name: r.path for r in RESOURCES}
+    for (group, _kind), resource in RESOURCE_OF.items():
+        assert resource in paths and paths[resource].startswith(f"/apis/{group}/"), resource

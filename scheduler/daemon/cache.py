@@ -48,7 +48,10 @@ RESOURCES = (
     Resource("leaderworkersets", "/apis/leaderworkerset.x-k8s.io/v1/leaderworkersets", optional=True),
     Resource("rayclusters", "/apis/ray.io/v1/rayclusters", optional=True),
     Resource("rayjobs", "/apis/ray.io/v1/rayjobs", optional=True),
-    Resource("pytorchjobs", "/apis/kubeflow.org/v1/pytorchjobs", optional=True),
+    *(
+        Resource(plural, f"/apis/kubeflow.org/v1/{plural}", optional=True)
+        for plural in ("pytorchjobs", "tfjobs", "mpijobs", "xgboostjobs", "paddlejobs", "jaxjobs")
+    ),
     Resource("trainjobs", "/apis/trainer.kubeflow.org/v1alpha1/trainjobs", optional=True),
 )
 
