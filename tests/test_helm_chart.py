@@ -26,6 +26,7 @@ from kubernetes.client.rest import ApiException
 
 import tests.test_daemon_integration as scenarios
 from scheduler.agent.labels import patch_own_node
+from scheduler.daemon.cache import RESOURCES
 from scheduler.daemon.config import load_daemon_config
 from scheduler.devcluster import binaries
 from tests.daemon_support import (
@@ -70,6 +71,16 @@ SCHEDULER_CLUSTER_RIGHTS = {
             ("", "persistentvolumes"),
             ("storage.k8s.io", "storageclasses"),
             ("storage.k8s.io", "csinodes"),
+            ("batch", "jobs"),
+            ("jobset.x-k8s.io", "jobsets"),
+            ("leaderworkerset.x-k8s.io", "leaderworkersets"),
+            ("ray.io", "rayclusters"),
+            ("ray.io", "rayjobs"),
+            *(
+                ("kubeflow.org", k)
+                for k in ("pytorchjobs", "tfjobs", "mpijobs", "xgboostjobs", "paddlejobs", "jaxjobs")
+            ),
+            ("trainer.kubeflow.org", "trainjobs"),
         )
         for v in ("list", "watch")
     ),
@@ -380,6 +391,16 @@ def test_rbac_is_least_privilege(values: Path | None) -> None:
     for sa in of_kind(docs, "ServiceAccount"):
         if sa["metadata"]["name"].endswith("-mqtt"):
             assert sa["automountServiceAccountToken"] is False
+
+
+def test_the_chart_lets_the_scheduler_watch_every_resource_its_cache_watches() -> None:
+    scheduler_role = named(render(None), "ClusterRole", SCHEDULER_SA)
+    granted = rights(scheduler_role["rules"])
+    for r in RESOURCES:
+        parts = r.path.strip("/").split("/")  # api/v1/<plural> or apis/<group>/<version>/<plural>
+        group = "" if parts[0] == "api" else parts[1]
+        for verb in ("list", "watch"):
+            assert (group, parts[-1], verb) in granted, (r.name, verb)
 
 
 def test_the_scheduler_account_can_do_what_the_daemon_needs_and_nothing_more(cluster, chart_rbac) -> None:

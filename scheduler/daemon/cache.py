@@ -41,6 +41,18 @@ RESOURCES = (
     Resource("pvs", "/api/v1/persistentvolumes", optional=True),
     Resource("storageclasses", "/apis/storage.k8s.io/v1/storageclasses", optional=True),
     Resource("csinodes", "/apis/storage.k8s.io/v1/csinodes", optional=True),
+    # The workloads that own pods (workloads.py): read for a gang's size, level and age. A
+    # kind whose CRD is not installed is simply not recognised.
+    Resource("jobs", "/apis/batch/v1/jobs", optional=True),
+    Resource("jobsets", "/apis/jobset.x-k8s.io/v1alpha2/jobsets", optional=True),
+    Resource("leaderworkersets", "/apis/leaderworkerset.x-k8s.io/v1/leaderworkersets", optional=True),
+    Resource("rayclusters", "/apis/ray.io/v1/rayclusters", optional=True),
+    Resource("rayjobs", "/apis/ray.io/v1/rayjobs", optional=True),
+    *(
+        Resource(plural, f"/apis/kubeflow.org/v1/{plural}", optional=True)
+        for plural in ("pytorchjobs", "tfjobs", "mpijobs", "xgboostjobs", "paddlejobs", "jaxjobs")
+    ),
+    Resource("trainjobs", "/apis/trainer.kubeflow.org/v1alpha1/trainjobs", optional=True),
 )
 
 
@@ -61,6 +73,7 @@ class Store:
         self._lock = threading.Lock()
         self._dirty: set[str] = set()
         self._relisted = False
+        self.available = True  # False while its list is refused (an optional kind not served)
 
     def replace(self, items: list[dict[str, Any]]) -> None:
         with self._lock:
@@ -156,7 +169,10 @@ class Cache:
                 if exc.status in (403, 404) and r.optional:
                     if exc.status == 403:
                         log.warning("not allowed to list %s: read as empty (grant list/watch)", r.name)
-                    store.replace([])
+                    # Replaced once, not every retry: a relist rebuilds the daemon's state.
+                    if store.available or not self.synced[r.name].is_set():
+                        store.available = False
+                        store.replace([])
                     self.synced[r.name].set()
                     self._stop.wait(30)
                     continue
@@ -164,6 +180,7 @@ class Cache:
                 self._stop.wait(delay)
                 delay = min(delay * 2, 30.0)
                 continue
+            store.available = True
             store.replace(items)
             self.relists += 1
             self.synced[r.name].set()

@@ -37,6 +37,7 @@ from scheduler.daemon.live import LiveState
 from scheduler.daemon.translate import SnapshotBuilder, Translation
 from scheduler.daemon.volumebinder import bind_with_volumes
 from scheduler.daemon.volumes import Plan, VolumeReader
+from scheduler.daemon.workloads import CacheOwners
 
 log = logging.getLogger("gpufair.daemon")
 
@@ -354,6 +355,7 @@ class Daemon:
             priority_classes=self.cache["priorityclasses"].values(),
             volumes=self.storage.read,
             namespaces_raw=self.cache["namespaces"].values(),
+            owners=CacheOwners(self.cache.stores),
         )
 
     def live_snapshot(self, now: float) -> Translation:

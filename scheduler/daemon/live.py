@@ -47,6 +47,7 @@ from scheduler.daemon.translate import (
     protected_by_pdb,
 )
 from scheduler.daemon.volumes import VolumeReader, has_claims
+from scheduler.daemon.workloads import CacheOwners, Workload
 
 log = logging.getLogger("gpufair.live")
 
@@ -67,6 +68,8 @@ class _Entry:
     label: str | None = None  # a gpufair.io/gang gang's label value
     size: str | None = None  # its gang-size annotation
     group: str | None = None  # ns/name of the PodGroup it names
+    workload: Workload | None = None  # the owning workload that names its gang
+    reads: tuple[tuple[str, str], ...] = ()  # the owners (resource, key) its gang was read from
     protected: bool = False
     part: PodPart | None = None
     obj: dict[str, Any] | None = None
@@ -97,6 +100,7 @@ class LiveState:
 
     def _clear(self) -> None:
         self.builder = SnapshotBuilder(())
+        self.builder.owners = CacheOwners(self.cache.stores)
         self.teams: tuple[Team, ...] = ()
         self.team_problems: list[Problem] = []
         self.node_rows: dict[str, tuple[tuple[str, tuple[int, ...]], Node | None]] = {}
@@ -117,6 +121,7 @@ class LiveState:
         self.by_ns: dict[str, set[str]] = defaultdict(set)  # gpufair's pods
         self.on_node: dict[str, set[str]] = defaultdict(set)  # every pod with a node
         self.by_group: dict[str, set[str]] = defaultdict(set)
+        self.by_owner: dict[tuple[str, str], set[str]] = defaultdict(set)  # owner -> pods read from it
         self.class_priority: set[str] = set()  # no spec.priority: read from the PriorityClass
         self.affinity_pods: set[str] = set()
         self.claim_pods: set[str] = set()
@@ -225,6 +230,10 @@ class LiveState:
             self._pdbs(dirty["pdbs"], forced)
         for key in dirty.get("podgroups", ()):
             forced |= self.by_group.get(key, set())
+        if self.by_owner:  # a workload that changed, arrived or went: its pods read again
+            for name, keys in dirty.items():
+                for key in keys:
+                    forced |= self.by_owner.get((name, key), set())
         for key in dirty.get("pods", set()) | forced:
             self._pod(key, key in forced)
         self._storage(dirty, frozenset(taken))
@@ -386,12 +395,15 @@ class LiveState:
         try:
             gid, e.min_member = self.builder.gang_of(obj, ns, labels, self.cache["podgroups"])
         except InvalidInput as exc:
+            self._read_owners(key, e)
             gid = f"{ns}/{meta['name']}"
             e.kind, e.gid = INVALID, gid
             self.pod_invalid[gid] = str(exc)
             self.pod_gang_pods[gid] = [key]
             self.pod_problems[key] = Problem("Pod", ns, meta["name"], str(exc))
             return
+        self._read_owners(key, e)
+        e.workload = self.builder.last_workload
         e.gid = gid
         if e.min_member is None and gid.startswith(f"{ns}/{LABEL_GANG}"):
             e.label = labels[GANG_LABEL]
@@ -401,8 +413,19 @@ class LiveState:
         self.members.setdefault(gid, set()).add(key)
         self._dirty_gangs.add(gid)
 
+    def _read_owners(self, key: str, e: _Entry) -> None:
+        e.reads = tuple(self.builder.last_reads)
+        for owner in e.reads:
+            self.by_owner[owner].add(key)
+
     def _unlink(self, key: str, e: _Entry) -> None:
         del self.entries[key]
+        for owner in e.reads:
+            pods = self.by_owner.get(owner)
+            if pods is not None:
+                pods.discard(key)
+                if not pods:
+                    del self.by_owner[owner]
         if e.node:
             on = self.on_node.get(e.node)
             if on is not None:
@@ -463,7 +486,8 @@ class LiveState:
                     assert e.obj is not None
                     e.part = b.pod_part(e.obj, ns, self.node_names, e.protected)
                 parts.append(e.part)
-            gang = b.assemble(gid, ns, min_member, parts)
+            workload = next((e.workload for e in entries if e.workload is not None), None)
+            gang = b.assemble(gid, ns, min_member, parts, workload)
         except InvalidInput as exc:
             self.gang_invalid[gid] = str(exc)
             first = entries[0].obj["metadata"]["name"] if entries[0].obj else ordered[0]
@@ -532,6 +556,7 @@ class LiveState:
             nominated=self.nominated,
             volumes=storage.read,
             namespaces_raw=c["namespaces"].values(),
+            owners=CacheOwners(c.stores),
         )
 
     def differences(self, fresh: Translation, limit: int = 10) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Collection, Container, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
@@ -29,6 +29,7 @@ from scheduler.core.model import Extras, Gang, Node, Pod, Snapshot, Team, TeamUs
 from scheduler.core.podterms import PodTerms
 from scheduler.daemon.podspec import VolumeRead, node_taints, pod_constraints
 from scheduler.daemon.podterms import pod_labels, pod_terms
+from scheduler.daemon.workloads import NoOwners, Owners, Reading, Workload, candidate, recognise
 
 SCHEDULER_NAME = "gpufair"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -299,6 +300,7 @@ class _GangParts:
     min_member: int | None = None  # a PodGroup's minMember
     label: str | None = None  # a gpufair.io/gang gang's label value
     sizes: dict[str, str | None] = field(default_factory=dict)  # its pods' gang-size annotations
+    workload: Workload | None = None  # the owning workload (workloads.py), if it names the gang
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +339,10 @@ class SnapshotBuilder:
         self.namespace_labels: dict[str, dict[str, str]] = {}
         self.teams = self._teams(teams_raw)
         self.mig = MigRates(())  # made from each build's nodes
+        self.owners: Owners = NoOwners()
+        # What the last gang_of read: its owning workload, and the owners it looked up.
+        self.last_workload: Workload | None = None
+        self.last_reads: Collection[tuple[str, str]] = ()
 
     def _teams(self, raw: Iterable[Mapping[str, Any]]) -> tuple[Team, ...]:
         # A namespace two GPUTeams list stays with the older claim (resolve_teams), so a new
@@ -361,12 +367,16 @@ class SnapshotBuilder:
         nominated: Mapping[str, str] | None = None,
         volumes: VolumeRead | None = None,
         namespaces_raw: Iterable[Mapping[str, Any]] = (),
+        owners: Owners | None = None,
     ) -> Translation:
-        """`hold` names gangs to leave out of this cycle (their preemption is in progress);
+        """`owners` gives the workloads that own pods (workloads.py); `hold` names gangs to
+        leave out of this cycle (their preemption is in progress);
         `nominated` gives pending pods the node the daemon's own preemption made room on
         (a pod's status.nominatedNodeName is not read: users could write it); `volumes` reads
         a pod's claims (None: claims are not honoured, and such pods wait saying so)."""
         self.read_context(priority_classes, nominated, volumes, namespaces_raw)
+        if owners is not None:
+            self.owners = owners
         unhealthy = unhealthy or {}
         read: list[Node] = []
         for n in sorted(nodes_raw, key=lambda n: n["metadata"]["name"]):
@@ -416,6 +426,8 @@ class SnapshotBuilder:
             p = parts[gid]
             p.namespace = ns
             p.pods.append(obj)
+            if self.last_workload is not None:
+                p.workload = self.last_workload
             if min_member is not None:
                 p.min_member = min_member
             elif gid.startswith(f"{ns}/{LABEL_GANG}"):  # its size is checked across all its pods
@@ -462,9 +474,12 @@ class SnapshotBuilder:
         labels: Mapping[str, str],
         groups: PodGroups,
     ) -> tuple[str, int | None]:
-        """The pod's gang id, and a PodGroup's minMember (a label gang's size is read later,
-        from all its pods at once)."""
+        """The pod's gang id, and a PodGroup's or owning workload's minimum (a label gang's
+        size is read later, from all its pods at once). A PodGroup and the gpufair.io/gang
+        label win over the owner chain; `last_workload` and `last_reads` say what it found."""
         obj = f"pod {pod_key(pod)}"
+        self.last_workload = None
+        self.last_reads = ()
         group = labels.get(POD_GROUP_LABEL)
         if group:
             pg = groups.get(f"{ns}/{group}")
@@ -484,6 +499,14 @@ class SnapshotBuilder:
         gang = labels.get(GANG_LABEL)
         if gang:
             return f"{ns}/{LABEL_GANG}{gang}", None
+        if not candidate(pod):
+            return f"{ns}/{pod['metadata']['name']}", None
+        reading = Reading(self.owners, timestamp)
+        self.last_reads = reading.reads  # filled as it reads, so a refusal still names them
+        found = recognise(pod, ns, pod_key(pod), reading)
+        if found is not None:
+            self.last_workload = found
+            return found.gid, found.min_member
         return f"{ns}/{pod['metadata']['name']}", None
 
     @staticmethod
@@ -568,7 +591,7 @@ class SnapshotBuilder:
         for obj in sorted(p.pods, key=lambda o: o["metadata"]["name"]):
             bound = obj.get("spec", {}).get("nodeName") is not None
             parts.append(self.pod_part(obj, p.namespace, node_names, bound and protected_by_pdb(obj, pdbs)))
-        return self.assemble(gid, p.namespace, min_member, parts)
+        return self.assemble(gid, p.namespace, min_member, parts, p.workload)
 
     def pod_part(
         self, obj: Mapping[str, Any], ns: str, node_names: Container[str], protected: bool
@@ -622,9 +645,17 @@ class SnapshotBuilder:
             terms=own_terms,
         )
 
-    def assemble(self, gid: str, ns: str, min_member: int | None, parts: Iterable[PodPart]) -> Gang:
+    def assemble(
+        self,
+        gid: str,
+        ns: str,
+        min_member: int | None,
+        parts: Iterable[PodPart],
+        workload: Workload | None = None,
+    ) -> Gang:
         """The gang from its pods' parts, in pod-name order; InvalidInput for a bad
-        annotation."""
+        annotation. An owning workload gives the gang's age and, unless a pod annotation
+        says otherwise, its required topology level."""
         pods: list[Pod] = []
         constraints: set[PodConstraints | None] = set()
         priority: int | None = None
@@ -652,6 +683,11 @@ class SnapshotBuilder:
             min_runtime = parse_duration(annotations[MIN_RUNTIME], obj_name, f"annotations.{MIN_RUNTIME}")
         if CHECKPOINT in annotations:
             checkpoint = parse_duration(annotations[CHECKPOINT], obj_name, f"annotations.{CHECKPOINT}")
+        required = _annotation(annotations, TOPOLOGY_REQUIRED)
+        if workload is not None:
+            required = required or workload.topology_required
+            if workload.submit_s is not None:
+                submit = workload.submit_s
         return Gang(
             id=gid,
             team=self.team_of_ns.get(ns, ""),
@@ -660,7 +696,7 @@ class SnapshotBuilder:
             min_member=min_member,
             submit_s=submit if math.isfinite(submit) else 0.0,
             gpu_models=frozenset(models),
-            topology_required=_annotation(annotations, TOPOLOGY_REQUIRED),
+            topology_required=required,
             topology_preferred=_annotation(annotations, TOPOLOGY_PREFERRED),
             min_runtime_s=min_runtime,
             checkpoint_s=checkpoint,
