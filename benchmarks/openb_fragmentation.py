@@ -101,6 +101,23 @@ def format_table(results: dict, policies: list[str]) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(results: dict, policies: list[str]) -> str:
+    """The same table for docs/fragmentation.md; a blank cell: not run."""
+    head = ["workload", *policies, "FGD (paper)", "BestFit (paper)", "gpufair - FGD"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for variant, got in results.items():
+        cells = [f"`{variant}`"]
+        cells += [f"{got[p]['unallocated_gpu_pct']:.2f}" if p in got else "" for p in policies]
+        if variant in PAPER:
+            fgd, best_fit = PAPER[variant]
+            diff = f"{got['gpufair']['unallocated_gpu_pct'] - fgd:+.2f}" if "gpufair" in got else ""
+            cells += [f"{fgd:.2f}", f"{best_fit:.2f}", diff]
+        else:
+            cells += ["-", "-", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(results: dict, policies: list[str], path: Path) -> None:
     import matplotlib
 
@@ -135,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", default="", help="42-51 (default), or a list")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes per variant")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     args = parser.parse_args(argv)
     traces = Path(args.traces)
     if not (traces / "openb_node_list_gpu_node.csv").is_file():
@@ -169,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps(doc, indent=1) + "\n")
     shown = {v: results[v] for v in variants if v in results}
     print(format_table(shown, policies))
+    if args.markdown:
+        print(format_markdown(shown, policies))
     plot(shown, policies, out / "openb_fragmentation.png")
     print(f"wrote {path} and {out / 'openb_fragmentation.png'}")
     return 0
