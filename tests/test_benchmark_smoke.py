@@ -112,3 +112,25 @@ def test_daemon_cycle_benchmark_runs_every_case_against_the_full_rebuild(tmp_pat
         assert r["cold_binds"] > 0 and r["same_bind_counts_as_full"]
         assert sum(r["last_changes"].values()) > 0
     assert "meets_targets" in cases["b"]
+
+
+def test_openb_fragmentation_benchmark_puts_the_paper_beside_each_workload(tmp_path, capsys):
+    """One workload, one seed, gpufair only: the JSON holds the run under the workload and
+    the policy, the table puts the paper's FGD figure beside it, the plot is written, and a
+    second run with the same seeds resumes instead of running again."""
+    from benchmarks.openb_fragmentation import PAPER
+    from benchmarks.openb_fragmentation import main as openb_fragmentation
+    from tests.builders import shared_trace
+
+    traces = shared_trace("openb", "openb_node_list_gpu_node.csv").parent
+    argv = ["--traces", str(traces), "--variants", "gpuspec33", "--seed", "42",
+            "--policies", "gpufair", "--out", str(tmp_path)]
+    assert openb_fragmentation(argv) == 0
+    doc = json.loads((tmp_path / "openb_fragmentation.json").read_text())
+    entry = doc["variants"]["gpuspec33"]["gpufair"]
+    assert entry["seeds"] == [42] and 0 < entry["unallocated_gpu_pct"] < 100
+    out = capsys.readouterr()
+    assert "gpuspec33" in out.out and f"{PAPER['gpuspec33'][0]:.2f}" in out.out
+    assert (tmp_path / "openb_fragmentation.png").stat().st_size > 0
+    assert openb_fragmentation(argv) == 0
+    assert "[1/" not in capsys.readouterr().err, "a finished (policy, workload) is not run again"
