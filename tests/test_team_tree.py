@@ -91,7 +91,10 @@ def test_siblings_share_what_their_parent_got(tree_and_demand, capacity: float) 
         if teams[t].max_gpus is not None:
             assert got[t] <= teams[t].max_gpus + 1e-6
     # Work conserving: the capacity goes out unless every subtree has all it can use.
-    want = sum(min(demand[r], teams[r].max_gpus or math.inf) for r in tree.roots if not tree.children[r])
+    def cap(r: int) -> float:  # a cap of 0 is a cap (not "no cap")
+        return math.inf if teams[r].max_gpus is None else teams[r].max_gpus
+
+    want = sum(min(demand[r], cap(r)) for r in tree.roots if not tree.children[r])
     if want >= capacity and all(not tree.children[r] for r in tree.roots):
         assert math.isclose(top, capacity, rel_tol=1e-9, abs_tol=1e-6)
 
