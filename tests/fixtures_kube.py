@@ -16,6 +16,7 @@ with that instruction (never skips).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
@@ -208,11 +209,11 @@ def _namespace_name(test_name: str) -> str:
     return f"t-{stem}-{secrets.token_hex(3)}"
 
 
-@pytest.fixture
-def kube_namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace named after the test; deleted (without waiting) afterwards."""
-    name = _namespace_name(request.node.name)
-    core = kube_cluster.core
+@contextlib.contextmanager
+def fresh_namespace(core: client.CoreV1Api, test_name: str) -> Iterator[str]:
+    """A namespace named after the test, ready once its default ServiceAccount exists (pods
+    are refused before); deleted (without waiting) afterwards."""
+    name = _namespace_name(test_name)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     deadline = time.monotonic() + 30
     while True:
@@ -231,3 +232,10 @@ def kube_namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) ->
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+@pytest.fixture
+def kube_namespace(kube_cluster: KubeCluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test; deleted (without waiting) afterwards."""
+    with fresh_namespace(kube_cluster.core, request.node.name) as name:
+        yield name

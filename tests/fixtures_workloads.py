@@ -12,18 +12,15 @@ Missing binaries make the fixture fail with the build instruction (never skip).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 from scheduler.devcluster.binaries import MissingBinary
 from scheduler.devcluster.gpufair_objects import install_gpufair_objects
 from scheduler.devcluster.workloads import RunningController, start_workload_controllers
-from tests.fixtures_kube import KubeCluster, _namespace_name, start_kube_cluster, stop_kube_cluster
+from tests.fixtures_kube import KubeCluster, fresh_namespace, start_kube_cluster, stop_kube_cluster
 
 
 @dataclass
@@ -55,23 +52,5 @@ def workload_cluster() -> Iterator[WorkloadCluster]:
 @pytest.fixture
 def workload_namespace(workload_cluster: WorkloadCluster, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace on the workload cluster; deleted (without waiting) afterwards."""
-    name = _namespace_name(request.node.name)
-    core = workload_cluster.core
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            core.read_namespaced_service_account("default", name, _preload_content=False)
-            break
-        except ApiException as exc:
-            if exc.status != 404 or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    try:
+    with fresh_namespace(workload_cluster.core, request.node.name) as name:
         yield name
-    finally:
-        try:
-            core.delete_namespace(name, grace_period_seconds=0, _preload_content=False)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
