@@ -71,6 +71,20 @@ def _openssl(*args: str | Path, cwd: Path) -> None:
         raise RuntimeError(f"openssl {' '.join(map(str, args[:2]))} failed: {done.stderr.strip()}")
 
 
+def _signed_server_cert(
+    cnf: Path, common_name: str, ca_cert: Path, ca_key: Path, cert: Path, key: Path
+) -> None:
+    """A new key and a server certificate for it (the SANs and extensions of `cnf`'s
+    server_ext), signed by the CA; the request is made beside `cert` and removed."""
+    csr = cert.with_suffix(".csr")
+    _openssl("req", "-new", "-config", cnf, "-subj", f"/CN={common_name}", *_EC,
+             "-keyout", key, "-out", csr, cwd=cert.parent)
+    _openssl("x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key,
+             "-set_serial", f"0x{secrets.token_hex(16)}", "-days", "825",
+             "-extfile", cnf, "-extensions", "server_ext", "-out", cert, cwd=cert.parent)
+    csr.unlink()
+
+
 def make_pki(directory: Path) -> Pki:
     """Write a CA, a serving cert signed by it, and a ServiceAccount signing key pair."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -102,42 +116,7 @@ def make_pki(directory: Path) -> Pki:
         "3650",
         cwd=directory,
     )
-    csr = directory / "apiserver.csr"
-    _openssl(
-        "req",
-        "-new",
-        "-config",
-        cnf,
-        "-subj",
-        "/CN=kube-apiserver",
-        *_EC,
-        "-keyout",
-        pki.server_key,
-        "-out",
-        csr,
-        cwd=directory,
-    )
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        csr,
-        "-CA",
-        pki.ca_cert,
-        "-CAkey",
-        pki.ca_key,
-        "-set_serial",
-        f"0x{secrets.token_hex(16)}",
-        "-days",
-        "825",
-        "-extfile",
-        cnf,
-        "-extensions",
-        "server_ext",
-        "-out",
-        pki.server_cert,
-        cwd=directory,
-    )
+    _signed_server_cert(cnf, "kube-apiserver", pki.ca_cert, pki.ca_key, pki.server_cert, pki.server_key)
     _openssl(
         "genpkey",
         "-algorithm",
@@ -149,7 +128,6 @@ def make_pki(directory: Path) -> Pki:
         cwd=directory,
     )
     _openssl("pkey", "-in", pki.sa_key, "-pubout", "-out", pki.sa_pub, cwd=directory)
-    csr.unlink()
     for key in (pki.ca_key, pki.server_key, pki.sa_key):
         key.chmod(0o600)
     return pki
@@ -163,42 +141,7 @@ def make_serving_cert(pki_dir: Path, out_dir: Path, common_name: str) -> tuple[P
     out_dir.mkdir(parents=True, exist_ok=True)
     cnf = out_dir / "openssl.cnf"
     cnf.write_text(_CONFIG.format(sans="IP:127.0.0.1,DNS:localhost"))
-    cert, key, csr = out_dir / "tls.crt", out_dir / "tls.key", out_dir / "tls.csr"
-    _openssl(
-        "req",
-        "-new",
-        "-config",
-        cnf,
-        "-subj",
-        f"/CN={common_name}",
-        *_EC,
-        "-keyout",
-        key,
-        "-out",
-        csr,
-        cwd=out_dir,
-    )
-    _openssl(
-        "x509",
-        "-req",
-        "-in",
-        csr,
-        "-CA",
-        pki_dir / "ca.crt",
-        "-CAkey",
-        pki_dir / "ca.key",
-        "-set_serial",
-        f"0x{secrets.token_hex(16)}",
-        "-days",
-        "825",
-        "-extfile",
-        cnf,
-        "-extensions",
-        "server_ext",
-        "-out",
-        cert,
-        cwd=out_dir,
-    )
-    csr.unlink()
+    cert, key = out_dir / "tls.crt", out_dir / "tls.key"
+    _signed_server_cert(cnf, common_name, pki_dir / "ca.crt", pki_dir / "ca.key", cert, key)
     key.chmod(0o600)
     return cert, key
