@@ -1,14 +1,11 @@
 #!/usr/bin/env bash
 # Builds the real workload controllers that gpufair recognises gangs from: JobSet
-# (sigs.k8s.io/jobset), LeaderWorkerSet (sigs.k8s.io/lws) and KubeRay's operator
-# (github.com/ray-project/kuberay/ray-operator), each from its Go module at the version pinned
-# below through the Go module proxy (go.sum pins every byte), exactly as
+# (sigs.k8s.io/jobset), LeaderWorkerSet (sigs.k8s.io/lws), KubeRay's operator
+# (github.com/ray-project/kuberay/ray-operator), Kubeflow's training operator v1
+# (github.com/kubeflow/training-operator) and Kubeflow Trainer v2
+# (github.com/kubeflow/trainer/v2), each from its Go module at the version pinned below
+# through the Go module proxy (go.sum pins every byte), exactly as
 # scripts/build-control-plane.sh builds the control plane.
-#
-# Kubeflow's training operator v1 (github.com/kubeflow/training-operator v1.8.1) is served but
-# left out: it always runs its own cert rotation (open-policy-agent/cert-controller) into a
-# fixed /tmp directory for a <service>.<namespace>.svc name, with no flag to turn it off, so
-# it cannot serve its webhook on loopback beside other dev clusters.
 #
 # Binaries and the CRDs / webhook manifests from the same module zip are cached outside the
 # work tree, keyed by version:
@@ -28,6 +25,8 @@ set -euo pipefail
 JOBSET_VERSION=v0.10.1
 LWS_VERSION=v0.7.0
 KUBERAY_VERSION=v1.5.0
+TRAINING_OPERATOR_VERSION=v1.9.2
+TRAINER_VERSION=v2.1.0
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODS="$HERE/workloads-go"
@@ -46,17 +45,19 @@ log() { printf '[build-workload-controllers %s] %s\n' "$(date +%H:%M:%S)" "$*" >
 
 # name|module dir|module|package|version|CRD dir in the module|webhook manifests in the module
 # (the generated configurations, then the kustomize patches that give the pod webhooks their
-# objectSelector, space-separated)
+# objectSelector, space-separated)|other manifests to keep (space-separated, into extras/)
 TARGETS=(
     "jobset|jobset|sigs.k8s.io/jobset|sigs.k8s.io/jobset|$JOBSET_VERSION|config/components/crd/bases|config/components/webhook/manifests.yaml config/components/webhook/patches/mutating-patch.yaml config/components/webhook/patches/validating-patch.yaml"
     "lws|lws|sigs.k8s.io/lws|sigs.k8s.io/lws/cmd|$LWS_VERSION|config/crd/bases|config/webhook/manifests.yaml config/webhook/mutating-patch.yaml config/webhook/validating-patch.yaml"
-    "kuberay-operator|kuberay|github.com/ray-project/kuberay/ray-operator|github.com/ray-project/kuberay/ray-operator|$KUBERAY_VERSION|config/crd/bases|"
+    "kuberay-operator|kuberay|github.com/ray-project/kuberay/ray-operator|github.com/ray-project/kuberay/ray-operator|$KUBERAY_VERSION|config/crd/bases||"
+    "training-operator|training-operator|github.com/kubeflow/training-operator|github.com/kubeflow/training-operator/cmd/training-operator.v1|$TRAINING_OPERATOR_VERSION|manifests/base/crds|manifests/base/webhook/manifests.yaml|"
+    "trainer|trainer|github.com/kubeflow/trainer/v2|github.com/kubeflow/trainer/v2/cmd/trainer-controller-manager|$TRAINER_VERSION|manifests/base/crds|manifests/base/webhook/manifests.yaml|manifests/base/runtimes/torch_distributed.yaml"
 )
 
 update_modules() {
     local t name dir mod pkg version dir_path
     for t in "${TARGETS[@]}"; do
-        IFS='|' read -r name dir mod pkg version _ _ <<<"$t"
+        IFS='|' read -r name dir mod pkg version _ _ _ <<<"$t"
         dir_path="$MODS/$dir"
         mkdir -p "$dir_path"
         rm -f "$dir_path/go.sum"
@@ -80,26 +81,29 @@ elif [[ -n "${1:-}" ]]; then
     exit 2
 fi
 
-copy_manifests() { # dir module version crd-dir webhook-file dest
+copy_manifests() { # dir module version crd-dir webhook-files extra-files dest
     local src
     src="$(cd "$MODS/$1" && "$GO" mod download -json "$2@$3" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
-    rm -rf "$6.tmp" && mkdir -p "$6.tmp/crds" "$6.tmp/webhooks"
-    cp "$src/$4"/*.yaml "$6.tmp/crds/"
+    rm -rf "$7.tmp" && mkdir -p "$7.tmp/crds" "$7.tmp/webhooks" "$7.tmp/extras"
+    cp "$src/$4"/*.yaml "$7.tmp/crds/"
     local f
     for f in $5; do
-        cp "$src/$f" "$6.tmp/webhooks/"
+        cp "$src/$f" "$7.tmp/webhooks/"
+    done
+    for f in $6; do
+        cp "$src/$f" "$7.tmp/extras/"
     done
     # Drop kustomize files that are not CRDs.
-    find "$6.tmp/crds" -name 'kustomization.yaml' -delete
-    chmod -R u+w "$6.tmp"
-    rm -rf "$6" && mv "$6.tmp" "$6"
+    find "$7.tmp/crds" -name 'kustomization.yaml' -delete
+    chmod -R u+w "$7.tmp"
+    rm -rf "$7" && mv "$7.tmp" "$7"
 }
 
 mkdir -p "$BIN"
 start_all=$SECONDS
 built=0
 for t in "${TARGETS[@]}"; do
-    IFS='|' read -r name dir mod pkg version crds webhooks <<<"$t"
+    IFS='|' read -r name dir mod pkg version crds webhooks extras <<<"$t"
     out="$BIN/$name-$version"
     manifests="$out.manifests"
     if [[ -x "$out" && -d "$manifests" ]]; then
@@ -127,7 +131,7 @@ for t in "${TARGETS[@]}"; do
         built=$((built + 1))
         log "built $name in $((SECONDS - t0))s -> $out ($(du -h "$out" | cut -f1))"
     fi
-    copy_manifests "$dir" "$mod" "$version" "$crds" "$webhooks" "$manifests"
+    copy_manifests "$dir" "$mod" "$version" "$crds" "$webhooks" "$extras" "$manifests"
 done
 if ((built > 0)); then
     log "built $built controllers in $((SECONDS - start_all))s; cache $BIN"

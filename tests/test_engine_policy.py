@@ -521,3 +521,17 @@ def test_a_team_at_its_share_still_takes_gpus_from_scavenger_work():
     d = decide(snapshot(ns, teams(("a", 1), ("b", 1)), gs))
     assert d.teams["a"].fair_share_gpus == pytest.approx(8)
     assert [(e.gang, e.kind, e.preemptor) for e in d.evictions] == [("b/scav", "scavenger", "a/more")]
+
+
+def test_a_gang_of_two_shapes_that_each_fit_but_not_together_says_how_much_is_free():
+    # A PyTorchJob's Master and Workers are two shapes: 1 x 8 and 8 x 8 GPUs fit on 8 nodes
+    # one shape at a time, but 72 GPUs do not fit in 64; the reason says so, not "spread".
+    master, workers = gang("a/m", "a", pods=1, gpus=8, cpu=2_000), gang("a/w", "a", pods=8, gpus=8)
+    ddp = replace(workers, id="a/ddp", pods=master.pods + workers.pods)
+    d = decide(snapshot(nodes(8), teams(("a", 1)), [ddp]))
+    reason = d.pending_reason("a/ddp")
+    assert reason.code == "NoRoom"
+    assert (
+        "waiting for 72 GPUs (1 pod x 8 GPUs + 8 pods x 8 GPUs) to fit at once; 64 GPUs free" in reason.reason
+    )
+    assert "spread" not in reason.reason

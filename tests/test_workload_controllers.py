@@ -83,7 +83,10 @@ def test_versions_match_the_build_script() -> None:
         "jobset": "JOBSET_VERSION",
         "lws": "LWS_VERSION",
         "kuberay-operator": "KUBERAY_VERSION",
+        "training-operator": "TRAINING_OPERATOR_VERSION",
+        "trainer": "TRAINER_VERSION",
     }
+    assert set(pins) == set(workloads.WORKLOAD_VERSIONS)
     for name, var in pins.items():
         assert f"{var}={workloads.WORKLOAD_VERSIONS[name]}\n" in text, name
 
@@ -99,6 +102,10 @@ def test_controllers_ready_and_crds_established(workload_cluster: WorkloadCluste
             assert conds.get("Established") == "True", crd
     adm = client.AdmissionregistrationV1Api(workload_cluster.api)
     names = {m.metadata.name for m in adm.list_mutating_webhook_configuration().items}
+    validating = {v.metadata.name for v in adm.list_validating_webhook_configuration().items}
+    for name in ("training-operator", "trainer"):
+        hooks = workload_cluster.controllers[name].webhook_configurations
+        assert hooks and set(hooks) <= validating, name
     for name in ("jobset", "lws"):
         assert workload_cluster.controllers[name].webhook_configurations
         hooks = [h for h in workload_cluster.controllers[name].webhook_configurations if "mutating" in h]
@@ -247,7 +254,7 @@ spec:
         assert _owner_kinds(workload_cluster, ns, pod) == ["RayCluster"]
 
 
-@pytest.mark.parametrize("name", ["jobset", "lws"])
+@pytest.mark.parametrize("name", ["jobset", "lws", "training-operator", "trainer"])
 def test_controller_logs_in_state_dir(workload_cluster: WorkloadCluster, name: str) -> None:
     log = workload_cluster.dev.state_dir / "logs" / f"{name}.log"
     assert log.is_file() and log.stat().st_size > 0

@@ -259,6 +259,11 @@ def _diagnose(state: ClusterState, cache: ShapeCache, req: GangRequest) -> tuple
                 f"waiting for {gpus(asked)} ({_pods(req.shapes)}): GPUs are free but not with "
                 f"{s.cpu}m CPU and {s.mem}Mi memory beside them on the same nodes"
             )
+    # Each shape may fit on its own while all of them together do not.
+    if asked > free + 1e-9:
+        return "NoRoom", (
+            f"waiting for {gpus(asked)} ({_pods(req.shapes)}) to fit at once; {gpus(free)} free {where}"
+        )
     if req.widest_level != CLUSTER_LEVEL:
         label = state.levels[req.widest_level]
         if req.pinned is not None:

@@ -2,10 +2,10 @@
 (`demo`: the playground of `make demo`, see `scheduler.devcluster.demo`).
 
 `up` starts it detached (pids and logs in the state directory), installs gpufair's CRDs and
-PriorityClasses (and with `--workload-controllers` starts the real JobSet, LWS and KubeRay
-controllers, see `scheduler.devcluster.workloads`), and prints the kubeconfig
-path on stdout, so `export KUBECONFIG=$(gpufair dev-cluster up)` works; progress goes to
-stderr. `down` stops it and removes the state directory.
+PriorityClasses (and with `--workload-controllers` starts the real JobSet, LWS, KubeRay,
+Kubeflow training-operator and Trainer controllers, see `scheduler.devcluster.workloads`),
+and prints the kubeconfig path on stdout, so `export KUBECONFIG=$(gpufair dev-cluster up)`
+works; progress goes to stderr. `down` stops it and removes the state directory.
 """
 
 from __future__ import annotations
@@ -45,7 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     up.add_argument(
         "--workload-controllers",
         action="store_true",
-        help="also start the real JobSet, LeaderWorkerSet and KubeRay controllers (make control-plane)",
+        help=(
+            "also start the real JobSet, LeaderWorkerSet, KubeRay, Kubeflow training-operator "
+            "and Trainer controllers (make control-plane)"
+        ),
     )
     for name, cmd_help in (
         ("down", "stop the dev cluster and remove its state directory"),

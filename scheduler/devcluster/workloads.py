@@ -1,13 +1,19 @@
-"""The real workload controllers on a dev cluster: JobSet, LeaderWorkerSet and KubeRay's
-operator, built by `make control-plane` (scripts/build-workload-controllers.sh) at the
-versions below, run as processes against the cluster's admin kubeconfig.
+"""The real workload controllers on a dev cluster: JobSet, LeaderWorkerSet, KubeRay's
+operator, Kubeflow's training operator (v1: PyTorchJob and its siblings) and Kubeflow Trainer
+(v2: TrainJob over JobSet), built by `make control-plane`
+(scripts/build-workload-controllers.sh) at the versions below, run as processes against the
+cluster's admin kubeconfig.
 
 Each controller runs out of cluster with leader election off and its health and metrics
 endpoints on free loopback ports. Its CRDs come from the same Go module as its binary (copied
-beside it in the cache at build time) and are applied server-side. JobSet and LWS rely on
-their defaulting and validating webhooks, so they serve them on 127.0.0.1 with a certificate
-from the dev cluster's CA, and the module's webhook configurations are applied with
-`clientConfig.url` pointing there; their own certificate rotation is switched off by config.
+beside it in the cache at build time) and are applied server-side. JobSet, LWS, the training
+operator and Trainer serve their webhooks with a certificate from the dev cluster's CA, and
+the module's webhook configurations are applied with `clientConfig.url` on 127.0.0.1 and that
+CA. JobSet's, LWS's and Trainer's own certificate rotation is switched off by config. The
+training operator has no such switch: its rotator runs, fills a Secret of its own in its own
+namespace and only checks that a certificate file exists in a fixed directory; the webhook
+server reads the controller's TMPDIR, which holds ours, and the rotator finds no webhook
+configuration of its name to rewrite (ours are renamed), so it leaves our CA alone.
 KubeRay's webhooks are optional upstream (off unless ENABLE_WEBHOOKS=true) and stay off.
 
 The versions here must match the script's (a test checks that they do).
@@ -40,11 +46,15 @@ if TYPE_CHECKING:
 JOBSET_VERSION = "v0.10.1"
 LWS_VERSION = "v0.7.0"
 KUBERAY_VERSION = "v1.5.0"
+TRAINING_OPERATOR_VERSION = "v1.9.2"
+TRAINER_VERSION = "v2.1.0"
 
 WORKLOAD_VERSIONS: dict[str, str] = {
     "jobset": JOBSET_VERSION,
     "lws": LWS_VERSION,
     "kuberay-operator": KUBERAY_VERSION,
+    "training-operator": TRAINING_OPERATOR_VERSION,
+    "trainer": TRAINER_VERSION,
 }
 DEFAULT_CONTROLLERS: tuple[str, ...] = tuple(WORKLOAD_VERSIONS)
 
@@ -142,16 +152,110 @@ def _kuberay_argv(exe: Path, ports: Ports, cert_dir: Path, work: Path) -> list[s
     ]
 
 
+# The training operator's rotator always checks this fixed path (not TMPDIR) for a file.
+_TRAINING_OPERATOR_CERT_CHECK = Path("/tmp/k8s-webhook-server/serving-certs/tls.crt")
+TRAINING_OPERATOR_NAMESPACE = "gpufair-dev-training-operator"
+TRAINER_NAMESPACE = "kubeflow-system"  # fixed upstream when not run in a pod
+
+
+def _training_operator_argv(exe: Path, ports: Ports, cert_dir: Path, work: Path) -> list[str]:
+    return [
+        str(exe),
+        f"--metrics-bind-address=127.0.0.1:{ports.metrics}",
+        f"--health-probe-bind-address=127.0.0.1:{ports.health}",
+        f"--webhook-server-port={ports.webhook}",
+        "--leader-elect=false",
+        "--zap-log-level=info",
+    ]
+
+
+def _trainer_argv(exe: Path, ports: Ports, cert_dir: Path, work: Path) -> list[str]:
+    config = work / "config.yaml"
+    settings = {
+        "apiVersion": "config.trainer.kubeflow.org/v1alpha1",
+        "kind": "Configuration",
+        "leaderElection": {"leaderElect": False},
+        "certManagement": {"enable": False},
+        "webhook": {"port": ports.webhook, "host": "127.0.0.1"},
+        "metrics": {"bindAddress": f"127.0.0.1:{ports.metrics}", "secureServing": False},
+        "health": {
+            "healthProbeBindAddress": f"127.0.0.1:{ports.health}",
+            "readinessEndpointName": "readyz",
+            "livenessEndpointName": "healthz",
+        },
+    }
+    config.write_text(yaml.safe_dump(settings))
+    return [str(exe), f"--config={config}", "--zap-log-level=info"]
+
+
+def _prepare_training_operator(kubeconfig: Path, cert: Path) -> dict[str, str]:
+    """The rotator reads and writes a Secret that must exist in its namespace, and waits for
+    a file in a fixed directory that a kubelet would mount; its content is never read."""
+    _ensure_namespace(kubeconfig, TRAINING_OPERATOR_NAMESPACE)
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "training-operator-webhook-cert", "namespace": TRAINING_OPERATOR_NAMESPACE},
+    }
+    _apply(kubeconfig, [secret])
+    if not _TRAINING_OPERATOR_CERT_CHECK.exists():
+        _TRAINING_OPERATOR_CERT_CHECK.parent.mkdir(parents=True, exist_ok=True)
+        _TRAINING_OPERATOR_CERT_CHECK.write_bytes(cert.read_bytes())
+    return {"MY_POD_NAMESPACE": TRAINING_OPERATOR_NAMESPACE}
+
+
+def _prepare_trainer(kubeconfig: Path, cert: Path) -> dict[str, str]:
+    _ensure_namespace(kubeconfig, TRAINER_NAMESPACE)
+    return {}
+
+
+def _no_preparation(kubeconfig: Path, cert: Path) -> dict[str, str]:
+    return {}
+
+
+def trainer_runtimes(
+    scheduler_name: str = "gpufair", priority: str = "gpufair-training"
+) -> list[dict[str, Any]]:
+    """Trainer's upstream `torch-distributed` ClusterTrainingRuntime with the pods given to
+    gpufair: a TrainJob cannot set its pods' schedulerName or PriorityClass, its runtime
+    does, and the runtime is the platform team's."""
+    docs = _yaml_docs(sorted((manifests_dir("trainer") / "extras").glob("*.yaml")))
+    for doc in docs:
+        for rjob in doc["spec"]["template"]["spec"]["replicatedJobs"]:
+            pod = rjob["template"]["spec"]["template"].setdefault("spec", {})
+            pod["schedulerName"] = scheduler_name
+            pod["priorityClassName"] = priority
+    return docs
+
+
+def _install_trainer_runtimes(kubeconfig: Path) -> None:
+    _apply(kubeconfig, trainer_runtimes())
+
+
+def _nothing_after(kubeconfig: Path) -> None:
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class _Spec:
     argv: Callable[[Path, Ports, Path, Path], list[str]]
     serves_webhooks: bool
+    # Before the start: objects the controller expects; returns extra environment.
+    prepare: Callable[[Path, Path], dict[str, str]] = _no_preparation
+    # Once its webhooks answer: objects that go through them.
+    after_start: Callable[[Path], None] = _nothing_after
 
 
 _SPECS: dict[str, _Spec] = {
     "jobset": _Spec(_jobset_argv, serves_webhooks=True),
     "lws": _Spec(_lws_argv, serves_webhooks=True),
     "kuberay-operator": _Spec(_kuberay_argv, serves_webhooks=False),
+    "training-operator": _Spec(
+        _training_operator_argv, serves_webhooks=True, prepare=_prepare_training_operator
+    ),
+    "trainer": _Spec(
+        _trainer_argv, serves_webhooks=True, prepare=_prepare_trainer, after_start=_install_trainer_runtimes
+    ),
 }
 
 
@@ -214,6 +318,23 @@ def _kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, timeout_s: 
     if done.returncode != 0:
         raise WorkloadControllerError(f"kubectl {' '.join(args[:3])} failed: {done.stderr.strip()}")
     return done.stdout
+
+
+def _apply(kubeconfig: Path, docs: Sequence[Mapping[str, Any]]) -> None:
+    _kubectl(
+        kubeconfig,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=gpufair-dev-cluster",
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(docs)}),
+    )
+
+
+def _ensure_namespace(kubeconfig: Path, name: str) -> None:
+    _apply(kubeconfig, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}])
 
 
 def apply_crds(kubeconfig: Path, names: Sequence[str], timeout_s: float = 60.0) -> tuple[str, ...]:
@@ -285,13 +406,16 @@ def start_workload_controllers(
         spec = _SPECS[name]
         work = cluster.state_dir / "workloads" / name
         work.mkdir(parents=True, exist_ok=True)
-        cert_dir = work / "certs"
-        make_serving_cert(cluster.ca_cert.parent, cert_dir, f"gpufair-dev-{name}")
+        # controller-runtime's default certificate directory, under the TMPDIR given below.
+        tmp = work / "tmp"
+        cert_dir = tmp / "k8s-webhook-server" / "serving-certs"
+        cert, _ = make_serving_cert(cluster.ca_cert.parent, cert_dir, f"gpufair-dev-{name}")
+        extra_env = spec.prepare(kubeconfig, cert)
         ports = Ports(*free_ports(3))
         proc = cluster.start_process(
             name,
             spec.argv(exes[name], ports, cert_dir, work),
-            env={"KUBECONFIG": str(kubeconfig), **(env or {})},
+            env={"KUBECONFIG": str(kubeconfig), "TMPDIR": str(tmp), **extra_env, **(env or {})},
         )
         wait_until(proc, partial(_http_ok, f"http://127.0.0.1:{ports.health}/readyz"), timeout_s, "/readyz")
         applied: tuple[str, ...] = ()
@@ -299,17 +423,9 @@ def start_workload_controllers(
             listening = partial(_tls_listening, ports.webhook, cluster.ca_cert)
             wait_until(proc, listening, timeout_s, "webhook TLS")
             docs = webhook_configurations(name, ports.webhook, ca_pem)
-            _kubectl(
-                kubeconfig,
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--field-manager=gpufair-dev-cluster",
-                "-f",
-                "-",
-                stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}),
-            )
+            _apply(kubeconfig, docs)
             applied = tuple(d["metadata"]["name"] for d in docs)
+        spec.after_start(kubeconfig)
         started[name] = RunningController(
             name, WORKLOAD_VERSIONS[name], proc.pid, ports, crd_names(name), applied
         )
@@ -327,5 +443,6 @@ __all__ = [
     "crd_names",
     "manifests_dir",
     "start_workload_controllers",
+    "trainer_runtimes",
     "webhook_configurations",
 ]
