@@ -29,19 +29,9 @@ HELM_VERSION=v3.22.0
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODS="$HERE/controlplane-go"
-CACHE="${GPUFAIR_CACHE:-$HOME/.cache/gpufair}"
-BIN="$CACHE/bin"
-GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
-
-if [[ ! -x "$GO" ]] && ! command -v "$GO" >/dev/null 2>&1; then
-    echo "build-control-plane: no Go toolchain found; install Go 1.26+ or set GO=/path/to/go" >&2
-    exit 1
-fi
-# The modules say `go 1.26.0`; an older local Go would try to download a toolchain instead.
-export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
-export CGO_ENABLED=0
-
-log() { printf '[build-control-plane %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+GOBUILD_NAME=build-control-plane
+# shellcheck source=scripts/go-build-lib.sh
+source "$HERE/go-build-lib.sh"
 
 # name|module dir|package|version
 TARGETS=(
@@ -154,21 +144,7 @@ for t in "${TARGETS[@]}"; do
         echo "build-control-plane: $MODS/$dir/go.mod does not pin $version; run scripts/build-control-plane.sh --update" >&2
         exit 1
     fi
-    log "building $name $version ($pkg) ..."
-    t0=$SECONDS
-    # Print elapsed time every minute while the compiler works, so CI logs show progress.
-    (while sleep 60; do log "  $name: $((SECONDS - t0))s elapsed"; done) &
-    ticker=$!
-    tmp="$out.tmp.$$"
-    if ! (cd "$MODS/$dir" && "$GO" build -buildvcs=false -trimpath -ldflags="$(ldflags_for "$name" "$version")" -o "$tmp" "$pkg"); then
-        kill "$ticker" 2>/dev/null || true
-        rm -f "$tmp"
-        echo "build-control-plane: building $name $version failed (see the Go errors above)" >&2
-        exit 1
-    fi
-    kill "$ticker" 2>/dev/null || true
-    wait "$ticker" 2>/dev/null || true
-    mv -f "$tmp" "$out"
+    gobuild_one "$name" "$version" "$pkg" "$MODS/$dir" "$(ldflags_for "$name" "$version")"
     built=$((built + 1))
     log "built $name in $((SECONDS - t0))s -> $out ($(du -h "$out" | cut -f1))"
 done

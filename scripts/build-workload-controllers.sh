@@ -30,18 +30,9 @@ TRAINER_VERSION=v2.1.0
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 MODS="$HERE/workloads-go"
-CACHE="${GPUFAIR_CACHE:-$HOME/.cache/gpufair}"
-BIN="$CACHE/bin"
-GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
-
-if [[ ! -x "$GO" ]] && ! command -v "$GO" >/dev/null 2>&1; then
-    echo "build-workload-controllers: no Go toolchain found; install Go 1.26+ or set GO=/path/to/go" >&2
-    exit 1
-fi
-export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
-export CGO_ENABLED=0
-
-log() { printf '[build-workload-controllers %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+GOBUILD_NAME=build-workload-controllers
+# shellcheck source=scripts/go-build-lib.sh
+source "$HERE/go-build-lib.sh"
 
 # name|module dir|module|package|version|CRD dir in the module|webhook manifests in the module
 # (the generated configurations, then the kustomize patches that give the pod webhooks their
@@ -114,22 +105,8 @@ for t in "${TARGETS[@]}"; do
         exit 1
     fi
     if [[ ! -x "$out" ]]; then
-        log "building $name $version ($pkg) ..."
-        t0=$SECONDS
-        (while sleep 60; do log "  $name: $((SECONDS - t0))s elapsed"; done) &
-        ticker=$!
-        tmp="$out.tmp.$$"
-        if ! (cd "$MODS/$dir" && "$GO" build -buildvcs=false -trimpath -ldflags="-s -w" -o "$tmp" "$pkg"); then
-            kill "$ticker" 2>/dev/null || true
-            rm -f "$tmp"
-            echo "build-workload-controllers: building $name $version failed (see the Go errors above)" >&2
-            exit 1
-        fi
-        kill "$ticker" 2>/dev/null || true
-        wait "$ticker" 2>/dev/null || true
-        mv -f "$tmp" "$out"
+        gobuild_one "$name" "$version" "$pkg" "$MODS/$dir" "-s -w"
         built=$((built + 1))
-        log "built $name in $((SECONDS - t0))s -> $out ($(du -h "$out" | cut -f1))"
     fi
     copy_manifests "$dir" "$mod" "$version" "$crds" "$webhooks" "$extras" "$manifests"
 done

@@ -210,9 +210,10 @@ def _namespace_name(test_name: str) -> str:
 
 
 @contextlib.contextmanager
-def fresh_namespace(core: client.CoreV1Api, test_name: str) -> Iterator[str]:
+def fresh_namespace(core: client.CoreV1Api, test_name: str, wait_gone_s: float = 0.0) -> Iterator[str]:
     """A namespace named after the test, ready once its default ServiceAccount exists (pods
-    are refused before); deleted (without waiting) afterwards."""
+    are refused before); deleted afterwards, waiting up to `wait_gone_s` for its pods to go
+    (tests that fill a shared cluster must not leave the next one less room)."""
     name = _namespace_name(test_name)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     deadline = time.monotonic() + 30
@@ -232,6 +233,9 @@ def fresh_namespace(core: client.CoreV1Api, test_name: str) -> Iterator[str]:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+        deadline = time.monotonic() + wait_gone_s
+        while time.monotonic() < deadline and core.list_namespaced_pod(name, limit=1).items:
+            time.sleep(0.2)
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ LeaderWorkerSet, KubeRay; see scheduler.devcluster.workloads), started once per 
   2 leaves, no kube-scheduler: pods with `schedulerName: gpufair` wait for gpufair), with
   gpufair's CRDs and PriorityClasses installed and every controller ready, its webhooks
   served. `workload_cluster.controllers` maps controller name -> RunningController.
-- `workload_namespace` (function): a fresh namespace on it, deleted after the test.
+- `workload_namespace` (function): a fresh namespace on it, deleted after the test (which
+  waits until its pods are gone).
 
 Missing binaries make the fixture fail with the build instruction (never skip).
 """
@@ -51,6 +52,7 @@ def workload_cluster() -> Iterator[WorkloadCluster]:
 
 @pytest.fixture
 def workload_namespace(workload_cluster: WorkloadCluster, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace on the workload cluster; deleted (without waiting) afterwards."""
-    with fresh_namespace(workload_cluster.core, request.node.name) as name:
+    """A fresh namespace on the workload cluster; deleted afterwards, waiting for its pods to
+    go, since each test may fill the cluster."""
+    with fresh_namespace(workload_cluster.core, request.node.name, wait_gone_s=120.0) as name:
         yield name

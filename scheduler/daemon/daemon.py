@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -44,6 +44,12 @@ log = logging.getLogger("gpufair.daemon")
 ASSUME_TTL_S = 60.0
 PREEMPTION_TTL_S = 300.0
 VOLUME_BIND_TIMEOUT_S = 60.0  # how long a pod's bind waits for the PV controller to bind its claims
+
+
+def _still_there(get: Callable[[str], Mapping[str, Any] | None], victim: tuple[str, str]) -> bool:
+    """An evicted pod is gone once its name is free or taken by a pod made anew."""
+    pod = get(victim[0])
+    return pod is not None and pod["metadata"].get("uid", "") == victim[1]
 
 
 class Hooks(Protocol):
@@ -173,7 +179,9 @@ class Daemon:
         # pod -> (node, uid, when the bind succeeded; None while it is queued or in flight)
         self.assumed: dict[str, tuple[str, str | None, float | None]] = {}
         self._assumed_lock = threading.Lock()
-        self.preempting: dict[str, tuple[set[str], float]] = {}  # gang -> (victim pods, since)
+        # gang -> ((victim pod key, uid), since); by uid, since a controller may make a
+        # victim anew under its old name (a PyTorchJob's, an LWS group's pods) at once.
+        self.preempting: dict[str, tuple[set[tuple[str, str]], float]] = {}
         self.nominations = Nominations()  # preemptor pod -> the node held for it
         self.stats = CycleStats()
         self.last: tuple[Translation, Decisions] | None = None
@@ -324,7 +332,7 @@ class Daemon:
         live = self.cache["pods"]
         held = set()
         for gang, (victims, since) in list(self.preempting.items()):
-            if now - since > PREEMPTION_TTL_S or not any(live.get(v) is not None for v in victims):
+            if now - since > PREEMPTION_TTL_S or not any(_still_there(live.get, v) for v in victims):
                 del self.preempting[gang]
             else:
                 held.add(gang)
@@ -455,7 +463,7 @@ class Daemon:
         for gang, pods in victims.items():
             # Hold the preemptor only while victims that were really evicted still leave;
             # a refused eviction (a PodDisruptionBudget) sends it back to the next cycle.
-            leaving = pods - refused
+            leaving = {(key, tr.pods[key]["metadata"].get("uid", "")) for key in pods - refused}
             if leaving:
                 self.preempting[gang] = (leaving, now)
                 self.nominations.hold(decisions, tr.gang_pods.get(gang, ()))
@@ -583,7 +591,7 @@ class Daemon:
         for gang, why in tr.invalid.items():
             waiting(gang, "Invalid", why)
         for gang, (victims, _since) in self.preempting.items():
-            left = sum(1 for v in victims if self.cache["pods"].get(v) is not None)
+            left = sum(1 for v in victims if _still_there(self.cache["pods"].get, v))
             waiting(
                 gang,
                 "Preempting",

@@ -77,11 +77,41 @@ def _signed_server_cert(
     """A new key and a server certificate for it (the SANs and extensions of `cnf`'s
     server_ext), signed by the CA; the request is made beside `cert` and removed."""
     csr = cert.with_suffix(".csr")
-    _openssl("req", "-new", "-config", cnf, "-subj", f"/CN={common_name}", *_EC,
-             "-keyout", key, "-out", csr, cwd=cert.parent)
-    _openssl("x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key,
-             "-set_serial", f"0x{secrets.token_hex(16)}", "-days", "825",
-             "-extfile", cnf, "-extensions", "server_ext", "-out", cert, cwd=cert.parent)
+    _openssl(
+        "req",
+        "-new",
+        "-config",
+        cnf,
+        "-subj",
+        f"/CN={common_name}",
+        *_EC,
+        "-keyout",
+        key,
+        "-out",
+        csr,
+        cwd=cert.parent,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        ca_cert,
+        "-CAkey",
+        ca_key,
+        "-set_serial",
+        f"0x{secrets.token_hex(16)}",
+        "-days",
+        "825",
+        "-extfile",
+        cnf,
+        "-extensions",
+        "server_ext",
+        "-out",
+        cert,
+        cwd=cert.parent,
+    )
     csr.unlink()
 
 

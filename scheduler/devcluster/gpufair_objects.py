@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from scheduler.devcluster.binaries import binary
+from scheduler.devcluster.kubectl import apply_docs, apply_files, wait_established
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "deploy" / "crds"
@@ -62,23 +63,11 @@ def crd_names() -> list[str]:
 def install_gpufair_objects(kubeconfig: Path, timeout_s: float = 60.0) -> list[str]:
     """Server-side apply deploy/crds and the chart's PriorityClasses, wait until the CRDs are
     Established; returns the names of what was applied."""
-    kubectl = [str(binary("kubectl")), f"--kubeconfig={kubeconfig}"]
-    ssa = ["apply", "--server-side", "--force-conflicts", "--field-manager=gpufair-dev-cluster"]
-    _run([*kubectl, *ssa, "-f", str(CRDS)])
+    apply_files(kubeconfig, CRDS, GpufairObjectsError)
     crds = crd_names()
-    _run(
-        [
-            *kubectl,
-            "wait",
-            "--for=condition=Established",
-            f"--timeout={int(timeout_s)}s",
-            *(f"crd/{c}" for c in crds),
-        ],
-        timeout_s=timeout_s + 10,
-    )
+    wait_established(kubeconfig, crds, timeout_s, GpufairObjectsError)
     pcs = priority_classes()
-    doc = yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": pcs})
-    _run([*kubectl, *ssa, "-f", "-"], stdin=doc)
+    apply_docs(kubeconfig, pcs, GpufairObjectsError)
     return [*crds, *(pc["metadata"]["name"] for pc in pcs)]
 
 

@@ -8,7 +8,11 @@
 - `gpufair-pod-running`: a pod bound to a fake node starts at once: Running, Ready, a pod IP.
 - `gpufair-pod-finish`: a running pod annotated `gpufair.io/fake-runtime: <Go duration>`
   (e.g. `30s`) succeeds that long after it started, so tests can watch GPUs come free.
-- `gpufair-pod-delete`: a pod being deleted goes away, as after its kubelet stopped it.
+- `gpufair-pod-stop`: a pod being deleted before it ended is stopped, as a kubelet does:
+  phase Failed, its containers terminated with exit code 137; its conditions are kept (the
+  Eviction API's DisruptionTarget among them), so a Job's podFailurePolicy can read them and
+  the Job controller, which waits for a terminal phase then, lets it go.
+- `gpufair-pod-delete`: a pod being deleted that has ended goes away.
 """
 
 from __future__ import annotations
@@ -216,6 +220,37 @@ spec:
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
 metadata:
+  name: gpufair-pod-stop
+spec:
+  resourceRef: {apiGroup: v1, kind: Pod}
+  selector:
+    matchExpressions:
+    - key: .metadata.deletionTimestamp
+      operator: Exists
+    - key: .status.phase
+      operator: In
+      values: [Pending, Running]
+  next:
+    statusTemplate: |
+      {{ $t := Now }}
+      phase: Failed
+      containerStatuses:
+      {{ range .spec.containers }}
+      - name: {{ .name | Quote }}
+        image: {{ .image | Quote }}
+        ready: false
+        started: false
+        restartCount: 0
+        state:
+          terminated:
+            exitCode: 137
+            reason: Error
+            finishedAt: {{ $t | Quote }}
+      {{ end }}
+---
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
   name: gpufair-pod-delete
 spec:
   resourceRef: {apiGroup: v1, kind: Pod}
@@ -223,6 +258,9 @@ spec:
     matchExpressions:
     - key: .metadata.deletionTimestamp
       operator: Exists
+    - key: .status.phase
+      operator: In
+      values: [Succeeded, Failed]
   next:
     delete: true
 """.replace("FAKE_RUNTIME", FAKE_RUNTIME_ANNOTATION).replace("HANDS_OFF", FAKE_NODE_STATUS_ANNOTATION)

@@ -26,7 +26,6 @@ import json
 import os
 import socket
 import ssl
-import subprocess
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,8 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from scheduler.devcluster.binaries import MissingBinary, binary, cache_dir
+from scheduler.devcluster.binaries import MissingBinary, cache_dir
 from scheduler.devcluster.certs import make_serving_cert
+from scheduler.devcluster.kubectl import apply_docs, apply_files, wait_established
 from scheduler.devcluster.processes import free_ports, wait_until
 
 if TYPE_CHECKING:
@@ -306,31 +306,8 @@ def webhook_configurations(name: str, port: int, ca_pem: bytes) -> list[dict[str
     return out
 
 
-def _kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, timeout_s: float = 120.0) -> str:
-    done = subprocess.run(
-        [str(binary("kubectl")), f"--kubeconfig={kubeconfig}", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise WorkloadControllerError(f"kubectl {' '.join(args[:3])} failed: {done.stderr.strip()}")
-    return done.stdout
-
-
 def _apply(kubeconfig: Path, docs: Sequence[Mapping[str, Any]]) -> None:
-    _kubectl(
-        kubeconfig,
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=gpufair-dev-cluster",
-        "-f",
-        "-",
-        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(docs)}),
-    )
+    apply_docs(kubeconfig, docs, WorkloadControllerError)
 
 
 def _ensure_namespace(kubeconfig: Path, name: str) -> None:
@@ -338,29 +315,12 @@ def _ensure_namespace(kubeconfig: Path, name: str) -> None:
 
 
 def apply_crds(kubeconfig: Path, names: Sequence[str], timeout_s: float = 60.0) -> tuple[str, ...]:
-    """Server-side apply every CRD of `names` (CRDs too large for client-side apply's
-    annotation, such as KubeRay's, need it) and wait until each is Established."""
+    """Server-side apply every CRD of `names` and wait until each is Established."""
     crds: list[str] = []
     for name in names:
-        _kubectl(
-            kubeconfig,
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=gpufair-dev-cluster",
-            "-f",
-            str(manifests_dir(name) / "crds"),
-        )
+        apply_files(kubeconfig, manifests_dir(name) / "crds", WorkloadControllerError)
         crds.extend(crd_names(name))
-    if crds:
-        _kubectl(
-            kubeconfig,
-            "wait",
-            "--for=condition=Established",
-            f"--timeout={int(timeout_s)}s",
-            *(f"crd/{c}" for c in crds),
-            timeout_s=timeout_s + 10,
-        )
+    wait_established(kubeconfig, crds, timeout_s, WorkloadControllerError)
     return tuple(crds)
 
 
