@@ -67,6 +67,7 @@ def _jobset_pods(js: str, rj: str, job: int, pods: int, gpus: int = 8) -> list[d
             "jobset.sigs.k8s.io/jobset-name": js,
             "jobset.sigs.k8s.io/replicatedjob-name": rj,
             "jobset.sigs.k8s.io/job-index": str(job),
+            "batch.kubernetes.io/job-name": f"{js}-{rj}-{job}",
             "batch.kubernetes.io/job-completion-index": str(i),
         }
         p = pod(f"{js}-{rj}-{job}-{i}-x", gpus=gpus, labels=labels)
@@ -92,20 +93,65 @@ def test_a_jobset_is_one_gang_of_every_replicated_job_and_starts_whole_or_not_at
 
 def test_a_single_job_jobsets_exclusive_topology_is_its_required_level():
     js = _jobset(
-        "one", [("w", 1, 2)], **{"alpha.jobset.sigs.k8s.io/exclusive-topology": "network.gpufair.io/leaf"}
+        "one", [("w", 1, 3)], **{"alpha.jobset.sigs.k8s.io/exclusive-topology": "network.gpufair.io/leaf"}
     )
-    # JobSet admits a Job's followers once its leader is bound: the leader is the minimum.
+    # JobSet makes a Job's followers once its leader is bound: while the leader waits, the
+    # snapshot stands in for the two to come, so the gang is all three, in one leaf.
     (gang,) = _build(_jobset_pods("one", "w", 0, 1), _stores(jobsets=[js])).snapshot.gangs
-    assert gang.topology_required == "network.gpufair.io/leaf" and gang.required_members == 1
-    (gang,) = _build(_jobset_pods("one", "w", 0, 2), _stores(jobsets=[js])).snapshot.gangs
-    assert gang.required_members == 1 and len(gang.pods) == 2
-    # More Jobs: each Job's domain is the JobSet webhook's pod affinity, not one for all.
+    assert gang.topology_required == "network.gpufair.io/leaf" and gang.required_members == 3
+    assert [p.name for p in gang.pods] == [
+        "ml/one-w-0-0-x",
+        "ml/one-w-0-0-x~follower-to-come-1",
+        "ml/one-w-0-0-x~follower-to-come-2",
+    ]
+    assert {p.gpus for p in gang.pods} == {8}
+    # Once the leader is bound no stand-in is left: the followers come pinned to its leaf.
+    pods = _jobset_pods("one", "w", 0, 3)
+    pods[0]["spec"]["nodeName"] = "n0"
+    (gang,) = _build(pods, _stores(jobsets=[js])).snapshot.gangs
+    assert gang.required_members == 1 and len(gang.pods) == 3
+    # More Jobs: each Job's domain is the JobSet webhook's pod affinity, not one for all;
+    # each pending leader brings its own stand-ins.
     js = _jobset(
         "two", [("w", 2, 2)], **{"alpha.jobset.sigs.k8s.io/exclusive-topology": "network.gpufair.io/leaf"}
     )
-    pods = _jobset_pods("two", "w", 0, 2) + _jobset_pods("two", "w", 1, 2)
+    pods = _jobset_pods("two", "w", 0, 1) + _jobset_pods("two", "w", 1, 1)
     (gang,) = _build(pods, _stores(jobsets=[js])).snapshot.gangs
-    assert gang.topology_required is None and gang.required_members == 2  # the two leaders
+    assert gang.topology_required is None and gang.required_members == 4 and len(gang.pods) == 4
+
+
+def test_an_exclusive_jobs_leader_binds_only_in_a_leaf_where_its_whole_job_fits():
+    js = _jobset(
+        "one", [("w", 1, 3)], **{"alpha.jobset.sigs.k8s.io/exclusive-topology": "network.gpufair.io/leaf"}
+    )
+    leader = _jobset_pods("one", "w", 0, 1)
+    stores = _stores(jobsets=[js])
+
+    def build(leaf_b_nodes: int):
+        spine = {"network.gpufair.io/spine": "s"}
+        nodes = [node(f"a{i}", **spine, **{"network.gpufair.io/leaf": "a"}) for i in range(2)]
+        nodes += [node(f"b{i}", **spine, **{"network.gpufair.io/leaf": "b"}) for i in range(leaf_b_nodes)]
+        return SnapshotBuilder([team("t", "ml")]).build(0.0, nodes, leader, owners=CacheOwners(stores))
+
+    # Two leaves of 2 nodes: 4 free nodes, but no leaf takes the Job's 3 pods, so the leader
+    # does not bind (it would hold 8 GPUs for followers that cannot fit beside it).
+    tr = build(2)
+    d = _decide(tr)
+    assert d.binds == ()
+    assert "waiting for 24 GPUs (3 pods x 8 GPUs) in one network.gpufair.io/leaf" in (
+        d.pending_reason("ml/workload:jobset/one").reason
+    )
+    # Leaf b of 3: the leader binds there (the stand-ins' binds name no pod; the daemon
+    # skips them), and its followers will be pinned beside it.
+    tr = build(3)
+    binds = {b.pod: b.node for b in _decide(tr).binds}
+    assert binds["ml/one-w-0-0-x"].startswith("b")
+    assert set(binds) - {"ml/one-w-0-0-x"} == {
+        "ml/one-w-0-0-x~follower-to-come-1",
+        "ml/one-w-0-0-x~follower-to-come-2",
+    }
+    assert all(n.startswith("b") for n in binds.values())
+    assert set(tr.pods) == {"ml/one-w-0-0-x"}
 
 
 def test_a_jobset_whose_parallelism_cannot_be_read_waits_naming_the_field():

@@ -306,3 +306,47 @@ def test_a_rayclusters_head_and_minimum_workers_start_together_and_extras_follow
             timeout_s=90,
         )
     assert len(got) == 4
+
+
+def test_an_exclusive_jobs_leader_waits_until_a_leaf_has_room_for_its_whole_job(
+    workload_cluster: WorkloadCluster, workload_namespace: str
+) -> None:
+    ns, kube = workload_namespace, kube_for(workload_cluster.kubeconfig)
+    make_team(kube, "excl", [ns])
+    by_leaf: dict[str, list[str]] = {}
+    for n in workload_cluster.nodes:
+        by_leaf.setdefault(n.labels[LEAF], []).append(n.name)
+    assert len(by_leaf) == 2 and all(len(v) == 4 for v in by_leaf.values())
+    # Two nodes of each leaf taken by pods bound by hand: 4 nodes free, 2 in each leaf.
+    taken = [name for names in by_leaf.values() for name in sorted(names)[:2]]
+    for i, name in enumerate(taken):
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"held-{i}"},
+            "spec": {**_template("gpufair-training")["spec"], "nodeName": name},
+        }
+        kube.request("POST", f"/api/v1/namespaces/{ns}/pods", body=body)
+    js = "jobset.sigs.k8s.io/jobset-name"
+    with InProcessDaemon(workload_cluster.kubeconfig):
+        excl = {"alpha.jobset.sigs.k8s.io/exclusive-topology": LEAF}
+        kube.request("POST", JOBSETS.format(ns=ns), body=_jobset("leafy", 1, 3, excl))
+        # Only the leader exists (JobSet makes the followers once it is bound); it does not
+        # bind, since no leaf has room for all 3, and says so.
+        wait_for("the leader", lambda: len(_ours(kube, ns, js)) == 1, timeout_s=60)
+        wait_for(
+            "the leader's reason",
+            lambda: all(
+                f"waiting for 24 GPUs (3 pods x 8 GPUs) in one {LEAF}" in condition(p).get("message", "")
+                for p in _ours(kube, ns, js).values()
+            ),
+        )
+        time.sleep(3)
+        assert _bound(_ours(kube, ns, js)) == {}
+        # One leaf gets a third free node: the leader binds there, the followers follow.
+        kube.request("DELETE", f"/api/v1/namespaces/{ns}/pods/held-0", query={"gracePeriodSeconds": 0})
+        got = wait_for(
+            "the whole Job bound", lambda: len(b := _bound(_ours(kube, ns, js))) == 3 and b, timeout_s=90
+        )
+        leaves = _leaf_of(workload_cluster)
+        assert {leaves[n] for n in got.values()} == {leaves[taken[0]]}

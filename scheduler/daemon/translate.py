@@ -656,6 +656,12 @@ class SnapshotBuilder:
         """The gang from its pods' parts, in pod-name order; InvalidInput for a bad
         annotation. An owning workload gives the gang's age and, unless a pod annotation
         says otherwise, its required topology level."""
+        parts = list(parts)
+        if workload is not None and workload.exclusive_jobs:
+            to_come = followers_to_come(parts, workload.exclusive_jobs)
+            parts.extend(to_come)
+            if min_member is not None:
+                min_member += len(to_come)
         pods: list[Pod] = []
         constraints: set[PodConstraints | None] = set()
         priority: int | None = None
@@ -705,6 +711,39 @@ class SnapshotBuilder:
             constraints=tuple(sorted((c for c in constraints if c is not None), key=repr)),
             terms=tuple(terms) if any(t is not None for t in terms) else (),
         )
+
+
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+JOB_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
+FOLLOWER_TO_COME = "~follower-to-come-"  # in a stand-in's name; no pod name has "~"
+
+
+def followers_to_come(parts: list[PodPart], exclusive_jobs: tuple[tuple[str, int], ...]) -> list[PodPart]:
+    """Stand-ins for the followers of each pending exclusive Job leader, as many as its Job
+    has pods still to be made: JobSet makes them only once the leader is bound, and binding
+    a leader where its followers do not fit would hold its GPUs for a gang that cannot run.
+    A stand-in is the leader's pod (same shape, labels, affinity and constraints) under a
+    name no pod has, so it counts in the placement and its bind goes nowhere."""
+    per_job = dict(exclusive_jobs)
+    made: dict[str, int] = defaultdict(int)
+    leaders: dict[str, PodPart] = {}
+    for part in parts:
+        labels = dict(part.pod.labels)
+        job = labels.get(JOB_NAME_LABEL)
+        if job is None or labels.get(REPLICATED_JOB_LABEL) not in per_job:
+            continue
+        made[job] += 1
+        if labels.get(JOB_INDEX_LABEL) == "0" and part.pending:
+            leaders[job] = part
+    out = []
+    for job, leader in sorted(leaders.items()):
+        want = per_job[dict(leader.pod.labels)[REPLICATED_JOB_LABEL]]
+        for i in range(1, want - made[job] + 1):
+            key = f"{leader.key}{FOLLOWER_TO_COME}{i}"
+            name = key.split("/", 1)[-1]
+            out.append(replace(leader, key=key, name=name, pod=replace(leader.pod, name=key)))
+    return out
 
 
 def namespace_labels(namespaces_raw: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, str]]:

@@ -79,6 +79,9 @@ class Workload:
     kind: str
     topology_required: str | None = None
     submit_s: float | None = None
+    # JobSet exclusive topology: (replicated job, pods of each of its Jobs) whose followers
+    # are not created before their leader is bound (see job_set).
+    exclusive_jobs: tuple[tuple[str, int], ...] = ()
 
 
 class Reading:
@@ -234,7 +237,9 @@ def job_set(pod: Mapping[str, Any], ns: str, key: str, r: Reading) -> Workload |
     to the leader's domain, and gives leaders (anti-)affinity keeping each Job alone in its
     domain. So such a Job counts its leader in the minimum (the followers come as extras in
     that domain, or the gang would wait for pods that cannot exist yet), and the level is
-    the gang's required level when the JobSet runs one Job."""
+    the gang's required level when the JobSet runs one Job. `exclusive_jobs` lets the
+    snapshot stand in for the followers not made yet (translate.py), so a leader binds only
+    where its whole Job fits."""
     labels = (pod.get("metadata") or {}).get("labels") or {}
     name = labels.get(JOBSET_NAME)
     if not name:
@@ -245,6 +250,7 @@ def job_set(pod: Mapping[str, Any], ns: str, key: str, r: Reading) -> Workload |
     obj = f"JobSet {ns}/{name}"
     total = jobs = 0
     levels: set[str] = set()
+    exclusive: list[tuple[str, int]] = []
     for i, rj in enumerate((js.get("spec") or {}).get("replicatedJobs") or ()):
         path = f"spec.replicatedJobs[{i}]"
         rj = rj if isinstance(rj, Mapping) else {}
@@ -255,6 +261,7 @@ def job_set(pod: Mapping[str, Any], ns: str, key: str, r: Reading) -> Workload |
         level = _annotations(tmpl).get(JOBSET_TOPOLOGY) or _annotations(js).get(JOBSET_TOPOLOGY)
         if level:
             levels.add(level)
+            exclusive.append((str(rj.get("name") or ""), pods))
             pods = min(pods, 1)  # its leader; the followers are admitted once it is bound
         total += replicas * pods
     if total < 1:
@@ -269,7 +276,7 @@ def job_set(pod: Mapping[str, Any], ns: str, key: str, r: Reading) -> Workload |
         kind, gname = "TrainJob", owner[2]
         if tj is not None:
             submit = _created(r, tj)
-    return Workload(_gid(ns, kind, gname), total, kind, level, submit)
+    return Workload(_gid(ns, kind, gname), total, kind, level, submit, tuple(exclusive))
 
 
 def kubeflow_job(pod: Mapping[str, Any], ns: str, key: str, r: Reading) -> Workload | None:
