@@ -146,7 +146,6 @@ for t in "${TARGETS[@]}"; do
     fi
     gobuild_one "$name" "$version" "$pkg" "$MODS/$dir" "$(ldflags_for "$name" "$version")"
     built=$((built + 1))
-    log "built $name in $((SECONDS - t0))s -> $out ($(du -h "$out" | cut -f1))"
 done
 if ((built > 0)); then
     log "built $built binaries in $((SECONDS - start_all))s; cache $BIN ($(du -sh "$BIN" | cut -f1))"
