@@ -214,3 +214,64 @@ def test_a_run_starts_at_the_bind_decision_not_at_the_pods_creation(tmp_path: Pa
         _, runs, _ = read_history(ledger.engine)
     (run,) = runs[a.id]
     assert run.start_s == pytest.approx(T0 + 60.4) and run.end_s is None
+
+
+def test_a_start_reported_seconds_after_the_bind_decision_is_the_same_run(target):
+    """Under load the kubelet reports the pods' startTime seconds after the daemon bound them:
+    the run stays the one that started at the decision, not an eviction and a second run."""
+    with Ledger(target) as ledger:
+        h = History(ledger.engine, tier_of)
+        a = gang("a", "vision", 2, 4, 0)
+        decided = {a.id: T0 + 9.7}
+        h.observe(snap(10, bound(a, "n0", 0)), bound_at=decided)  # no startTime yet: creation
+        h.observe(snap(16, bound(a, "n0", 14)), bound_at=decided)  # started 4.3 s after the bind
+        runs = read_history(ledger.engine)[1][a.id]
+        assert [(r.start_s - T0, r.end_s, r.outcome) for r in runs] == [(pytest.approx(9.7), None, "")]
+
+
+def test_pods_bound_one_look_after_the_first_join_its_run(target):
+    with Ledger(target) as ledger:
+        h = History(ledger.engine, tier_of)
+        a = gang("a", "vision", 2, 4, 0)
+        half = replace(a, pods=(replace(a.pods[0], node="n0", start_s=T0 + 10), a.pods[1]))
+        h.observe(snap(10, half), bound_at={a.id: T0 + 10})
+        h.observe(snap(11, bound(a, "n0", 10)), bound_at={a.id: T0 + 10})
+        (run,) = read_history(ledger.engine)[1][a.id]
+        assert (run.start_s - T0, run.gpus) == (10, 8)
+
+
+def test_an_evicted_gang_made_anew_reopens_and_runs_again(target):
+    with Ledger(target) as ledger:
+        h = History(ledger.engine, tier_of)
+        a = gang("a", "vision", 1, 8, 0)
+        h.observe(snap(5, bound(a, "n0", 1)))
+        h.evicted(
+            T0 + 50, [Eviction(a.pods[0].name, a.id, "n0", "x", "reclaim", "r", Tier.TRAINING, Tier.TRAINING)]
+        )
+        h.observe(snap(50.5, bound(a, "n0", 1)))  # its pod terminating, still bound
+        h.observe(snap(51))  # gone for a moment
+        anew = replace(a, pods=tuple(replace(p, name=p.name + "-1") for p in a.pods))
+        h.observe(snap(52, anew))  # its controller made it anew
+        h.observe(snap(60, bound(anew, "n1", 58)))
+        api = {anew.pods[0].name: pod("Succeeded", 160)}
+        h.observe(snap(170), api.get)
+        (row,), runs, _ = read_history(ledger.engine)
+        assert (row.outcome, row.end_s, row.runs) == ("succeeded", T0 + 160, 2)
+        assert [(r.start_s - T0, r.end_s - T0, r.outcome, r.ended_by) for r in runs[a.id]] == [
+            (1, 50, "evicted", "x"),
+            (58, 160, "succeeded", ""),
+        ]
+
+
+def test_pods_sent_back_to_pending_without_our_eviction_close_the_run(target):
+    with Ledger(target) as ledger:
+        h = History(ledger.engine, tier_of)
+        a = gang("a", "vision", 1, 8, 0)
+        h.observe(snap(5, bound(a, "n0", 1)))
+        h.observe(snap(9, a))  # unbound again (its node went, say)
+        h.observe(snap(20, bound(a, "n1", 19)))
+        runs = read_history(ledger.engine)[1][a.id]
+        assert [(r.start_s - T0, r.end_s and r.end_s - T0, r.outcome) for r in runs] == [
+            (1, 9, "evicted"),
+            (19, None, ""),
+        ]

@@ -101,8 +101,12 @@ class _Open:
     pods: tuple[str, ...]
     run_id: int | None = None  # the open run's row
     run_start_s: float | None = None
+    run_pods: frozenset[str] = frozenset()  # the pods seen bound in the open run
     evicted_by: str = ""  # the preemptor of its last run, until it runs again
     closed_start: float | None = None  # the start of its last closed run (pods may still leave)
+    closed_pods: frozenset[str] = frozenset()  # its pods (bound while they terminate)
+    run_decided: float | None = None  # the bind decision the open run started from
+    closed_decided: float | None = None  # ... and the closed one
 
 
 def _stamp(text: Any) -> float | None:
@@ -199,8 +203,12 @@ class History:
                 state = open_.get(g.id)
                 if state is None:
                     state = open_[g.id] = _Open(pods=tuple(p.name for p in g.pods))
-                    if s.get(HistoryGang, g.id) is None:
+                    row = s.get(HistoryGang, g.id)
+                    if row is None:
                         s.add(self._gang_row(g))
+                    elif row.end_s is not None:
+                        # Seen again after it left: an evicted gang its controller made anew.
+                        row.end_s, row.outcome, row.ended_by = None, "", ""
                 else:
                     state.pods = tuple(p.name for p in g.pods)
                 self._runs(s, g, state, now, models, run_tiers, bound_at)
@@ -240,17 +248,29 @@ class History:
         bound_at: Mapping[str, float],
     ) -> None:
         bound = [p for p in g.pods if p.node is not None]
-        start = min((p.start_s or now) for p in bound) if bound else None
+        names = frozenset(p.name for p in bound)
+        if state.run_id is not None:
+            if names and state.run_pods <= names:
+                # The same run while the pods seen bound stay bound: a start time the API
+                # reports later (whole seconds, seconds after the bind under load) is no new
+                # run; pods bound since join it.
+                if names != state.run_pods:
+                    self._grow_run(s, g, state, names, models)
+                return
+            # Its pods went back to pending, or were replaced, without an eviction of ours.
+            self._close_run(s, state, now, "evicted", "", "")
+        if not bound:
+            return
+        start = min((p.start_s or now) for p in bound)
         decided = bound_at.get(g.id)
-        if start is not None and decided is not None and start <= decided + 1.0:
+        if decided is not None and start <= decided + 1.0:
             # The API's start times are whole seconds, and a pod bound but not started yet
             # reads its creation; it cannot start before the bind decision, which is precise.
             start = decided
-        if state.run_id is not None and start != state.run_start_s:
-            # Its pods went back to pending, or restarted, without an eviction of ours.
-            self._close_run(s, state, now, "evicted", "", "")
-        if start is None or state.run_id is not None or start == state.closed_start:
-            return
+        if names <= state.closed_pods and (
+            start == state.closed_start or (decided is not None and decided == state.closed_decided)
+        ):
+            return  # the pods of the run just closed, still bound while they terminate
         nodes = sorted({p.node for p in bound if p.node})
         run = HistoryRun(
             gang_id=g.id,
@@ -264,6 +284,7 @@ class History:
         s.add(run)
         s.flush()
         state.run_id, state.run_start_s, state.evicted_by = run.id, start, ""
+        state.run_pods, state.run_decided = names, decided
         row = s.get(HistoryGang, g.id)
         if row is not None:
             row.runs += 1
@@ -271,13 +292,31 @@ class History:
                 row.start_s = start
             row.nodes = ",".join(sorted(set(filter(None, row.nodes.split(","))) | set(nodes)))
 
+    def _grow_run(
+        self, s: Session, g: Gang, state: _Open, names: frozenset[str], models: Mapping[str, str]
+    ) -> None:
+        """More of the gang's pods bound in the open run: its GPUs and nodes grow."""
+        state.run_pods = names
+        run = s.get(HistoryRun, state.run_id)
+        if run is None:
+            return
+        nodes = sorted({p.node for p in g.pods if p.node})
+        run.gpus = _gpus(g)
+        run.nodes = ",".join(nodes)
+        run.gpu_model = "|".join(sorted({models.get(n, "") for n in nodes}))
+        row = s.get(HistoryGang, g.id)
+        if row is not None:
+            row.nodes = ",".join(sorted(set(filter(None, row.nodes.split(","))) | set(nodes)))
+
     def _close_run(self, s: Session, state: _Open, end: float, outcome: str, by: str, kind: str) -> None:
         run = s.get(HistoryRun, state.run_id)
         if run is not None and run.end_s is None:
             run.end_s = max(run.start_s, end)
             run.outcome, run.ended_by, run.kind = outcome, by, kind
-        state.closed_start = state.run_start_s
+        state.closed_start, state.closed_pods = state.run_start_s, state.run_pods
+        state.closed_decided = state.run_decided
         state.run_id = state.run_start_s = None
+        state.run_pods = frozenset()
         if outcome == "evicted":
             state.evicted_by = by
 
