@@ -275,3 +275,46 @@ def test_pods_sent_back_to_pending_without_our_eviction_close_the_run(target):
             (1, 9, "evicted"),
             (19, None, ""),
         ]
+
+
+def test_a_gang_whose_pods_finish_one_after_the_other_is_one_succeeded_run(target):
+    """A finished pod leaves the snapshot while its gang's other pod still runs: the run goes
+    on, and ends when the last pod does; a pod deleted instead ends the run as evicted."""
+    with Ledger(target) as ledger:
+        h = History(ledger.engine, tier_of)
+        a, b = gang("a", "vision", 2, 8, 0), gang("b", "search", 2, 4, 0)
+        h.observe(snap(5, bound(a, "n0", 1), bound(b, "n1", 1)))
+        first_done = replace(bound(a, "n0", 1), pods=bound(a, "n0", 1).pods[1:])
+        one_deleted = replace(bound(b, "n1", 1), pods=bound(b, "n1", 1).pods[1:])
+        api = {a.pods[0].name: pod("Succeeded", 99)}  # b's first pod: gone from the API too
+        h.observe(snap(100, first_done, one_deleted), api.get)
+        api[a.pods[1].name] = pod("Succeeded", 101)
+        h.observe(snap(103, one_deleted), api.get)
+        gangs, runs, _ = read_history(ledger.engine)
+        assert [(r.start_s - T0, r.end_s - T0, r.outcome, r.gpus) for r in runs[a.id]] == [
+            (1, 101, "succeeded", 16)
+        ]
+        assert [(r.end_s - T0, r.outcome) for r in runs[b.id]] == [(100, "evicted")]
+        assert {g.gang_id: g.outcome for g in gangs}[a.id] == "succeeded"
+
+
+def test_a_gang_made_anew_beside_its_terminating_pods_runs_on_its_new_ones(target):
+    """Evicted, and made anew by its controller before the old pods are gone: the snapshot
+    shows both, bound; the new run holds only the new pods' GPUs, and the old pods going
+    away does not end it."""
+    with Ledger(target) as ledger:
+        h = History(ledger.engine, tier_of)
+        a = gang("a", "vision", 1, 8, 0)
+        h.observe(snap(5, bound(a, "n0", 1)), bound_at={a.id: T0 + 1})
+        h.evicted(
+            T0 + 50, [Eviction(a.pods[0].name, a.id, "n0", "x", "reclaim", "r", Tier.TRAINING, Tier.TRAINING)]
+        )
+        anew = bound(replace(a, pods=tuple(replace(p, name=p.name + "-1") for p in a.pods)), "n1", 50)
+        both = replace(a, pods=(*bound(a, "n0", 1).pods, *anew.pods))
+        h.observe(snap(50.5, both), bound_at={a.id: T0 + 50.2})
+        h.observe(snap(51, anew), bound_at={a.id: T0 + 50.2})
+        runs = read_history(ledger.engine)[1][a.id]
+        assert [(r.start_s - T0, r.end_s and r.end_s - T0, r.outcome, r.gpus) for r in runs] == [
+            (1, 50, "evicted", 8),
+            (pytest.approx(50.2), None, "", 8),
+        ]

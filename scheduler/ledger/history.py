@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from scheduler.core.model import Eviction, Gang, Node, Snapshot
+from scheduler.core.model import Eviction, Gang, Node, Pod, Snapshot
 
 PodLookup = Callable[[str], Mapping[str, Any] | None]
 
@@ -138,8 +138,13 @@ def ending(pods: Iterable[str], lookup: PodLookup | None, now_s: float) -> tuple
     return "deleted", now_s
 
 
-def _gpus(gang: Gang) -> float:
-    return sum(p.gpu_amount for p in gang.pods if p.node is not None)
+def _terminated(pod: str, lookup: PodLookup | None) -> bool:
+    """Whether a pod that left the snapshot finished (succeeded or failed) rather than went
+    away; without a lookup it counts as finished (the gang's end tells its outcome)."""
+    if lookup is None:
+        return True
+    raw = lookup(pod)
+    return raw is not None and (raw.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
 class History:
@@ -211,7 +216,7 @@ class History:
                         row.end_s, row.outcome, row.ended_by = None, "", ""
                 else:
                     state.pods = tuple(p.name for p in g.pods)
-                self._runs(s, g, state, now, models, run_tiers, bound_at)
+                self._runs(s, g, state, now, models, run_tiers, bound_at, lookup)
             for gid in [gid for gid in open_ if gid not in seen]:
                 self._gone(s, gid, open_.pop(gid), lookup, now)
             self._inventory(s, snapshot.nodes, now)
@@ -246,37 +251,44 @@ class History:
         models: Mapping[str, str],
         run_tiers: Mapping[str, str],
         bound_at: Mapping[str, float],
+        lookup: PodLookup | None = None,
     ) -> None:
         bound = [p for p in g.pods if p.node is not None]
-        names = frozenset(p.name for p in bound)
+        # A gang made anew after an eviction may show its old pods, bound while they
+        # terminate, beside its new ones: those belong to the run that was closed.
+        fresh = [p for p in bound if p.name not in state.closed_pods or p.name in state.run_pods]
+        names = frozenset(p.name for p in fresh)
         if state.run_id is not None:
-            if names and state.run_pods <= names:
-                # The same run while the pods seen bound stay bound: a start time the API
+            missing = state.run_pods - names
+            present = {p.name for p in g.pods}
+            if names and not missing & present and all(_terminated(k, lookup) for k in missing - present):
+                # The same run while the pods seen bound stay bound or finished (a finished
+                # pod leaves the snapshot before its gang's others): a start time the API
                 # reports later (whole seconds, seconds after the bind under load) is no new
                 # run; pods bound since join it.
-                if names != state.run_pods:
-                    self._grow_run(s, g, state, names, models)
+                if names - state.run_pods:
+                    self._grow_run(s, g, state, state.run_pods | names, models)
                 return
             # Its pods went back to pending, or were replaced, without an eviction of ours.
             self._close_run(s, state, now, "evicted", "", "")
+            fresh = [p for p in bound if p.name not in state.closed_pods]
         if not bound:
             return
-        start = min((p.start_s or now) for p in bound)
         decided = bound_at.get(g.id)
-        if decided is not None and start <= decided + 1.0:
-            # The API's start times are whole seconds, and a pod bound but not started yet
-            # reads its creation; it cannot start before the bind decision, which is precise.
-            start = decided
-        if names <= state.closed_pods and (
-            start == state.closed_start or (decided is not None and decided == state.closed_decided)
-        ):
-            return  # the pods of the run just closed, still bound while they terminate
-        nodes = sorted({p.node for p in bound if p.node})
+        if not fresh:
+            # Only the closed run's pods are bound: still terminating, unless a new bind
+            # decision (or a new start) says they were bound again.
+            start = self._start(bound, now, decided)
+            if start == state.closed_start or (decided is not None and decided == state.closed_decided):
+                return
+            fresh, names = bound, frozenset(p.name for p in bound)
+        start = self._start(fresh, now, decided)
+        nodes = sorted({p.node for p in fresh if p.node})
         run = HistoryRun(
             gang_id=g.id,
             team=g.team,
             tier=run_tiers.get(g.id) or self.tier_of(g),
-            gpus=_gpus(g),
+            gpus=sum(p.gpu_amount for p in fresh),
             gpu_model="|".join(sorted({models.get(n, "") for n in nodes})),
             nodes=",".join(nodes),
             start_s=start,
@@ -292,6 +304,15 @@ class History:
                 row.start_s = start
             row.nodes = ",".join(sorted(set(filter(None, row.nodes.split(","))) | set(nodes)))
 
+    @staticmethod
+    def _start(pods: Iterable[Pod], now: float, decided: float | None) -> float:
+        start = min((p.start_s or now) for p in pods)
+        if decided is not None and start <= decided + 1.0:
+            # The API's start times are whole seconds, and a pod bound but not started yet
+            # reads its creation; it cannot start before the bind decision, which is precise.
+            start = decided
+        return start
+
     def _grow_run(
         self, s: Session, g: Gang, state: _Open, names: frozenset[str], models: Mapping[str, str]
     ) -> None:
@@ -300,8 +321,8 @@ class History:
         run = s.get(HistoryRun, state.run_id)
         if run is None:
             return
-        nodes = sorted({p.node for p in g.pods if p.node})
-        run.gpus = _gpus(g)
+        nodes = sorted({p.node for p in g.pods if p.name in names and p.node})
+        run.gpus = max(run.gpus, sum(p.gpu_amount for p in g.pods if p.name in names and p.node))
         run.nodes = ",".join(nodes)
         run.gpu_model = "|".join(sorted({models.get(n, "") for n in nodes}))
         row = s.get(HistoryGang, g.id)
