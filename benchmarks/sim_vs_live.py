@@ -67,6 +67,8 @@ from simulator.traces import read_trace  # noqa: E402
 PHILLY = ROOT.parent / "shared" / "traces" / "philly" / "philly.csv"
 GANG_LABEL, GANG_SIZE = "gpufair.io/gang", "gpufair.io/gang-size"
 SAMPLES = 2000
+DEBOUNCE_S = 0.02  # the daemon's least pause between cycles (its default, set in its config)
+ON_ARRIVAL_S = 3.0  # wall s: a gang bound this soon after its submission found room at once
 
 
 def policy_yaml(min_runtime_s: float) -> str:
@@ -147,6 +149,7 @@ class LiveRun:
     ledger: str
     metrics: dict[str, float]  # the daemon's counters over the run (cycles, binds, preemptions)
     pod_starts: dict[str, list[float]]  # gang id -> the startTime of each pod (wall s)
+    made: dict[str, list[float]]  # gang id -> when each attempt's pods were created (wall s)
 
 
 METRICS = {
@@ -188,7 +191,7 @@ def play_live(
     config = work / "scheduler.yaml"
     config.write_text(
         "apiVersion: gpufair.io/v1alpha1\nkind: SchedulerConfig\n"
-        f"scheduler: {{ledger: {ledger}, accrueEvery: 1s, interval: 1s}}\n"
+        f"scheduler: {{ledger: {ledger}, accrueEvery: 1s, interval: 1s, debounce: {DEBOUNCE_S:g}s}}\n"
         "policy: {preemption: {defaultMinRuntime: " + f"{min_runtime_s:g}s" + "}}\n"
     )
     log = (work / "scheduler.log").open("ab")
@@ -257,6 +260,7 @@ def _drive(kube: Kube, jobs: Sequence[Job], compress: float, timeout_s: float, l
     done: set[str] = set()
     created: set[str] = set()
     recreated = recreated_part = 0
+    made: dict[str, list[float]] = defaultdict(list)
     stop = threading.Event()
 
     def submit() -> None:
@@ -264,6 +268,7 @@ def _drive(kube: Kube, jobs: Sequence[Job], compress: float, timeout_s: float, l
             delay = t0 + job.submit_s / compress - time.time()
             if delay > 0 and stop.wait(delay):
                 return
+            made[job.job_id].append(time.time())
             _create(kube, job, 0, compress)
             created.add(job.job_id)
 
@@ -300,15 +305,18 @@ def _drive(kube: Kube, jobs: Sequence[Job], compress: float, timeout_s: float, l
                                 )
                     attempts[gid] += 1
                     recreated += 1
+                    made[gid].append(time.time())
                     try:
                         _create(kube, job, attempts[gid], compress)
                     except KubeError:
                         attempts[gid] -= 1
                         recreated -= 1
+                        made[gid].pop()
     finally:
         stop.set()
         thread.join(timeout=5)
-    return LiveRun(t0, len(done), recreated, recreated_part, time.time() - t0, ledger, {}, {})
+    made_by_gang = {f"{by_id[j].team}/gang:{j}": times for j, times in made.items()}
+    return LiveRun(t0, len(done), recreated, recreated_part, time.time() - t0, ledger, {}, {}, made_by_gang)
 
 
 # ------------------------------------------------------------------ comparison
@@ -369,10 +377,15 @@ class LivePreemptions:
     runs_evicted: int  # runs the history closed as evicted by the daemon (with a preemptor)
     runs_lost: int  # runs closed as evicted with no preemptor (pods gone, not by the daemon)
     young: int  # daemon evictions of a run younger than the min-runtime since its bind
+    old_by_creation: int  # ... of those, runs whose pods were older than it since their creation
 
 
 def live_timeline(
-    ledger: str, since: float, compress: float, min_runtime_s: float
+    ledger: str,
+    since: float,
+    compress: float,
+    min_runtime_s: float,
+    made: dict[str, list[float]] | None = None,
 ) -> tuple[Timeline, dict[str, float], LivePreemptions]:
     """From the ledger's history: the timeline, first start per job and preemptions, in trace s."""
     with Ledger(ledger, migrate=False) as led:
@@ -380,7 +393,8 @@ def live_timeline(
         evicts = _gang_evictions(led)
     tl = Timeline(defaultdict(list), defaultdict(list))
     starts: dict[str, float] = {}
-    by_daemon = young = evicted = lost = 0
+    by_daemon = young = by_creation = evicted = lost = 0
+    made = made or {}
     for g in gangs:
         job = g.gang_id.split(":", 1)[-1]
         gpus = g.pods * (g.gpus_per_pod + g.gpu_milli / 1000)
@@ -395,25 +409,29 @@ def live_timeline(
         for at in evicts.get(g.gang_id, []):
             by_daemon += 1
             began = [r.start_s for r in gang_runs if r.start_s <= at]
-            young += bool(began) and at - max(began) < min_runtime_s
+            if began and at - max(began) < min_runtime_s:
+                young += 1
+                # Its pods' creation: a bound pod that has not reported its start reads it.
+                born = [c for c in made.get(g.gang_id, []) if c <= max(began)]
+                by_creation += bool(born) and at - max(born) >= min_runtime_s
         if g.start_s is not None:
             starts[job] = (g.start_s - since) * compress
         submit = (g.submit_s - since) * compress
         tl.asked[g.team] += [(submit, gpus), (end if end is not None else submit, -gpus)]
-    return tl, starts, LivePreemptions(by_daemon, evicted, lost, young)
+    return tl, starts, LivePreemptions(by_daemon, evicted, lost, young, by_creation)
 
 
-def _gang_evictions(led: Ledger, merge_s: float = 2.0) -> dict[str, list[float]]:
-    """Per gang, the instants the daemon evicted it: its pods' evictions from the audit, those
-    of one gang within `merge_s` of each other being one eviction (a gang evicted whole, its
-    pods' calls carried out over a few callbacks)."""
+def _gang_evictions(led: Ledger) -> dict[str, list[float]]:
+    """Per gang, the instants the daemon evicted it: its pods' evictions from the audit, one
+    per gang and instant (the ledger's own count, `gpufair_preemptions`; a gang can be evicted,
+    made anew, bound and evicted again within a second)."""
     from sqlmodel import Session, select
 
     with Session(led.engine) as s:
         rows = s.exec(select(AuditEntry.gang, AuditEntry.at_s).where(AuditEntry.action == "evict")).all()
     out: dict[str, list[float]] = defaultdict(list)
     for gang, at in sorted(rows, key=lambda r: (r[0], r[1])):
-        if not out[gang] or at - out[gang][-1] > merge_s:
+        if not out[gang] or at != out[gang][-1]:
             out[gang].append(at)
     return dict(out)
 
@@ -442,26 +460,32 @@ def sim_timeline(result: RunResult) -> tuple[Timeline, dict[str, float], int]:
 class Measured:
     """The live control plane's delays as the benchmark measured them, in wall seconds."""
 
-    cycle_s: float  # wall time per daemon cycle over the run (its wall / its cycles)
+    cycle_s: float  # the loop's pace while things change: max(debounce, a cycle) + a cycle
     cycle_busy_s: float  # mean duration of one cycle
+    wall_per_cycle_s: float  # the run's wall over its cycles (idle ones every interval too)
     end_to_bind_s: float | None  # median: a run's end (finishedAt) -> the next gang bound in its room
+    arrival_to_bind_s: float | None  # median: submission -> bind, of gangs bound on arrival
     bind_to_running_s: float | None  # median: the bind decision -> the pods' startTime
     samples: dict[str, int] = field(default_factory=dict)
 
     def latency(self) -> Latency:
-        """The replay's options: ticks every cycle, and the rest of end -> bind as end latency
-        (a tick comes half a cycle after a release on average). Bind latency stays 0: the
-        history starts a run at its bind decision and ends it at finishedAt, so the exported
-        durations already hold the time the pods took to start."""
+        """The replay's options: ticks at the loop's pace, and the rest of end -> bind and of
+        arrival -> bind as end and arrival latency (a tick comes half a cycle after an event on
+        average). Bind latency stays 0: the history starts a run at its bind decision and ends
+        it at finishedAt, so the exported durations already hold the pods' time to start."""
         end = max(0.0, (self.end_to_bind_s or 0.0) - self.cycle_s / 2)
-        return Latency(cycle_s=self.cycle_s, bind_s=0.0, end_s=end)
+        arrival = max(0.0, (self.arrival_to_bind_s or 0.0) - self.cycle_s / 2)
+        return Latency(cycle_s=self.cycle_s, bind_s=0.0, end_s=end, arrival_s=arrival)
 
 
 def measure(live: LiveRun, gangs: Sequence[HistoryGang], runs: dict[str, list[HistoryRun]]) -> Measured:
     """Measures the delays from the run's own record (see `Measured`)."""
     cycles = live.metrics.get("cycles", 0.0)
-    cycle = (live.wall_s + 2.0) / cycles if cycles else 0.0
+    per_cycle = (live.wall_s + 2.0) / cycles if cycles else 0.0
     busy = live.metrics.get("cycle_seconds", 0.0) / cycles if cycles else 0.0
+    # The daemon starts a cycle as soon as something changes, after a pause of at least the
+    # debounce and the last cycle's duration (scheduler/daemon/daemon.py, `run`).
+    cycle = max(DEBOUNCE_S, busy) + busy
     submit = {g.gang_id: g.submit_s for g in gangs}
     every = sorted((r for rs in runs.values() for r in rs), key=lambda r: r.start_s)
     begins = np.array([r.start_s for r in every])
@@ -477,18 +501,34 @@ def measure(live: LiveRun, gangs: Sequence[HistoryGang], runs: dict[str, list[Hi
             if submit.get(nxt.gang_id, math.inf) < r.end_s and nxt.gpus <= r.gpus:
                 gaps.append(nxt.start_s - r.end_s)
                 break
+    at_once = []
+    for g in gangs:
+        first = runs.get(g.gang_id)
+        if first and first[0].start_s - g.submit_s < ON_ARRIVAL_S:
+            at_once.append(max(0.0, first[0].start_s - g.submit_s))
     starting = []
     for gid, rs in runs.items():
         stamps = live.pod_starts.get(gid)
         if stamps and rs:
             # The last run's pods are the ones the API still holds.
             starting.append(max(0.0, min(stamps) - rs[-1].start_s))
+
+    def median(xs: list[float]) -> float | None:
+        return float(np.median(xs)) if xs else None
+
     return Measured(
         cycle_s=cycle,
         cycle_busy_s=busy,
-        end_to_bind_s=float(np.median(gaps)) if gaps else None,
-        bind_to_running_s=float(np.median(starting)) if starting else None,
-        samples={"cycles": int(cycles), "end_to_bind": len(gaps), "bind_to_running": len(starting)},
+        wall_per_cycle_s=per_cycle,
+        end_to_bind_s=median(gaps),
+        arrival_to_bind_s=median(at_once),
+        bind_to_running_s=median(starting),
+        samples={
+            "cycles": int(cycles),
+            "end_to_bind": len(gaps),
+            "arrival_to_bind": len(at_once),
+            "bind_to_running": len(starting),
+        },
     )
 
 
@@ -554,7 +594,7 @@ def compare_runs(
     measured = measure(live, gangs, runs)
     team_objs = tuple(Team(t, namespaces=(t,)) for t in teams)
     policy = load_policy(policy_yaml(min_runtime_s))
-    ltl, lstart, lpre = live_timeline(live.ledger, since, compress, min_runtime_s)
+    ltl, lstart, lpre = live_timeline(live.ledger, since, compress, min_runtime_s, live.made)
     sides = {}
     for name, latency in (("modelled", measured.latency()), ("zero", Latency())):
         stl, sstart, spre, syoung = _replay_figures(hist, team_objs, policy, latency, compress, min_runtime_s)
@@ -582,6 +622,7 @@ def compare_runs(
             "history_runs_evicted_by_daemon": lpre.runs_evicted,
             "history_runs_ended_without_our_eviction": lpre.runs_lost,
             "young_evictions_live": lpre.young,
+            "young_since_bind_old_since_creation": lpre.old_by_creation,
             "recreated_by_job_controller": live.recreated,
             "recreated_part_evicted": live.recreated_part,
         },

@@ -91,6 +91,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a finished run's GPUs come back to the scheduler S trace seconds after its end (default 0)",
     )
     parser.add_argument(
+        "--arrival-latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="a job reaches the scheduler S trace seconds after its submission (default 0)",
+    )
+    parser.add_argument(
         "--openb-teams", type=int, default=1, help="openb has no tenants: spread pods over N teams"
     )
     parser.add_argument(
@@ -208,12 +215,13 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _latency(args: argparse.Namespace) -> Latency:
-    flags = {"cycle_s": "--cycle-interval", "bind_s": "--bind-latency", "end_s": "--end-latency"}
-    values = {
-        "cycle_s": args.cycle_interval,
-        "bind_s": args.bind_latency,
-        "end_s": args.end_latency,
+    flags = {
+        "cycle_s": "--cycle-interval",
+        "bind_s": "--bind-latency",
+        "end_s": "--end-latency",
+        "arrival_s": "--arrival-latency",
     }
+    values = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in flags.items()}
     for key, value in values.items():
         if not value >= 0 or value == float("inf"):
             raise InvalidInput("simulate", flags[key], f"{value!r} is not >= 0", "give trace seconds")

@@ -185,7 +185,7 @@ class Replay:
         jobs = self.trace.jobs
         submits = np.fromiter((j.submit_s for j in jobs), dtype=np.float64, count=len(jobs))
         self.arrival_order = np.argsort(submits, kind="stable")
-        self.arrival_times = submits[self.arrival_order]
+        self.arrival_times = submits[self.arrival_order] + self.latency.arrival_s
         self.next_arrival = 0
         span = max((j.submit_s + j.duration_s for j in jobs), default=0.0)
         self.sample_every = (

@@ -28,14 +28,17 @@ class Latency:
     - `end_s`: a finished run's GPUs come back to the scheduler `end_s` after its end. The
       job ends (and stops counting as allocated) at its end; until then the core still sees
       its pods bound, so no one can use the GPUs.
+    - `arrival_s`: a job reaches the scheduler `arrival_s` after its submission (the API's
+      whole-second creation time, the watch); its wait still counts from the submission.
     """
 
     cycle_s: float = 0.0
     bind_s: float = 0.0
     end_s: float = 0.0
+    arrival_s: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("cycle_s", "bind_s", "end_s"):
+        for name in ("cycle_s", "bind_s", "end_s", "arrival_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"latency {name}: {value!r} is not a number of seconds >= 0")
@@ -43,7 +46,7 @@ class Latency:
     @property
     def none(self) -> bool:
         """True when the replay keeps today's instant clock."""
-        return self.cycle_s == 0 and self.bind_s == 0 and self.end_s == 0
+        return self.cycle_s == 0 and self.bind_s == 0 and self.end_s == 0 and self.arrival_s == 0
 
     def next_tick(self, now: float) -> float:
         """The first tick at or after `now` (now itself without a cycle interval)."""

@@ -53,6 +53,14 @@ def test_bind_latency_starts_the_pods_after_the_decision():
     assert got["y"] == (14, 24)  # decided at 12, when x ends
 
 
+def test_arrival_latency_shows_a_job_to_the_scheduler_after_its_submission():
+    trace = Trace("t", (job("x", 0, 10, 4), job("y", 4, 10, 4)))
+    result = Replay(trace, nodes_for_gpus(8), TEAMS, "gpufair", latency=Latency(arrival_s=2)).run()
+    r = {j.job_id: j for j in result.jobs}
+    assert (r["x"].start_s, r["x"].wait_s, r["y"].start_s) == (2, 2, 6)  # waits count from submission
+    assert starts(trace, 8, Latency(arrival_s=2, cycle_s=5))["y"] == (10, 20)  # seen at 6, tick 10
+
+
 def test_latencies_add_up_in_the_order_the_control_plane_runs_them():
     # x: decided at tick 0, its pods start at 1 and end at 11, seen at 14; y is decided at
     # the tick of 15 and its pods start at 16.
@@ -102,7 +110,7 @@ def test_all_zero_is_the_instant_replay():
     assert [r.start_s for r in delayed.jobs] != [r.start_s for r in plain.jobs]
 
 
-@pytest.mark.parametrize("field", ["cycle_s", "bind_s", "end_s"])
+@pytest.mark.parametrize("field", ["cycle_s", "bind_s", "end_s", "arrival_s"])
 def test_a_negative_latency_is_refused_naming_it(field):
     with pytest.raises(ValueError, match=field):
         Latency(**{field: -1.0})

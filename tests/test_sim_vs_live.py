@@ -61,6 +61,7 @@ def test_a_handful_of_jobs_live_then_replayed(tmp_path, capsys):
     wall, options = got["latency"]["wall_s"], got["sim_options"]
     assert wall["samples"]["cycles"] > 0 and 0 < wall["cycle_s"] <= 5.0, got
     assert options["cycle_s"] == pytest.approx(60 * wall["cycle_s"]) and options["bind_s"] == 0
+    assert options["end_s"] >= 0 and options["arrival_s"] >= 0 and wall["arrival_to_bind_s"] is not None
     assert wall["bind_to_running_s"] is not None and wall["bind_to_running_s"] >= 0
     # Whole gangs counted once each, on both sides; the job controller made each evicted one anew.
     detail = got["preemptions_live_detail"]
@@ -76,6 +77,8 @@ def test_a_handful_of_jobs_live_then_replayed(tmp_path, capsys):
 
 
 def test_measured_delays_become_the_replays_options():
-    m = Measured(cycle_s=0.5, cycle_busy_s=0.1, end_to_bind_s=1.25, bind_to_running_s=0.8)
-    assert m.latency() == Latency(cycle_s=0.5, bind_s=0.0, end_s=1.0)  # half a cycle is the tick's
-    assert Measured(0.5, 0.1, 0.1, None).latency().end_s == 0.0
+    """Ticks at the loop's pace; end and arrival latency are the measured delays less the
+    half cycle a tick adds on average; bind latency stays 0 (the exported runs hold it)."""
+    m = Measured(0.5, 0.1, 0.3, end_to_bind_s=1.25, arrival_to_bind_s=0.75, bind_to_running_s=0.8)
+    assert m.latency() == Latency(cycle_s=0.5, bind_s=0.0, end_s=1.0, arrival_s=0.5)
+    assert Measured(0.5, 0.1, 0.3, 0.1, None, None).latency() == Latency(cycle_s=0.5)
