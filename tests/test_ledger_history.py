@@ -318,3 +318,21 @@ def test_a_gang_made_anew_beside_its_terminating_pods_runs_on_its_new_ones(targe
             (1, 50, "evicted", 8),
             (pytest.approx(50.2), None, "", 8),
         ]
+
+
+def test_a_gang_bound_run_and_finished_between_two_looks_still_has_its_run(target):
+    """Seen pending, then gone succeeded (the daemon looked again only after it ended): its
+    run comes from the pods' own start and finish, starting at the bind decision."""
+    with Ledger(target) as ledger:
+        h = History(ledger.engine, tier_of)
+        a = gang("a", "vision", 1, 2, 0)
+        h.observe(snap(1, a))
+        done = pod("Succeeded", 4)
+        done["status"]["startTime"] = datetime.fromtimestamp(T0 + 2, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        done["spec"] = {"nodeName": "n1"}
+        h.observe(snap(9), {a.pods[0].name: done}.get, bound_at={a.id: T0 + 1.6})
+        (row,), runs, _ = read_history(ledger.engine)
+        assert (row.outcome, row.start_s - T0, row.runs) == ("succeeded", pytest.approx(1.6), 1)
+        assert [(r.start_s - T0, r.end_s - T0, r.outcome, r.gpus, r.nodes) for r in runs[a.id]] == [
+            (pytest.approx(1.6), 4, "succeeded", 2, "n1")
+        ]

@@ -218,7 +218,7 @@ class History:
                     state.pods = tuple(p.name for p in g.pods)
                 self._runs(s, g, state, now, models, run_tiers, bound_at, lookup)
             for gid in [gid for gid in open_ if gid not in seen]:
-                self._gone(s, gid, open_.pop(gid), lookup, now)
+                self._gone(s, gid, open_.pop(gid), lookup, now, bound_at.get(gid))
             self._inventory(s, snapshot.nodes, now)
 
     def _gang_row(self, g: Gang) -> HistoryGang:
@@ -341,10 +341,16 @@ class History:
         if outcome == "evicted":
             state.evicted_by = by
 
-    def _gone(self, s: Session, gid: str, state: _Open, lookup: PodLookup | None, now: float) -> None:
+    def _gone(
+        self, s: Session, gid: str, state: _Open, lookup: PodLookup | None, now: float, decided: float | None
+    ) -> None:
         outcome, end = ending(state.pods, lookup, now)
         if state.run_id is not None:
             self._close_run(s, state, end, outcome, "", "")
+        elif outcome in ("succeeded", "failed") and not set(state.pods) & state.closed_pods:
+            # Bound, run and finished between two looks (a daemon busy for seconds): the run
+            # from the pods' own record.
+            self._unseen_run(s, gid, state.pods, lookup, decided, end, outcome)
         elif state.evicted_by or outcome == "deleted":
             # Its last run was evicted and the gang was not started again.
             run = s.exec(
@@ -359,6 +365,44 @@ class History:
                 outcome,
                 state.evicted_by if outcome == "evicted" else "",
             )
+
+    def _unseen_run(
+        self,
+        s: Session,
+        gid: str,
+        pods: Iterable[str],
+        lookup: PodLookup | None,
+        decided: float | None,
+        end: float,
+        outcome: str,
+    ) -> None:
+        row = s.get(HistoryGang, gid)
+        raws = [r for r in (lookup(p) for p in pods) if r is not None] if lookup else []
+        stamps = (_stamp((r.get("status") or {}).get("startTime")) for r in raws)
+        starts = [t for t in stamps if t is not None]
+        start = min(starts) if starts else decided
+        if decided is not None and start is not None and start <= decided + 1.0:
+            start = decided  # the API's whole seconds, as for a run seen (`_runs`)
+        if row is None or start is None:
+            return
+        nodes = sorted({n for n in ((r.get("spec") or {}).get("nodeName") for r in raws) if n})
+        s.add(
+            HistoryRun(
+                gang_id=gid,
+                team=row.team,
+                tier=row.tier,
+                gpus=row.pods * (row.gpus_per_pod + row.gpu_milli / 1000),
+                gpu_model=row.gpu_model,
+                nodes=",".join(nodes),
+                start_s=start,
+                end_s=max(start, end),
+                outcome=outcome,
+            )
+        )
+        row.runs += 1
+        if row.start_s is None:
+            row.start_s = start
+        row.nodes = ",".join(sorted(set(filter(None, row.nodes.split(","))) | set(nodes)))
 
     def evicted(self, now_s: float, evictions: Iterable[Eviction]) -> None:
         """Closes the runs the daemon evicted, naming the preemptor and the kind."""
