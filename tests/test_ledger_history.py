@@ -336,3 +336,24 @@ def test_a_gang_bound_run_and_finished_between_two_looks_still_has_its_run(targe
         assert [(r.start_s - T0, r.end_s - T0, r.outcome, r.gpus, r.nodes) for r in runs[a.id]] == [
             (pytest.approx(1.6), 4, "succeeded", 2, "n1")
         ]
+
+
+def test_a_gang_bound_and_evicted_before_a_look_saw_it_run_has_its_evicted_run(target):
+    """Looks read the snapshot a cycle began with: a gang bound in one cycle and evicted in the
+    next is evicted before any look saw it bound. Its run is booked at the eviction, from the
+    bind decision, and the look that then shows it bound (terminating) opens no second run."""
+    with Ledger(target) as ledger:
+        h = History(ledger.engine, tier_of)
+        a = gang("a", "vision", 1, 8, 0)
+        h.observe(snap(10, a), bound_at={a.id: T0 + 10})  # the cycle that bound it, pending
+        h.evicted(
+            T0 + 10.5,
+            [Eviction(a.pods[0].name, a.id, "n0", "x", "reclaim", "r", Tier.TRAINING, Tier.TRAINING)],
+        )
+        h.observe(snap(10.5, bound(a, "n0", 0)), bound_at={a.id: T0 + 10})  # the next cycle's snapshot
+        h.observe(snap(11))  # gone
+        (row,), runs, _ = read_history(ledger.engine)
+        assert [(r.start_s - T0, r.end_s - T0, r.outcome, r.ended_by, r.gpus) for r in runs[a.id]] == [
+            (10, 10.5, "evicted", "x", 8)
+        ]
+        assert (row.outcome, row.runs, row.ended_by) == ("evicted", 1, "x")

@@ -159,6 +159,7 @@ class History:
         self.tier_of = tier_of
         self._open: dict[str, _Open] | None = None
         self._nodes: dict[str, tuple] = {}
+        self._decided: dict[str, float] = {}  # the last bind decisions observe was told of
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -194,6 +195,7 @@ class History:
         now = snapshot.now_s
         run_tiers = run_tiers or {}
         bound_at = bound_at or {}
+        self._decided = dict(bound_at)
         teams = {t.name for t in snapshot.teams}
         with self._session() as s, s.begin():
             if self._open is None:
@@ -414,8 +416,45 @@ class History:
         with self._session() as s, s.begin():
             for gid, e in sorted(by_gang.items()):
                 state = self._open.get(gid)
-                if state is not None and state.run_id is not None:
+                if state is None:
+                    continue
+                if state.run_id is not None:
                     self._close_run(s, state, now_s, "evicted", e.preemptor, e.kind)
+                    continue
+                decided = self._decided.get(gid)
+                if decided is not None and decided <= now_s and decided != state.closed_decided:
+                    # Bound and evicted before a look saw it run (a look reads the snapshot the
+                    # cycle began with): the run from its bind decision to the eviction.
+                    self._evicted_unseen(s, gid, state, decided, now_s, e)
+
+    def _evicted_unseen(
+        self, s: Session, gid: str, state: _Open, decided: float, now: float, e: Eviction
+    ) -> None:
+        row = s.get(HistoryGang, gid)
+        if row is None:
+            return
+        s.add(
+            HistoryRun(
+                gang_id=gid,
+                team=row.team,
+                tier=row.tier,
+                gpus=row.pods * (row.gpus_per_pod + row.gpu_milli / 1000),
+                gpu_model=row.gpu_model,
+                nodes=e.node,
+                start_s=decided,
+                end_s=now,
+                outcome="evicted",
+                ended_by=e.preemptor,
+                kind=e.kind,
+            )
+        )
+        row.runs += 1
+        if row.start_s is None:
+            row.start_s = decided
+        # Its pods, still bound in the snapshots to come while they terminate, open no run.
+        state.closed_start = state.closed_decided = decided
+        state.closed_pods = frozenset(state.pods)
+        state.evicted_by = e.preemptor
 
     def _inventory(self, s: Session, nodes: Iterable[Node], now: float) -> None:
         current = {}
