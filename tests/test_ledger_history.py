@@ -357,3 +357,16 @@ def test_a_gang_bound_and_evicted_before_a_look_saw_it_run_has_its_evicted_run(t
             (10, 10.5, "evicted", "x", 8)
         ]
         assert (row.outcome, row.runs, row.ended_by) == ("evicted", 1, "x")
+
+
+def test_a_gang_first_seen_half_made_counts_all_its_pods(target):
+    """Its controller makes the pods one by one and a look came in between: the row, and so
+    the exported job, has the whole gang."""
+    with Ledger(target) as ledger:
+        h = History(ledger.engine, tier_of)
+        a = gang("a", "vision", 2, 8, 0)
+        h.observe(snap(1, replace(a, pods=a.pods[:1])))
+        h.observe(snap(2, a))
+        h.observe(snap(5, bound(a, "n0", 3)))
+        (row,), runs, _ = read_history(ledger.engine)
+        assert (row.pods, row.gpus_per_pod, runs[a.id][0].gpus) == (2, 8, 16)

@@ -99,6 +99,7 @@ class _Open:
     """What the recorder knows of an open gang between snapshots."""
 
     pods: tuple[str, ...]
+    size: int = 0  # the most pods seen at once (not counting a closed run's)
     run_id: int | None = None  # the open run's row
     run_start_s: float | None = None
     run_pods: frozenset[str] = frozenset()  # the pods seen bound in the open run
@@ -209,7 +210,7 @@ class History:
                 seen.add(g.id)
                 state = open_.get(g.id)
                 if state is None:
-                    state = open_[g.id] = _Open(pods=tuple(p.name for p in g.pods))
+                    state = open_[g.id] = _Open(pods=tuple(p.name for p in g.pods), size=len(g.pods))
                     row = s.get(HistoryGang, g.id)
                     if row is None:
                         s.add(self._gang_row(g))
@@ -218,10 +219,22 @@ class History:
                         row.end_s, row.outcome, row.ended_by = None, "", ""
                 else:
                     state.pods = tuple(p.name for p in g.pods)
+                    self._grown(s, g, state)
                 self._runs(s, g, state, now, models, run_tiers, bound_at, lookup)
             for gid in [gid for gid in open_ if gid not in seen]:
                 self._gone(s, gid, open_.pop(gid), lookup, now, bound_at.get(gid))
             self._inventory(s, snapshot.nodes, now)
+
+    def _grown(self, s: Session, g: Gang, state: _Open) -> None:
+        """A gang first seen while its controller was still making its pods has more now: its
+        row counts them (a closed run's pods, terminating beside a gang made anew, do not)."""
+        size = sum(p.name not in state.closed_pods for p in g.pods)
+        if size <= state.size:
+            return
+        state.size = size
+        row = s.get(HistoryGang, g.id)
+        if row is not None and row.pods < size:
+            row.pods = size
 
     def _gang_row(self, g: Gang) -> HistoryGang:
         first = max(g.pods, key=lambda p: (p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib))
