@@ -401,23 +401,7 @@ class History:
         if row is None or start is None:
             return
         nodes = sorted({n for n in ((r.get("spec") or {}).get("nodeName") for r in raws) if n})
-        s.add(
-            HistoryRun(
-                gang_id=gid,
-                team=row.team,
-                tier=row.tier,
-                gpus=row.pods * (row.gpus_per_pod + row.gpu_milli / 1000),
-                gpu_model=row.gpu_model,
-                nodes=",".join(nodes),
-                start_s=start,
-                end_s=max(start, end),
-                outcome=outcome,
-            )
-        )
-        row.runs += 1
-        if row.start_s is None:
-            row.start_s = start
-        row.nodes = ",".join(sorted(set(filter(None, row.nodes.split(","))) | set(nodes)))
+        _book_unseen(s, row, start, max(start, end), outcome, nodes)
 
     def evicted(self, now_s: float, evictions: Iterable[Eviction]) -> None:
         """Closes the runs the daemon evicted, naming the preemptor and the kind."""
@@ -446,24 +430,7 @@ class History:
         row = s.get(HistoryGang, gid)
         if row is None:
             return
-        s.add(
-            HistoryRun(
-                gang_id=gid,
-                team=row.team,
-                tier=row.tier,
-                gpus=row.pods * (row.gpus_per_pod + row.gpu_milli / 1000),
-                gpu_model=row.gpu_model,
-                nodes=e.node,
-                start_s=decided,
-                end_s=now,
-                outcome="evicted",
-                ended_by=e.preemptor,
-                kind=e.kind,
-            )
-        )
-        row.runs += 1
-        if row.start_s is None:
-            row.start_s = decided
+        _book_unseen(s, row, decided, now, "evicted", [e.node] if e.node else [], e.preemptor, e.kind)
         # Its pods, still bound in the snapshots to come while they terminate, open no run.
         state.closed_start = state.closed_decided = decided
         state.closed_pods = frozenset(state.pods)
@@ -490,6 +457,38 @@ class History:
             if row is not None:
                 row.last_seen_s = row.gone_s = now
         self._nodes = current
+
+
+def _book_unseen(
+    s: Session,
+    row: HistoryGang,
+    start: float,
+    end: float,
+    outcome: str,
+    nodes: list[str],
+    by: str = "",
+    kind: str = "",
+) -> None:
+    """Books a whole closed run of the gang that no look saw open, with the gang's shape."""
+    s.add(
+        HistoryRun(
+            gang_id=row.gang_id,
+            team=row.team,
+            tier=row.tier,
+            gpus=row.pods * (row.gpus_per_pod + row.gpu_milli / 1000),
+            gpu_model=row.gpu_model,
+            nodes=",".join(nodes),
+            start_s=start,
+            end_s=end,
+            outcome=outcome,
+            ended_by=by,
+            kind=kind,
+        )
+    )
+    row.runs += 1
+    if row.start_s is None:
+        row.start_s = start
+    row.nodes = ",".join(sorted(set(filter(None, row.nodes.split(","))) | set(nodes)))
 
 
 def read_history(
