@@ -293,9 +293,10 @@ def _drive(kube: Kube, jobs: Sequence[Job], compress: float, timeout_s: float, l
                 job = by_id[gid]
                 if len(phases) == job.pods and all(ph == "Succeeded" for ph in phases):
                     done.add(gid)
-                elif len(phases) < job.pods:
-                    # Evicted (its pods deleted; a gang caught part deleted keeps the rest):
-                    # the job controller deletes what is left and starts it again.
+                elif len(phases) < job.pods or "Failed" in phases:
+                    # Evicted (its pods deleted, or stopped as a kubelet stops a deleted pod;
+                    # a gang caught part deleted keeps the rest): the job controller deletes
+                    # what is left and starts it again.
                     if phases:
                         recreated_part += 1
                         for k in range(job.pods):
