@@ -15,6 +15,7 @@ from scheduler.core import InvalidInput, PolicyConfig, load_policy
 from scheduler.core.policies import POLICIES
 from simulator.cluster_spec import nodes_for_gpus, nodes_from_csv, nodes_from_spec
 from simulator.engine import FailureModel, Replay
+from simulator.latency import Latency
 from simulator.model import Trace
 from simulator.summary import write_outputs
 from simulator.teams import team_of, teams_for_trace
@@ -68,6 +69,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--repair-hours", type=float, default=4.0, help="time to repair a failed node")
     parser.add_argument(
+        "--cycle-interval",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="decide only at ticks every S trace seconds, as the daemon's cycle does (default 0: "
+        "at every event)",
+    )
+    parser.add_argument(
+        "--bind-latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="a decided gang's pods start S trace seconds after the decision (default 0)",
+    )
+    parser.add_argument(
+        "--end-latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="a finished run's GPUs come back to the scheduler S trace seconds after its end (default 0)",
+    )
+    parser.add_argument(
+        "--arrival-latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="a job reaches the scheduler S trace seconds after its submission (default 0)",
+    )
+    parser.add_argument(
         "--openb-teams", type=int, default=1, help="openb has no tenants: spread pods over N teams"
     )
     parser.add_argument(
@@ -115,6 +145,7 @@ def _replay(args: argparse.Namespace) -> int:
     for p in policies:
         if p not in POLICIES:
             raise InvalidInput("simulate", "--policy", f"unknown policy {p!r}", f"use {', '.join(POLICIES)}")
+    latency = _latency(args)
     options = TraceOptions(strict=args.strict, openb_teams=args.openb_teams)
     started = time.perf_counter()
     trace = read_trace(args.trace, args.format, options=options)
@@ -148,7 +179,9 @@ def _replay(args: argparse.Namespace) -> int:
         replay_class = Replay
         if args.openmetrics:
             from simulator.openmetrics import ObservedReplay as replay_class
-        replay = replay_class(trace, nodes, teams, policy, config, seed=int(args.seed), failures=failures)
+        replay = replay_class(
+            trace, nodes, teams, policy, config, seed=int(args.seed), failures=failures, latency=latency
+        )
         with tqdm(
             total=len(trace.jobs) * 2,
             desc=f"{policy:>8}",
@@ -179,6 +212,20 @@ def _replay(args: argparse.Namespace) -> int:
     report = write_report(results, summaries, out)
     print(f"report: {report}")
     return 0
+
+
+def _latency(args: argparse.Namespace) -> Latency:
+    flags = {
+        "cycle_s": "--cycle-interval",
+        "bind_s": "--bind-latency",
+        "end_s": "--end-latency",
+        "arrival_s": "--arrival-latency",
+    }
+    values = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in flags.items()}
+    for key, value in values.items():
+        if not value >= 0 or value == float("inf"):
+            raise InvalidInput("simulate", flags[key], f"{value!r} is not >= 0", "give trace seconds")
+    return Latency(**values)
 
 
 def _report_skipped(skipped: tuple[str, ...], out: Path) -> None:

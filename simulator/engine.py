@@ -2,7 +2,8 @@
 
 Events are arrivals, completions, budget-period rollovers, and node failures and
 repairs. After every batch of events at one timestamp the engine asks the decision
-core for decisions, then carries them out: binds start jobs, evictions send jobs back to
+core for decisions (or, with a cycle interval, at the next tick: `simulator.latency`),
+then carries them out: binds start jobs, evictions send jobs back to
 the queue (restarting from scratch, or from their last checkpoint when the job says how
 often it checkpoints). No policy lives here; the engine only keeps time and books.
 
@@ -31,11 +32,12 @@ from scheduler.core.fairshare import decay
 from scheduler.core.incremental import Core
 from scheduler.core.nominations import Nominations
 from scheduler.core.teamtree import build_tree
+from simulator.latency import Latency
 from simulator.model import Job, JobRecord, RunResult, Sample, Trace
 
-ARRIVAL, COMPLETION, ROLLOVER, FAILURE, REPAIR = range(5)
-# What an event carries: an arrival its Job, a completion (job id, attempt), a rollover its
-# team's name, a failure or repair its node's name.
+ARRIVAL, COMPLETION, ROLLOVER, FAILURE, REPAIR, TICK, RELEASE = range(7)
+# What an event carries: an arrival its Job, a completion or release (job id, attempt), a
+# rollover its team's name, a failure or repair its node's name, a tick nothing ("").
 Payload = Job | tuple[str, int] | str
 
 
@@ -87,6 +89,8 @@ class Replay:
     # Whether cycles say why gangs wait. The replay never reads it, and it costs a good
     # part of a cycle; binds and evictions are the same either way.
     explain: bool = False
+    # The live control plane's delays (cycle interval, bind and end latency); none by default.
+    latency: Latency = field(default_factory=Latency)
 
     def run(self) -> RunResult:
         wall = time.perf_counter()
@@ -109,12 +113,23 @@ class Replay:
                 batch += 1
             if self.progress:
                 self.progress(batch)
+            if changed and not self.latency.on_tick(now):
+                self._tick_at(self.latency.next_tick(now))  # decided at the next tick
+                changed = False
             # Evicted victims are gone at once in a replay, so the preemptors can bind
-            # in a second cycle at the same instant (the daemon's next cycle). A batch of
-            # cancelled events only (the completion of a run that was evicted) is no event.
-            for _ in range(3 if changed else 0):
-                if not self.pending or not self._cycle(now):
+            # in a second cycle at the same instant (the daemon's next cycle; with a cycle
+            # interval, that is the next tick). A batch of cancelled events only (the
+            # completion of a run that was evicted) is no event.
+            evicted = False
+            for _ in range((3 if self.latency.cycle_s == 0 else 1) if changed else 0):
+                evicted = bool(self.pending) and self._cycle(now)
+                if not evicted:
                     break
+            busy = evicted or self.running or self.finishing
+            if self.latency.cycle_s and changed and self.pending and busy:
+                # The daemon cycles every interval while gangs wait: its evictions' preemptors
+                # bind then, and time alone can change a decision (a min-runtime running out).
+                self._tick_at(self.latency.next_tick(now + self.latency.cycle_s))
             self._sample(now)
         result = RunResult(
             policy=self.policy,
@@ -142,6 +157,8 @@ class Replay:
         self.pending: dict[str, _JobState] = {}
         self.nominations = Nominations()  # room held for preemptors by the last cycle
         self.running: dict[str, _JobState] = {}
+        self.finishing: dict[str, _JobState] = {}  # ended, GPUs not back yet (end latency)
+        self.ticks: set[float] = set()  # ticks pushed and not reached yet
         # Per team, in team order (numpy, so accrual is one step, not a loop over teams):
         # GPUs running, decayed GPU-seconds, and GPU-hours used in the budget period.
         self.team_pos = {t.name: i for i, t in enumerate(self.teams)}
@@ -168,7 +185,7 @@ class Replay:
         jobs = self.trace.jobs
         submits = np.fromiter((j.submit_s for j in jobs), dtype=np.float64, count=len(jobs))
         self.arrival_order = np.argsort(submits, kind="stable")
-        self.arrival_times = submits[self.arrival_order]
+        self.arrival_times = submits[self.arrival_order] + self.latency.arrival_s
         self.next_arrival = 0
         span = max((j.submit_s + j.duration_s for j in jobs), default=0.0)
         self.sample_every = (
@@ -199,6 +216,11 @@ class Replay:
         if self.next_arrival < len(self.arrival_order):
             t = min(t, self._arrival_at(self.next_arrival))
         return t
+
+    def _tick_at(self, t: float) -> None:
+        if t not in self.ticks:
+            self.ticks.add(t)
+            self._push(t, TICK, "")
 
     def _push(self, t: float, kind: int, payload: Payload) -> None:
         self.seq += 1
@@ -261,9 +283,21 @@ class Replay:
             if ending is None or ending.attempt != attempt:
                 return False  # evicted or killed since: a stale completion
             self._stop(ending, now)
-            self.core.remove(job_id)
-            del self.by_id[job_id]
             ending.record.end_s = now
+            if self.latency.end_s:
+                # The pods are done; the scheduler sees their GPUs free only later.
+                self.finishing[job_id] = ending
+                self._push(now + self.latency.end_s, RELEASE, (job_id, attempt))
+                return False
+            self._release(ending)
+        elif kind == RELEASE:
+            assert isinstance(payload, tuple)
+            done = self.finishing.get(payload[0])
+            if done is None or done.attempt != payload[1]:
+                return False  # evicted in the meantime: released then
+            self._release(done)
+        elif kind == TICK:
+            self.ticks.discard(now)
         elif kind == ROLLOVER:
             team = next(t for t in self.teams if t.name == payload)
             self.period_hours[self.team_pos[team.name]] = 0.0
@@ -285,6 +319,13 @@ class Replay:
             self.healthy[str(payload)] = self.node_by_name[str(payload)]
             self._healthy_changed()
         return True
+
+    def _release(self, state: _JobState) -> None:
+        """A finished job leaves the core's snapshot: its GPUs are free to decide on."""
+        job_id = state.job.job_id
+        self.finishing.pop(job_id, None)
+        self.core.remove(job_id)
+        del self.by_id[job_id]
 
     def _healthy_changed(self) -> None:
         self._nodes_changed = True
@@ -329,7 +370,7 @@ class Replay:
 
     def _interrupt(self, state: _JobState, now: float) -> None:
         """Evicted or lost to a failure: back to the queue, losing work since the last checkpoint."""
-        ran = now - state.started_s
+        ran = max(0.0, now - state.started_s)  # evicted before its pods started: none
         ckpt = state.job.checkpoint_s
         kept = (ran // ckpt) * ckpt if ckpt else 0.0
         state.record.preemptions += 1
@@ -381,10 +422,13 @@ class Replay:
             state = self.running.get(gid)
             if state is not None:
                 self._interrupt(state, now)
+            elif gid in self.finishing:  # done but not yet noticed: deleting it frees the GPUs
+                self._release(self.finishing[gid])
         placed: dict[str, dict[str, tuple[str, tuple[int, ...]]]] = {}
         for b in d.binds:
             placed.setdefault(b.gang, {})[b.pod] = (b.node, b.gpu_indices)
-        start = self.trace.epoch_s + now
+        begin = now + self.latency.bind_s  # the pods start; the GPUs are held from now
+        start = self.trace.epoch_s + begin
         for gid, pods in placed.items():
             state = self.pending[gid]
             self._dequeue(state)
@@ -404,17 +448,17 @@ class Replay:
                     for p in state.gang.pods
                 ),
             )
-            state.started_s = now
+            state.started_s = begin
             state.attempt += 1
             self.starts += 1
             if math.isnan(state.record.start_s):
-                state.record.start_s = now
+                state.record.start_s = begin
             state.record.nodes = tuple(p.node for p in state.gang.pods if p.node is not None)
             self.running[gid] = state
             self.running_gpus[self.lift[state.job.team]] += state.job.gpus
             self.core.put(state.gang)
             self._hold(state, +1)
-            self._push(now + state.remaining_s, COMPLETION, (gid, state.attempt))
+            self._push(begin + state.remaining_s, COMPLETION, (gid, state.attempt))
         self._nominate(d)
 
     def _nominate(self, d: Decisions) -> None:

@@ -214,3 +214,159 @@ def test_a_run_starts_at_the_bind_decision_not_at_the_pods_creation(tmp_path: Pa
         _, runs, _ = read_history(ledger.engine)
     (run,) = runs[a.id]
     assert run.start_s == pytest.approx(T0 + 60.4) and run.end_s is None
+
+
+def test_a_start_reported_seconds_after_the_bind_decision_is_the_same_run(target):
+    """Under load the kubelet reports the pods' startTime seconds after the daemon bound them:
+    the run stays the one that started at the decision, not an eviction and a second run."""
+    with Ledger(target) as ledger:
+        h = History(ledger.engine, tier_of)
+        a = gang("a", "vision", 2, 4, 0)
+        decided = {a.id: T0 + 9.7}
+        h.observe(snap(10, bound(a, "n0", 0)), bound_at=decided)  # no startTime yet: creation
+        h.observe(snap(16, bound(a, "n0", 14)), bound_at=decided)  # started 4.3 s after the bind
+        runs = read_history(ledger.engine)[1][a.id]
+        assert [(r.start_s - T0, r.end_s, r.outcome) for r in runs] == [(pytest.approx(9.7), None, "")]
+
+
+def test_pods_bound_one_look_after_the_first_join_its_run(target):
+    with Ledger(target) as ledger:
+        h = History(ledger.engine, tier_of)
+        a = gang("a", "vision", 2, 4, 0)
+        half = replace(a, pods=(replace(a.pods[0], node="n0", start_s=T0 + 10), a.pods[1]))
+        h.observe(snap(10, half), bound_at={a.id: T0 + 10})
+        h.observe(snap(11, bound(a, "n0", 10)), bound_at={a.id: T0 + 10})
+        (run,) = read_history(ledger.engine)[1][a.id]
+        assert (run.start_s - T0, run.gpus) == (10, 8)
+
+
+def test_an_evicted_gang_made_anew_reopens_and_runs_again(target):
+    with Ledger(target) as ledger:
+        h = History(ledger.engine, tier_of)
+        a = gang("a", "vision", 1, 8, 0)
+        h.observe(snap(5, bound(a, "n0", 1)))
+        h.evicted(
+            T0 + 50, [Eviction(a.pods[0].name, a.id, "n0", "x", "reclaim", "r", Tier.TRAINING, Tier.TRAINING)]
+        )
+        h.observe(snap(50.5, bound(a, "n0", 1)))  # its pod terminating, still bound
+        h.observe(snap(51))  # gone for a moment
+        anew = replace(a, pods=tuple(replace(p, name=p.name + "-1") for p in a.pods))
+        h.observe(snap(52, anew))  # its controller made it anew
+        h.observe(snap(60, bound(anew, "n1", 58)))
+        api = {anew.pods[0].name: pod("Succeeded", 160)}
+        h.observe(snap(170), api.get)
+        (row,), runs, _ = read_history(ledger.engine)
+        assert (row.outcome, row.end_s, row.runs) == ("succeeded", T0 + 160, 2)
+        assert [(r.start_s - T0, r.end_s - T0, r.outcome, r.ended_by) for r in runs[a.id]] == [
+            (1, 50, "evicted", "x"),
+            (58, 160, "succeeded", ""),
+        ]
+
+
+def test_pods_sent_back_to_pending_without_our_eviction_close_the_run(target):
+    with Ledger(target) as ledger:
+        h = History(ledger.engine, tier_of)
+        a = gang("a", "vision", 1, 8, 0)
+        h.observe(snap(5, bound(a, "n0", 1)))
+        h.observe(snap(9, a))  # unbound again (its node went, say)
+        h.observe(snap(20, bound(a, "n1", 19)))
+        runs = read_history(ledger.engine)[1][a.id]
+        assert [(r.start_s - T0, r.end_s and r.end_s - T0, r.outcome) for r in runs] == [
+            (1, 9, "evicted"),
+            (19, None, ""),
+        ]
+
+
+def test_a_gang_whose_pods_finish_one_after_the_other_is_one_succeeded_run(target):
+    """A finished pod leaves the snapshot while its gang's other pod still runs: the run goes
+    on, and ends when the last pod does; a pod deleted instead ends the run as evicted."""
+    with Ledger(target) as ledger:
+        h = History(ledger.engine, tier_of)
+        a, b = gang("a", "vision", 2, 8, 0), gang("b", "search", 2, 4, 0)
+        h.observe(snap(5, bound(a, "n0", 1), bound(b, "n1", 1)))
+        first_done = replace(bound(a, "n0", 1), pods=bound(a, "n0", 1).pods[1:])
+        one_deleted = replace(bound(b, "n1", 1), pods=bound(b, "n1", 1).pods[1:])
+        api = {a.pods[0].name: pod("Succeeded", 99)}  # b's first pod: gone from the API too
+        h.observe(snap(100, first_done, one_deleted), api.get)
+        api[a.pods[1].name] = pod("Succeeded", 101)
+        h.observe(snap(103, one_deleted), api.get)
+        gangs, runs, _ = read_history(ledger.engine)
+        assert [(r.start_s - T0, r.end_s - T0, r.outcome, r.gpus) for r in runs[a.id]] == [
+            (1, 101, "succeeded", 16)
+        ]
+        assert [(r.end_s - T0, r.outcome) for r in runs[b.id]] == [(100, "evicted")]
+        assert {g.gang_id: g.outcome for g in gangs}[a.id] == "succeeded"
+
+
+def test_a_gang_made_anew_beside_its_terminating_pods_runs_on_its_new_ones(target):
+    """Evicted, and made anew by its controller before the old pods are gone: the snapshot
+    shows both, bound; the new run holds only the new pods' GPUs, and the old pods going
+    away does not end it."""
+    with Ledger(target) as ledger:
+        h = History(ledger.engine, tier_of)
+        a = gang("a", "vision", 1, 8, 0)
+        h.observe(snap(5, bound(a, "n0", 1)), bound_at={a.id: T0 + 1})
+        h.evicted(
+            T0 + 50, [Eviction(a.pods[0].name, a.id, "n0", "x", "reclaim", "r", Tier.TRAINING, Tier.TRAINING)]
+        )
+        anew = bound(replace(a, pods=tuple(replace(p, name=p.name + "-1") for p in a.pods)), "n1", 50)
+        both = replace(a, pods=(*bound(a, "n0", 1).pods, *anew.pods))
+        h.observe(snap(50.5, both), bound_at={a.id: T0 + 50.2})
+        h.observe(snap(51, anew), bound_at={a.id: T0 + 50.2})
+        runs = read_history(ledger.engine)[1][a.id]
+        assert [(r.start_s - T0, r.end_s and r.end_s - T0, r.outcome, r.gpus) for r in runs] == [
+            (1, 50, "evicted", 8),
+            (pytest.approx(50.2), None, "", 8),
+        ]
+
+
+def test_a_gang_bound_run_and_finished_between_two_looks_still_has_its_run(target):
+    """Seen pending, then gone succeeded (the daemon looked again only after it ended): its
+    run comes from the pods' own start and finish, starting at the bind decision."""
+    with Ledger(target) as ledger:
+        h = History(ledger.engine, tier_of)
+        a = gang("a", "vision", 1, 2, 0)
+        h.observe(snap(1, a))
+        done = pod("Succeeded", 4)
+        done["status"]["startTime"] = datetime.fromtimestamp(T0 + 2, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        done["spec"] = {"nodeName": "n1"}
+        h.observe(snap(9), {a.pods[0].name: done}.get, bound_at={a.id: T0 + 1.6})
+        (row,), runs, _ = read_history(ledger.engine)
+        assert (row.outcome, row.start_s - T0, row.runs) == ("succeeded", pytest.approx(1.6), 1)
+        assert [(r.start_s - T0, r.end_s - T0, r.outcome, r.gpus, r.nodes) for r in runs[a.id]] == [
+            (pytest.approx(1.6), 4, "succeeded", 2, "n1")
+        ]
+
+
+def test_a_gang_bound_and_evicted_before_a_look_saw_it_run_has_its_evicted_run(target):
+    """Looks read the snapshot a cycle began with: a gang bound in one cycle and evicted in the
+    next is evicted before any look saw it bound. Its run is booked at the eviction, from the
+    bind decision, and the look that then shows it bound (terminating) opens no second run."""
+    with Ledger(target) as ledger:
+        h = History(ledger.engine, tier_of)
+        a = gang("a", "vision", 1, 8, 0)
+        h.observe(snap(10, a), bound_at={a.id: T0 + 10})  # the cycle that bound it, pending
+        h.evicted(
+            T0 + 10.5,
+            [Eviction(a.pods[0].name, a.id, "n0", "x", "reclaim", "r", Tier.TRAINING, Tier.TRAINING)],
+        )
+        h.observe(snap(10.5, bound(a, "n0", 0)), bound_at={a.id: T0 + 10})  # the next cycle's snapshot
+        h.observe(snap(11))  # gone
+        (row,), runs, _ = read_history(ledger.engine)
+        assert [(r.start_s - T0, r.end_s - T0, r.outcome, r.ended_by, r.gpus) for r in runs[a.id]] == [
+            (10, 10.5, "evicted", "x", 8)
+        ]
+        assert (row.outcome, row.runs, row.ended_by) == ("evicted", 1, "x")
+
+
+def test_a_gang_first_seen_half_made_counts_all_its_pods(target):
+    """Its controller makes the pods one by one and a look came in between: the row, and so
+    the exported job, has the whole gang."""
+    with Ledger(target) as ledger:
+        h = History(ledger.engine, tier_of)
+        a = gang("a", "vision", 2, 8, 0)
+        h.observe(snap(1, replace(a, pods=a.pods[:1])))
+        h.observe(snap(2, a))
+        h.observe(snap(5, bound(a, "n0", 3)))
+        (row,), runs, _ = read_history(ledger.engine)
+        assert (row.pods, row.gpus_per_pod, runs[a.id][0].gpus) == (2, 8, 16)

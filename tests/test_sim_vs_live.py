@@ -9,7 +9,8 @@ from collections import defaultdict
 
 import pytest
 
-from benchmarks.sim_vs_live import Timeline, fairness, kendall_tau, main, philly_slice
+from benchmarks.sim_vs_live import Measured, Timeline, fairness, kendall_tau, main, philly_slice
+from simulator.latency import Latency
 
 
 def test_kendall_tau_counts_agreeing_and_disagreeing_pairs():
@@ -41,7 +42,8 @@ def test_the_slice_takes_jobs_in_turn_from_each_team_and_respaces_them():
 
 def test_a_handful_of_jobs_live_then_replayed(tmp_path, capsys):
     """Six jobs of two teams on 8 GPUs under the live daemon; every one finishes, the ledger's
-    history replays them all, and the two sides agree on the start order."""
+    history replays them all, twice: with the delays the run measured (cycle interval, end
+    latency) and with none; both sides agree on the start order."""
     argv = [
         "--jobs", "6", "--teams", "2", "--gpus", "8", "--max-gpus", "8", "--compress", "60",
         "--gap", "60", "--min-duration", "300", "--max-duration", "600", "--timeout", "120",
@@ -50,7 +52,33 @@ def test_a_handful_of_jobs_live_then_replayed(tmp_path, capsys):
     assert main(argv) == 0
     got = json.loads((tmp_path / "sim_vs_live.json").read_text())
     assert got["jobs_live_finished"] == 6 and got["jobs"] == 6, got
-    assert got["kendall_tau_start_order"] >= 0.6, got
-    assert 0 < got["utilization_live"] <= 1 and 0 < got["utilization_sim"] <= 1
-    assert abs(got["utilization_live"] - got["utilization_sim"]) < 0.1, got
-    assert "kendall_tau_start_order" in capsys.readouterr().out
+    for side in (got, got["zero_latency"]):
+        assert side["jobs"] == 6
+        assert side["kendall_tau_start_order"] >= 0.6, got
+        assert 0 < side["utilization_live"] <= 1 and 0 < side["utilization_sim"] <= 1
+        assert abs(side["utilization_live"] - side["utilization_sim"]) < 0.1, got
+    # The delays were measured from the run and modelled in trace seconds (x60).
+    wall, options = got["latency"]["wall_s"], got["sim_options"]
+    assert wall["samples"]["cycles"] > 0 and 0 < wall["cycle_s"] <= 5.0, got
+    assert options["cycle_s"] == pytest.approx(60 * wall["cycle_s"]) and options["bind_s"] == 0
+    assert options["end_s"] >= 0 and options["arrival_s"] >= 0 and wall["arrival_to_bind_s"] is not None
+    assert wall["bind_to_running_s"] is not None and wall["bind_to_running_s"] >= 0
+    # Whole gangs counted once each, on both sides; the job controller made each evicted one anew.
+    detail = got["preemptions_live_detail"]
+    assert (
+        got["preemptions_live"] == detail["gang_evictions_by_daemon"] == detail["daemon_preemptions_metric"]
+    )
+    assert (
+        detail["recreated_by_job_controller"]
+        >= detail["gang_evictions_by_daemon"] - detail["recreated_part_evicted"]
+    )
+    out = capsys.readouterr().out
+    assert "kendall_tau_start_order" in out and "0 latency" in out
+
+
+def test_measured_delays_become_the_replays_options():
+    """Ticks at the loop's pace; end and arrival latency are the measured delays less the
+    half cycle a tick adds on average; bind latency stays 0 (the exported runs hold it)."""
+    m = Measured(0.5, 0.1, 0.3, end_to_bind_s=1.25, arrival_to_bind_s=0.75, bind_to_running_s=0.8)
+    assert m.latency() == Latency(cycle_s=0.5, bind_s=0.0, end_s=1.0, arrival_s=0.5)
+    assert Measured(0.5, 0.1, 0.3, 0.1, None, None).latency() == Latency(cycle_s=0.5)

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from scheduler.core.model import Eviction, Gang, Node, Snapshot
+from scheduler.core.model import Eviction, Gang, Node, Pod, Snapshot
 
 PodLookup = Callable[[str], Mapping[str, Any] | None]
 
@@ -99,10 +99,15 @@ class _Open:
     """What the recorder knows of an open gang between snapshots."""
 
     pods: tuple[str, ...]
+    size: int = 0  # the most pods seen at once (not counting a closed run's)
     run_id: int | None = None  # the open run's row
     run_start_s: float | None = None
+    run_pods: frozenset[str] = frozenset()  # the pods seen bound in the open run
     evicted_by: str = ""  # the preemptor of its last run, until it runs again
     closed_start: float | None = None  # the start of its last closed run (pods may still leave)
+    closed_pods: frozenset[str] = frozenset()  # its pods (bound while they terminate)
+    run_decided: float | None = None  # the bind decision the open run started from
+    closed_decided: float | None = None  # ... and the closed one
 
 
 def _stamp(text: Any) -> float | None:
@@ -134,8 +139,13 @@ def ending(pods: Iterable[str], lookup: PodLookup | None, now_s: float) -> tuple
     return "deleted", now_s
 
 
-def _gpus(gang: Gang) -> float:
-    return sum(p.gpu_amount for p in gang.pods if p.node is not None)
+def _terminated(pod: str, lookup: PodLookup | None) -> bool:
+    """Whether a pod that left the snapshot finished (succeeded or failed) rather than went
+    away; without a lookup it counts as finished (the gang's end tells its outcome)."""
+    if lookup is None:
+        return True
+    raw = lookup(pod)
+    return raw is not None and (raw.get("status") or {}).get("phase") in ("Succeeded", "Failed")
 
 
 class History:
@@ -150,6 +160,7 @@ class History:
         self.tier_of = tier_of
         self._open: dict[str, _Open] | None = None
         self._nodes: dict[str, tuple] = {}
+        self._decided: dict[str, float] = {}  # the last bind decisions observe was told of
 
     def _session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -185,6 +196,7 @@ class History:
         now = snapshot.now_s
         run_tiers = run_tiers or {}
         bound_at = bound_at or {}
+        self._decided = dict(bound_at)
         teams = {t.name for t in snapshot.teams}
         with self._session() as s, s.begin():
             if self._open is None:
@@ -198,15 +210,31 @@ class History:
                 seen.add(g.id)
                 state = open_.get(g.id)
                 if state is None:
-                    state = open_[g.id] = _Open(pods=tuple(p.name for p in g.pods))
-                    if s.get(HistoryGang, g.id) is None:
+                    state = open_[g.id] = _Open(pods=tuple(p.name for p in g.pods), size=len(g.pods))
+                    row = s.get(HistoryGang, g.id)
+                    if row is None:
                         s.add(self._gang_row(g))
+                    elif row.end_s is not None:
+                        # Seen again after it left: an evicted gang its controller made anew.
+                        row.end_s, row.outcome, row.ended_by = None, "", ""
                 else:
                     state.pods = tuple(p.name for p in g.pods)
-                self._runs(s, g, state, now, models, run_tiers, bound_at)
+                    self._grown(s, g, state)
+                self._runs(s, g, state, now, models, run_tiers, bound_at, lookup)
             for gid in [gid for gid in open_ if gid not in seen]:
-                self._gone(s, gid, open_.pop(gid), lookup, now)
+                self._gone(s, gid, open_.pop(gid), lookup, now, bound_at.get(gid))
             self._inventory(s, snapshot.nodes, now)
+
+    def _grown(self, s: Session, g: Gang, state: _Open) -> None:
+        """A gang first seen while its controller was still making its pods has more now: its
+        row counts them (a closed run's pods, terminating beside a gang made anew, do not)."""
+        size = sum(p.name not in state.closed_pods for p in g.pods)
+        if size <= state.size:
+            return
+        state.size = size
+        row = s.get(HistoryGang, g.id)
+        if row is not None and row.pods < size:
+            row.pods = size
 
     def _gang_row(self, g: Gang) -> HistoryGang:
         first = max(g.pods, key=lambda p: (p.gpus, p.gpu_milli, p.cpu_milli, p.memory_mib))
@@ -238,25 +266,44 @@ class History:
         models: Mapping[str, str],
         run_tiers: Mapping[str, str],
         bound_at: Mapping[str, float],
+        lookup: PodLookup | None = None,
     ) -> None:
         bound = [p for p in g.pods if p.node is not None]
-        start = min((p.start_s or now) for p in bound) if bound else None
-        decided = bound_at.get(g.id)
-        if start is not None and decided is not None and start <= decided + 1.0:
-            # The API's start times are whole seconds, and a pod bound but not started yet
-            # reads its creation; it cannot start before the bind decision, which is precise.
-            start = decided
-        if state.run_id is not None and start != state.run_start_s:
-            # Its pods went back to pending, or restarted, without an eviction of ours.
+        # A gang made anew after an eviction may show its old pods, bound while they
+        # terminate, beside its new ones: those belong to the run that was closed.
+        fresh = [p for p in bound if p.name not in state.closed_pods or p.name in state.run_pods]
+        names = frozenset(p.name for p in fresh)
+        if state.run_id is not None:
+            missing = state.run_pods - names
+            present = {p.name for p in g.pods}
+            if names and not missing & present and all(_terminated(k, lookup) for k in missing - present):
+                # The same run while the pods seen bound stay bound or finished (a finished
+                # pod leaves the snapshot before its gang's others): a start time the API
+                # reports later (whole seconds, seconds after the bind under load) is no new
+                # run; pods bound since join it.
+                if names - state.run_pods:
+                    self._grow_run(s, g, state, state.run_pods | names, models)
+                return
+            # Its pods went back to pending, or were replaced, without an eviction of ours.
             self._close_run(s, state, now, "evicted", "", "")
-        if start is None or state.run_id is not None or start == state.closed_start:
+            fresh = [p for p in bound if p.name not in state.closed_pods]
+        if not bound:
             return
-        nodes = sorted({p.node for p in bound if p.node})
+        decided = bound_at.get(g.id)
+        if not fresh:
+            # Only the closed run's pods are bound: still terminating, unless a new bind
+            # decision (or a new start) says they were bound again.
+            start = self._start(bound, now, decided)
+            if start == state.closed_start or (decided is not None and decided == state.closed_decided):
+                return
+            fresh, names = bound, frozenset(p.name for p in bound)
+        start = self._start(fresh, now, decided)
+        nodes = sorted({p.node for p in fresh if p.node})
         run = HistoryRun(
             gang_id=g.id,
             team=g.team,
             tier=run_tiers.get(g.id) or self.tier_of(g),
-            gpus=_gpus(g),
+            gpus=sum(p.gpu_amount for p in fresh),
             gpu_model="|".join(sorted({models.get(n, "") for n in nodes})),
             nodes=",".join(nodes),
             start_s=start,
@@ -264,6 +311,7 @@ class History:
         s.add(run)
         s.flush()
         state.run_id, state.run_start_s, state.evicted_by = run.id, start, ""
+        state.run_pods, state.run_decided = names, decided
         row = s.get(HistoryGang, g.id)
         if row is not None:
             row.runs += 1
@@ -271,20 +319,53 @@ class History:
                 row.start_s = start
             row.nodes = ",".join(sorted(set(filter(None, row.nodes.split(","))) | set(nodes)))
 
+    @staticmethod
+    def _start(pods: Iterable[Pod], now: float, decided: float | None) -> float:
+        start = min((p.start_s or now) for p in pods)
+        if decided is not None and start <= decided + 1.0:
+            # The API's start times are whole seconds, and a pod bound but not started yet
+            # reads its creation; it cannot start before the bind decision, which is precise.
+            start = decided
+        return start
+
+    def _grow_run(
+        self, s: Session, g: Gang, state: _Open, names: frozenset[str], models: Mapping[str, str]
+    ) -> None:
+        """More of the gang's pods bound in the open run: its GPUs and nodes grow."""
+        state.run_pods = names
+        run = s.get(HistoryRun, state.run_id)
+        if run is None:
+            return
+        nodes = sorted({p.node for p in g.pods if p.name in names and p.node})
+        run.gpus = max(run.gpus, sum(p.gpu_amount for p in g.pods if p.name in names and p.node))
+        run.nodes = ",".join(nodes)
+        run.gpu_model = "|".join(sorted({models.get(n, "") for n in nodes}))
+        row = s.get(HistoryGang, g.id)
+        if row is not None:
+            row.nodes = ",".join(sorted(set(filter(None, row.nodes.split(","))) | set(nodes)))
+
     def _close_run(self, s: Session, state: _Open, end: float, outcome: str, by: str, kind: str) -> None:
         run = s.get(HistoryRun, state.run_id)
         if run is not None and run.end_s is None:
             run.end_s = max(run.start_s, end)
             run.outcome, run.ended_by, run.kind = outcome, by, kind
-        state.closed_start = state.run_start_s
+        state.closed_start, state.closed_pods = state.run_start_s, state.run_pods
+        state.closed_decided = state.run_decided
         state.run_id = state.run_start_s = None
+        state.run_pods = frozenset()
         if outcome == "evicted":
             state.evicted_by = by
 
-    def _gone(self, s: Session, gid: str, state: _Open, lookup: PodLookup | None, now: float) -> None:
+    def _gone(
+        self, s: Session, gid: str, state: _Open, lookup: PodLookup | None, now: float, decided: float | None
+    ) -> None:
         outcome, end = ending(state.pods, lookup, now)
         if state.run_id is not None:
             self._close_run(s, state, end, outcome, "", "")
+        elif outcome in ("succeeded", "failed") and not set(state.pods) & state.closed_pods:
+            # Bound, run and finished between two looks (a daemon busy for seconds): the run
+            # from the pods' own record.
+            self._unseen_run(s, gid, state.pods, lookup, decided, end, outcome)
         elif state.evicted_by or outcome == "deleted":
             # Its last run was evicted and the gang was not started again.
             run = s.exec(
@@ -300,6 +381,28 @@ class History:
                 state.evicted_by if outcome == "evicted" else "",
             )
 
+    def _unseen_run(
+        self,
+        s: Session,
+        gid: str,
+        pods: Iterable[str],
+        lookup: PodLookup | None,
+        decided: float | None,
+        end: float,
+        outcome: str,
+    ) -> None:
+        row = s.get(HistoryGang, gid)
+        raws = [r for r in (lookup(p) for p in pods) if r is not None] if lookup else []
+        stamps = (_stamp((r.get("status") or {}).get("startTime")) for r in raws)
+        starts = [t for t in stamps if t is not None]
+        start = min(starts) if starts else decided
+        if decided is not None and start is not None and start <= decided + 1.0:
+            start = decided  # the API's whole seconds, as for a run seen (`_runs`)
+        if row is None or start is None:
+            return
+        nodes = sorted({n for n in ((r.get("spec") or {}).get("nodeName") for r in raws) if n})
+        _book_unseen(s, row, start, max(start, end), outcome, nodes)
+
     def evicted(self, now_s: float, evictions: Iterable[Eviction]) -> None:
         """Closes the runs the daemon evicted, naming the preemptor and the kind."""
         by_gang: dict[str, Eviction] = {}
@@ -310,8 +413,28 @@ class History:
         with self._session() as s, s.begin():
             for gid, e in sorted(by_gang.items()):
                 state = self._open.get(gid)
-                if state is not None and state.run_id is not None:
+                if state is None:
+                    continue
+                if state.run_id is not None:
                     self._close_run(s, state, now_s, "evicted", e.preemptor, e.kind)
+                    continue
+                decided = self._decided.get(gid)
+                if decided is not None and decided <= now_s and decided != state.closed_decided:
+                    # Bound and evicted before a look saw it run (a look reads the snapshot the
+                    # cycle began with): the run from its bind decision to the eviction.
+                    self._evicted_unseen(s, gid, state, decided, now_s, e)
+
+    def _evicted_unseen(
+        self, s: Session, gid: str, state: _Open, decided: float, now: float, e: Eviction
+    ) -> None:
+        row = s.get(HistoryGang, gid)
+        if row is None:
+            return
+        _book_unseen(s, row, decided, now, "evicted", [e.node] if e.node else [], e.preemptor, e.kind)
+        # Its pods, still bound in the snapshots to come while they terminate, open no run.
+        state.closed_start = state.closed_decided = decided
+        state.closed_pods = frozenset(state.pods)
+        state.evicted_by = e.preemptor
 
     def _inventory(self, s: Session, nodes: Iterable[Node], now: float) -> None:
         current = {}
@@ -334,6 +457,38 @@ class History:
             if row is not None:
                 row.last_seen_s = row.gone_s = now
         self._nodes = current
+
+
+def _book_unseen(
+    s: Session,
+    row: HistoryGang,
+    start: float,
+    end: float,
+    outcome: str,
+    nodes: list[str],
+    by: str = "",
+    kind: str = "",
+) -> None:
+    """Books a whole closed run of the gang that no look saw open, with the gang's shape."""
+    s.add(
+        HistoryRun(
+            gang_id=row.gang_id,
+            team=row.team,
+            tier=row.tier,
+            gpus=row.pods * (row.gpus_per_pod + row.gpu_milli / 1000),
+            gpu_model=row.gpu_model,
+            nodes=",".join(nodes),
+            start_s=start,
+            end_s=end,
+            outcome=outcome,
+            ended_by=by,
+            kind=kind,
+        )
+    )
+    row.runs += 1
+    if row.start_s is None:
+        row.start_s = start
+    row.nodes = ",".join(sorted(set(filter(None, row.nodes.split(","))) | set(nodes)))
 
 
 def read_history(
