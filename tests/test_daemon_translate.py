@@ -9,7 +9,13 @@ from scheduler.core.config import PolicyConfig
 from scheduler.core.errors import InvalidInput
 from scheduler.core.policies import get_policy
 from scheduler.daemon.config import daemon_config_from, load_daemon_config
-from scheduler.daemon.translate import SnapshotBuilder, node_from_api, pod_requests, protected_by_pdb
+from scheduler.daemon.translate import (
+    SnapshotBuilder,
+    node_from_api,
+    pod_requests,
+    protected_by_pdb,
+    timestamp,
+)
 
 
 def node(name: str, gpus: int = 8, ready: bool = True, **labels: str) -> dict:
@@ -255,3 +261,22 @@ def test_ledger_url_comes_from_the_environment_when_no_flag_names_it(monkeypatch
     assert _config(parser.parse_args(["run", "--ledger", "/tmp/l.db"])).ledger_url == "/tmp/l.db"
     cfg = _config(parser.parse_args(["run", "--lease-seconds", "6", "--no-leader-elect"]))
     assert not cfg.leader_elect and cfg.lease_s == 6 and cfg.lease_s > cfg.renew_deadline_s > cfg.retry_s
+
+
+def test_a_bound_pod_starts_at_its_start_time_else_its_bind_never_its_creation():
+    # Created 10:00; bound 11:00 (PodScheduled); the kubelet reports 11:00:05.
+    b = SnapshotBuilder([team("t", "ml")])
+    started = pod("started", node_name="n1")
+    started["status"]["startTime"] = "2026-11-29T11:00:05Z"
+    scheduled = pod("scheduled", node_name="n1")
+    scheduled["status"]["conditions"] = [
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-11-29T11:00:00Z"}
+    ]
+    just_bound = pod("just-bound", node_name="n1")  # bound by us, not yet seen so: young
+    tr = b.build(0.0, [node("n1")], [started, scheduled, just_bound])
+    start = {g.pods[0].name: g.pods[0].start_s for g in tr.snapshot.gangs}
+    assert start == {
+        "ml/started": timestamp("2026-11-29T11:00:05Z"),
+        "ml/scheduled": timestamp("2026-11-29T11:00:00Z"),
+        "ml/just-bound": None,
+    }

@@ -195,6 +195,21 @@ def pod_requests(pod: Mapping[str, Any]) -> tuple[int, int, int]:
     return split_requests(resource_requests(pod))[:3]
 
 
+def bound_since(pod: Mapping[str, Any]) -> float | None:
+    """When a bound pod started: the kubelet's startTime, else the bind (PodScheduled's
+    transition), else None, which the core reads as now: a pod just bound by this daemon and
+    not yet seen bound is young, never as old as its creation (a gang that queued an hour
+    is not past its minimum runtime the moment it binds)."""
+    status = pod.get("status") or {}
+    started = timestamp(status.get("startTime"))
+    if started is not None:
+        return started
+    for c in status.get("conditions") or ():
+        if c.get("type") == "PodScheduled" and c.get("status") == "True":
+            return timestamp(c.get("lastTransitionTime"))
+    return None
+
+
 def _node_ready(node: Mapping[str, Any]) -> bool:
     for cond in node.get("status", {}).get("conditions") or []:
         if cond.get("type") == "Ready":
@@ -605,9 +620,7 @@ class SnapshotBuilder:
         bound = node is not None
         start = None
         if bound:
-            start = timestamp(obj.get("status", {}).get("startTime")) or timestamp(
-                meta.get("creationTimestamp")
-            )
+            start = bound_since(obj)
         held = None if bound else self.nominated.get(key)
         own_terms, unread = pod_terms(obj, self.namespace_labels)
         c = None
