@@ -4,6 +4,7 @@ into its child objects and pods, its webhooks served with the dev cluster's CA."
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -258,3 +259,46 @@ spec:
 def test_controller_logs_in_state_dir(workload_cluster: WorkloadCluster, name: str) -> None:
     log = workload_cluster.dev.state_dir / "logs" / f"{name}.log"
     assert log.is_file() and log.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("plural", "body", "hook", "words"),
+    [
+        (
+            "pytorchjobs",
+            {
+                "apiVersion": "kubeflow.org/v1",
+                "kind": "PyTorchJob",
+                "metadata": {"name": "bad"},
+                "spec": {
+                    "pytorchReplicaSpecs": {"Boss": {"replicas": 1, "template": _pod_template("p", "x")}}
+                },
+            },
+            "validator.pytorchjob.training-operator.kubeflow.org",
+            '"Boss"',
+        ),
+        (
+            "trainjobs",
+            {
+                "apiVersion": "trainer.kubeflow.org/v1alpha1",
+                "kind": "TrainJob",
+                "metadata": {"name": "bad"},
+                "spec": {"runtimeRef": {"name": "no-such-runtime"}},
+            },
+            "validator.trainjob.trainer.kubeflow.org",
+            "no-such-runtime",
+        ),
+    ],
+)
+def test_the_kubeflow_controllers_webhooks_answer_on_loopback(
+    workload_cluster: WorkloadCluster, workload_namespace: str, plural: str, body: dict, hook: str, words: str
+) -> None:
+    # Refused by the controller's own validation, reached through our URL and CA: the
+    # training operator's (its rotator running beside it) and Trainer's.
+    group, version = body["apiVersion"].split("/")
+    api = client.CustomObjectsApi(workload_cluster.api)
+    with pytest.raises(client.ApiException) as refused:
+        api.create_namespaced_custom_object(group, version, workload_namespace, plural, body)
+    message = json.loads(refused.value.body)["message"]
+    assert f'admission webhook "{hook}" denied the request' in message
+    assert words in message
