@@ -390,6 +390,25 @@ def test_the_live_state_follows_pods_and_owners_as_they_come_and_go():
     assert all(isinstance(v, str) for v in run.check().values())
 
 
+def test_the_live_state_keeps_an_exclusive_jobs_stand_ins_as_the_fresh_build_does():
+    run = _Live()
+    excl = {"alpha.jobset.sigs.k8s.io/exclusive-topology": "network.gpufair.io/leaf"}
+    run.put("jobsets", _jobset("js", [("w", 1, 3)], **excl))
+    leader, *followers = _jobset_pods("js", "w", 0, 3)
+    run.put("pods", leader)
+    gang = run.check()["ml/workload:jobset/js"]
+    assert len(gang.pods) == 3 and gang.required_members == 3  # the leader and 2 stand-ins
+    bound = {**leader, "spec": {**leader["spec"], "nodeName": "n0"}}
+    bound["metadata"] = {**leader["metadata"], "resourceVersion": "2"}
+    run.put("pods", bound, "MODIFIED")
+    gang = run.check()["ml/workload:jobset/js"]
+    assert [p.name for p in gang.pods] == ["ml/js-w-0-0-x"] and gang.required_members == 1
+    for p in followers:  # JobSet makes them now
+        run.put("pods", p)
+    gang = run.check()["ml/workload:jobset/js"]
+    assert len(gang.pods) == 3 and gang.required_members == 1
+
+
 def test_every_owner_kind_a_recogniser_reads_is_watched():
     from scheduler.daemon.cache import RESOURCES
     from scheduler.daemon.workloads import RESOURCE_OF
