@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scheduler.core import InvalidInput, PolicyConfig, load_policy
+from simulator.cli import add_latency_arguments, latency_from_args
 
 HISTORY_REVISION = "0004"
 
@@ -94,7 +95,7 @@ def _whatif(args: argparse.Namespace) -> int:
     live = whatif.Scenario(whatif.LIVE, _policy(args.live_policy_file), live_teams)
     proposed = whatif.Scenario(whatif.PROPOSED, _policy(args.policy_file), new_teams)
     print(f"replaying {len(hist.trace.jobs):,} gangs on {len(hist.nodes)} nodes, live and proposed")
-    result = whatif.compare(hist, live, proposed, Path(args.out))
+    result = whatif.compare(hist, live, proposed, Path(args.out), latency_from_args(args, "whatif"))
     print("largest changes:" if result.changes else "no change worth a line")
     for line in result.changes:
         print(f"  {line}")
@@ -145,4 +146,5 @@ def add_history_commands(sub: argparse._SubParsersAction) -> None:
         "--live-teams", help="the GPUTeam YAML the cluster runs (default: one team per gang team, weight 1)"
     )
     wi.add_argument("--out", default="whatif-out", help="folder for report.html and the summaries")
+    add_latency_arguments(wi)
     wi.set_defaults(func=_guarded("whatif", _whatif))

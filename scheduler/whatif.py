@@ -21,6 +21,7 @@ from typing import Any
 from scheduler.core import PolicyConfig, Team
 from scheduler.ledger.trace import HistoryTrace
 from simulator.engine import Replay
+from simulator.latency import Latency
 from simulator.model import RunResult, Trace
 from simulator.summary import write_outputs
 from simulator.teams import team_of
@@ -55,10 +56,15 @@ def _resolve(trace: Trace, teams: tuple[Team, ...]) -> Trace:
     return replace(trace, jobs=jobs)
 
 
-def replay(history: HistoryTrace, scenario: Scenario, policy: str = "gpufair") -> RunResult:
-    """The history's trace replayed on its cluster under one scenario."""
+def replay(
+    history: HistoryTrace, scenario: Scenario, policy: str = "gpufair", latency: Latency | None = None
+) -> RunResult:
+    """The history's trace replayed on its cluster under one scenario (`latency`: the
+    simulator's model of the live delays, the same on both sides)."""
     trace = _resolve(history.trace, scenario.teams)
-    result = Replay(trace, history.nodes, scenario.teams, policy, scenario.policy).run()
+    result = Replay(
+        trace, history.nodes, scenario.teams, policy, scenario.policy, latency=latency or Latency()
+    ).run()
     return replace(result, policy=scenario.name)
 
 
@@ -170,9 +176,15 @@ def _team_table(teams: dict[str, dict[str, dict[str, Any]]]) -> str:
     return f"<table><tr><th>team</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def compare(history: HistoryTrace, live: Scenario, proposed: Scenario, out: Path | None = None) -> Comparison:
+def compare(
+    history: HistoryTrace,
+    live: Scenario,
+    proposed: Scenario,
+    out: Path | None = None,
+    latency: Latency | None = None,
+) -> Comparison:
     """Both replays; with `out`, their summaries and one HTML report (`out/report.html`)."""
-    results = {s.name: replay(history, s) for s in (live, proposed)}
+    results = {s.name: replay(history, s, latency=latency) for s in (live, proposed)}
     summaries = {}
     for name, result in results.items():
         if out is not None:

@@ -68,35 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="mean time between whole-node failures, per node (default: no failures)",
     )
     parser.add_argument("--repair-hours", type=float, default=4.0, help="time to repair a failed node")
-    parser.add_argument(
-        "--cycle-interval",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="decide only at ticks every S trace seconds, as the daemon's cycle does (default 0: "
-        "at every event)",
-    )
-    parser.add_argument(
-        "--bind-latency",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="a decided gang's pods start S trace seconds after the decision (default 0)",
-    )
-    parser.add_argument(
-        "--end-latency",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="a finished run's GPUs come back to the scheduler S trace seconds after its end (default 0)",
-    )
-    parser.add_argument(
-        "--arrival-latency",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="a job reaches the scheduler S trace seconds after its submission (default 0)",
-    )
+    add_latency_arguments(parser)
     parser.add_argument(
         "--openb-teams", type=int, default=1, help="openb has no tenants: spread pods over N teams"
     )
@@ -145,7 +117,7 @@ def _replay(args: argparse.Namespace) -> int:
     for p in policies:
         if p not in POLICIES:
             raise InvalidInput("simulate", "--policy", f"unknown policy {p!r}", f"use {', '.join(POLICIES)}")
-    latency = _latency(args)
+    latency = latency_from_args(args)
     options = TraceOptions(strict=args.strict, openb_teams=args.openb_teams)
     started = time.perf_counter()
     trace = read_trace(args.trace, args.format, options=options)
@@ -214,7 +186,42 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _latency(args: argparse.Namespace) -> Latency:
+def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
+    """The replay's latency model (simulator/latency.py), in trace seconds; all 0 by default:
+    the instant replay."""
+    parser.add_argument(
+        "--cycle-interval",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="decide only at ticks every S trace seconds, as the daemon's cycle does (default 0: "
+        "at every event)",
+    )
+    parser.add_argument(
+        "--bind-latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="a decided gang's pods start S trace seconds after the decision (default 0)",
+    )
+    parser.add_argument(
+        "--end-latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="a finished run's GPUs come back to the scheduler S trace seconds after its end (default 0)",
+    )
+    parser.add_argument(
+        "--arrival-latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="a job reaches the scheduler S trace seconds after its submission (default 0)",
+    )
+
+
+def latency_from_args(args: argparse.Namespace, command: str = "simulate") -> Latency:
+    """The Latency the flags of add_latency_arguments give; InvalidInput naming the flag."""
     flags = {
         "cycle_s": "--cycle-interval",
         "bind_s": "--bind-latency",
@@ -224,7 +231,7 @@ def _latency(args: argparse.Namespace) -> Latency:
     values = {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in flags.items()}
     for key, value in values.items():
         if not value >= 0 or value == float("inf"):
-            raise InvalidInput("simulate", flags[key], f"{value!r} is not >= 0", "give trace seconds")
+            raise InvalidInput(command, flags[key], f"{value!r} is not >= 0", "give trace seconds")
     return Latency(**values)
 
 

@@ -211,6 +211,26 @@ def test_whatif_capping_a_team_shows_its_jobs_never_start_and_the_other_waits_le
     assert "Largest changes" in page and "never start" in page and f"{PROPOSED}-allocation.png" in page
 
 
+def test_whatif_replays_both_sides_with_the_latency_flags(tmp_path: Path, capsys):
+    # Four 100 s jobs one after another on one node; a 10 s end latency delays each next
+    # start by 10 s on both sides: waits 0, 110, 220, 330 (the same policy: no change).
+    db = str(tmp_path / "ledger.db")
+    _history(db, [("a/1", "a", 0, 100), ("b/1", "b", 0, 100), ("a/2", "a", 0, 100), ("b/2", "b", 0, 100)])
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("{}\n")
+    out = tmp_path / "whatif"
+    argv = ["whatif", "--ledger", db, "--since", "2026-11-01", "--until", "2026-11-01T01:00Z"]
+    argv += ["--policy-file", str(policy), "--out", str(out), "--end-latency", "10"]
+    assert main(argv) == 0
+    assert "no change worth a line" in capsys.readouterr().out
+    for side in (LIVE, PROPOSED):
+        summary = json.loads((out / side / "summary.json").read_text())
+        waits = [summary["teams"][t]["wait_p50_s"] for t in ("a", "b")]
+        assert sum(waits) == pytest.approx((0 + 220) / 2 + (110 + 330) / 2)
+    assert main([*argv[:-1], "-1"]) == 2
+    assert "--end-latency" in capsys.readouterr().err
+
+
 def test_whatif_refuses_a_ledger_without_history(tmp_path: Path, capsys):
     db = str(tmp_path / "old.db")
     with Ledger(db, migrate=False) as ledger:
