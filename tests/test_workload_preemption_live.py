@@ -15,7 +15,14 @@ import pytest
 
 from tests.daemon_support import InProcessDaemon, kube_for, make_team, pods_in, wait_for
 from tests.fixtures_workloads import WorkloadCluster
-from tests.test_workloads_kubeflow_ray_live import _pod_spec, bound, labelled, pytorchjob
+from tests.test_workloads_kubeflow_ray_live import (
+    _pod_spec,
+    blocker,
+    bound,
+    labelled,
+    pytorchjob,
+    ray_cluster_spec,
+)
 from tests.test_workloads_live import LWS, _lws
 
 
@@ -47,19 +54,7 @@ def _raycluster(name: str, workers: int) -> dict[str, Any]:
         "apiVersion": "ray.io/v1",
         "kind": "RayCluster",
         "metadata": {"name": name},
-        "spec": {
-            "headGroupSpec": {"rayStartParams": {}, "template": {"spec": _pod_spec("ray-head", 0)}},
-            "workerGroupSpecs": [
-                {
-                    "groupName": "gpu",
-                    "replicas": workers,
-                    "minReplicas": workers,
-                    "maxReplicas": workers,
-                    "rayStartParams": {},
-                    "template": {"spec": _pod_spec("ray-worker", 8)},
-                }
-            ],
-        },
+        "spec": ray_cluster_spec(workers),
     }
 
 
@@ -106,19 +101,6 @@ KINDS: dict[str, tuple[str, dict[str, Any], str, int, int, Callable[[Any, str], 
 }
 
 
-def _production_pods(pods: int) -> dict[str, Any]:
-    """Independent production pods that no gang may evict, taking `pods` nodes."""
-    spec = _pod_spec("serve", 8)
-    spec["priorityClassName"] = "gpufair-production"
-    spec["restartPolicy"] = "Never"
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": "serving", "annotations": {"gpufair.io/independent-pods": "true"}},
-        "spec": {"parallelism": pods, "completions": pods, "template": {"spec": spec}},
-    }
-
-
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_a_production_lws_evicts_the_whole_workload_and_its_controller_brings_it_back(
     kind: str, workload_cluster: WorkloadCluster, workload_namespace: str
@@ -138,7 +120,11 @@ def test_a_production_lws_evicts_the_whole_workload_and_its_controller_brings_it
 
     with InProcessDaemon(workload_cluster.kubeconfig, policy=_policy(default_min_runtime_s=0.0)):
         if blockers:
-            kube.request("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", body=_production_pods(blockers))
+            kube.request(
+                "POST",
+                f"/apis/batch/v1/namespaces/{ns}/jobs",
+                body=blocker("serving", blockers, "gpufair-production"),
+            )
             serving = "batch.kubernetes.io/job-name"
             wait_for(
                 "the production pods bound",

@@ -61,8 +61,8 @@ def trainjob(name: str, nodes: int, gpus: int = 8) -> dict[str, Any]:
     }
 
 
-def rayjob(name: str, workers: int, gpus: int = 8) -> dict[str, Any]:
-    """KubeRay's RayJob sample: a head and one worker group of `workers` (all required)."""
+def ray_cluster_spec(workers: int, gpus: int = 8) -> dict[str, Any]:
+    """KubeRay's sample cluster: a head and one worker group of `workers` (all required)."""
 
     def template(container: str, n: int) -> dict[str, Any]:
         spec = _pod_spec(container, n)
@@ -70,31 +70,37 @@ def rayjob(name: str, workers: int, gpus: int = 8) -> dict[str, Any]:
         return {"spec": spec}
 
     return {
+        "headGroupSpec": {"rayStartParams": {}, "template": template("ray-head", 0)},
+        "workerGroupSpecs": [
+            {
+                "groupName": "gpu",
+                "replicas": workers,
+                "minReplicas": workers,
+                "maxReplicas": workers,
+                "rayStartParams": {},
+                "template": template("ray-worker", gpus),
+            }
+        ],
+    }
+
+
+def rayjob(name: str, workers: int, gpus: int = 8) -> dict[str, Any]:
+    """KubeRay's RayJob sample, on that cluster."""
+    return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
         "metadata": {"name": name},
         "spec": {
             "entrypoint": "python /home/ray/samples/sample_code.py",
-            "rayClusterSpec": {
-                "headGroupSpec": {"rayStartParams": {}, "template": template("ray-head", 0)},
-                "workerGroupSpecs": [
-                    {
-                        "groupName": "gpu",
-                        "replicas": workers,
-                        "minReplicas": workers,
-                        "maxReplicas": workers,
-                        "rayStartParams": {},
-                        "template": template("ray-worker", gpus),
-                    }
-                ],
-            },
+            "rayClusterSpec": ray_cluster_spec(workers, gpus),
         },
     }
 
 
-def blocker(name: str, pods: int) -> dict[str, Any]:
+def blocker(name: str, pods: int, priority: str = "gpufair-training") -> dict[str, Any]:
     """An indexed Job of independent 8-GPU pods that takes `pods` nodes."""
     spec = _pod_spec("main", 8)
+    spec["priorityClassName"] = priority
     spec["restartPolicy"] = "Never"
     return {
         "apiVersion": "batch/v1",

@@ -203,19 +203,7 @@ spec:
         reason: PodCompleted
         lastTransitionTime: {{ $t | Quote }}
       {{ end }}
-      containerStatuses:
-      {{ range .spec.containers }}
-      - name: {{ .name | Quote }}
-        image: {{ .image | Quote }}
-        ready: false
-        started: false
-        restartCount: 0
-        state:
-          terminated:
-            exitCode: 0
-            reason: Completed
-            finishedAt: {{ $t | Quote }}
-      {{ end }}
+      TERMINATED_0_Completed
 ---
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
@@ -234,19 +222,7 @@ spec:
     statusTemplate: |
       {{ $t := Now }}
       phase: Failed
-      containerStatuses:
-      {{ range .spec.containers }}
-      - name: {{ .name | Quote }}
-        image: {{ .image | Quote }}
-        ready: false
-        started: false
-        restartCount: 0
-        state:
-          terminated:
-            exitCode: 137
-            reason: Error
-            finishedAt: {{ $t | Quote }}
-      {{ end }}
+      TERMINATED_137_Error
 ---
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
@@ -263,4 +239,29 @@ spec:
       values: [Succeeded, Failed]
   next:
     delete: true
-""".replace("FAKE_RUNTIME", FAKE_RUNTIME_ANNOTATION).replace("HANDS_OFF", FAKE_NODE_STATUS_ANNOTATION)
+"""
+
+
+def _terminated(exit_code: int, reason: str) -> str:
+    """Every container of the pod ended with `exit_code`, as its kubelet reports it."""
+    return f"""containerStatuses:
+      {{{{ range .spec.containers }}}}
+      - name: {{{{ .name | Quote }}}}
+        image: {{{{ .image | Quote }}}}
+        ready: false
+        started: false
+        restartCount: 0
+        state:
+          terminated:
+            exitCode: {exit_code}
+            reason: {reason}
+            finishedAt: {{{{ $t | Quote }}}}
+      {{{{ end }}}}"""
+
+
+STAGES_YAML = (
+    STAGES_YAML.replace("FAKE_RUNTIME", FAKE_RUNTIME_ANNOTATION)
+    .replace("HANDS_OFF", FAKE_NODE_STATUS_ANNOTATION)
+    .replace("TERMINATED_0_Completed", _terminated(0, "Completed"))
+    .replace("TERMINATED_137_Error", _terminated(137, "Error"))
+)
